@@ -1,0 +1,1 @@
+"""StratusLab-style appliance marketplace: metadata core, store and web service."""
