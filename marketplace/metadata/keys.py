@@ -1,0 +1,76 @@
+"""Signing credentials: a private key with its certificate, from PKCS#12 or PEM files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from marketplace.metadata.problems import fail
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A private key and the certificate that names its owner."""
+
+    key: SigningKey
+    certificate: x509.Certificate
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def load_pkcs12(path: Path, password: bytes | None) -> Credentials:
+    """Read a PKCS#12 bundle (old RC2-encrypted ones too)."""
+    try:
+        key, certificate, _ = pkcs12.load_key_and_certificates(Path(path).read_bytes(), password)
+    except ValueError as exc:
+        raise fail("credentials", "pkcs12",
+                   f"cannot open {path}: wrong password or not a PKCS#12 file ({exc})") from None
+    if key is None or certificate is None:
+        raise fail("credentials", "pkcs12", f"{path} holds no private key with a certificate")
+    return _checked(key, certificate, path)
+
+
+def load_pem(key_path: Path, certificate_path: Path, password: bytes | None) -> Credentials:
+    """Read a PEM private key (encrypted or not) and a PEM certificate."""
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password)
+    except (ValueError, TypeError) as exc:
+        raise fail("credentials", "pem-key", f"cannot read the key in {key_path}: {exc}") from None
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(certificate_path).read_bytes())
+    except ValueError as exc:
+        raise fail("credentials", "pem-certificate",
+                   f"cannot read the certificate in {certificate_path}: {exc}") from None
+    return _checked(key, certificate, key_path)
+
+
+def _checked(key, certificate: x509.Certificate, source: Path) -> Credentials:
+    if not isinstance(key, SigningKey):
+        raise fail("credentials", "key-type",
+                   f"the key in {source} is {type(key).__name__}; RSA, ECDSA or DSA is needed")
+    if key.public_key().public_numbers() != certificate.public_key().public_numbers():
+        raise fail("credentials", "key-mismatch",
+                   f"the certificate in {source} does not belong to the private key")
+    return Credentials(key, certificate)
+
+
+def certificate_emails(certificate: x509.Certificate) -> list[str]:
+    """The rfc822 names of the certificate's SubjectAltName extension."""
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return extension.value.get_values_for_type(x509.RFC822Name)

@@ -1,0 +1,145 @@
+"""Is a metadata document valid? Every rule of the StratusLab profile, in one place.
+
+:func:`validate` runs the document through four layers and returns every problem found:
+the document's outline (``xml:base``, one Description, the Signature last), the RDF/XML
+grammar, the XML Schema in ``schemas/`` (element order, types, dates, email, hex), and the
+rules across elements that a schema cannot say (identifier, checksums, cardinalities).
+An expired ``valid`` date and ``deprecated`` are statuses of a valid entry, not errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from lxml import etree
+
+from marketplace.metadata import document as doc
+from marketplace.metadata import model as m
+from marketplace.metadata.digests import ALGORITHMS
+from marketplace.metadata.identifier import identifier_to_sha1, same_sha1, sha1_to_identifier
+from marketplace.metadata.problems import MetadataError, Problem
+from marketplace.metadata.rdfxml import rdf_problems
+from marketplace.metadata.schema import schema_problems
+
+AT_MOST_ONE = ("serial-number", "version", "deprecated", "os", "os-arch", "os-version")
+_DCTERMS_TYPE = f"{{{doc.DCTERMS}}}type"
+
+
+def validate(root: etree._Element) -> list[Problem]:
+    """Every problem of a parsed document; an empty list means the document is valid."""
+    problems = _outline_problems(root)
+    description = root.find(doc.DESCRIPTION)
+    if description is None:
+        return problems
+    problems += rdf_problems(description)
+    if not problems:
+        problems += schema_problems(root)
+    return problems + _rule_problems(description)
+
+
+def check(data: bytes) -> etree._Element:
+    """Parse and validate a document; raise :class:`MetadataError` listing every problem."""
+    root = doc.parse(data)
+    problems = validate(root)
+    if problems:
+        raise MetadataError(problems)
+    return root
+
+
+def _outline_problems(root: etree._Element) -> list[Problem]:
+    problems = []
+    base = root.get(doc.BASE)
+    if base is None:
+        problems.append(Problem("rdf:RDF", "xml-base", f"xml:base is required ({doc.XML_BASE})"))
+    elif base != doc.XML_BASE:
+        problems.append(Problem("rdf:RDF", "xml-base",
+                                f"xml:base is {base!r}, it must be {doc.XML_BASE!r}"))
+    children = doc.elements(root)
+    descriptions = [c for c in children if c.tag == doc.DESCRIPTION]
+    if len(descriptions) != 1:
+        problems.append(Problem("rdf:Description", "one-description",
+                                f"the document has {len(descriptions)} rdf:Description "
+                                "elements, it must have exactly one"))
+    signatures = doc.signatures_of(root)
+    if len(signatures) > 1:
+        problems.append(Problem("Signature", "one-signature",
+                                f"the document has {len(signatures)} signatures, at most one "
+                                "is allowed"))
+    elif signatures and signatures[0] is not children[-1]:
+        problems.append(Problem("Signature", "signature-last",
+                                "the signature must be the last element of rdf:RDF"))
+    for stray in children:
+        if stray.tag not in (doc.DESCRIPTION, doc.SIGNATURE):
+            problems.append(Problem(doc.qname(stray), "root-content",
+                                    f"{doc.qname(stray)} is not allowed directly in rdf:RDF"))
+    return problems
+
+
+def _rule_problems(description: etree._Element) -> list[Problem]:
+    return (_identifier_problems(description) + _checksum_problems(description)
+            + _type_problems(description) + _cardinality_problems(description))
+
+
+def _identifier_problems(description: etree._Element) -> list[Problem]:
+    identifier = (description.findtext(m.IDENTIFIER) or "").strip()
+    if not identifier:
+        return [Problem("dcterms:identifier", "required", "dcterms:identifier is missing")]
+    problems = []
+    about = description.get(doc.ABOUT)
+    if about != "#" + identifier:
+        problems.append(Problem("rdf:Description", "about-identifier",
+                                f"rdf:about is {about!r}, it must be '#{identifier}'"))
+    try:
+        sha1_of_identifier = identifier_to_sha1(identifier)
+    except MetadataError as exc:
+        return problems + exc.problems
+    sha1 = _sha1_values(description)
+    if len(sha1) == 1 and _is_hex(sha1[0]) and not same_sha1(sha1_of_identifier, sha1[0]):
+        problems.append(Problem("dcterms:identifier", "identifier-sha1",
+                                f"identifier {identifier} does not match the SHA-1 checksum "
+                                f"{sha1[0]} (which gives {sha1_to_identifier(sha1[0])})"))
+    return problems
+
+
+def _checksums(description: etree._Element) -> list[tuple[str, str]]:
+    return [((c.findtext(m.ALGORITHM) or "").strip(), (c.findtext(m.VALUE) or "").strip())
+            for c in description.findall(m.CHECKSUM)]
+
+
+def _sha1_values(description: etree._Element) -> list[str]:
+    return [value for algorithm, value in _checksums(description) if algorithm == "SHA-1"]
+
+
+def _is_hex(value: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]+", value) is not None
+
+
+def _checksum_problems(description: etree._Element) -> list[Problem]:
+    problems = []
+    for algorithm, _ in _checksums(description):
+        if algorithm not in ALGORITHMS:
+            problems.append(Problem("slreq:algorithm", "checksum-algorithm",
+                                    f"algorithm {algorithm!r} is not one of "
+                                    f"{', '.join(ALGORITHMS)}"))
+    count = len(_sha1_values(description))
+    if count != 1:
+        problems.append(Problem("slreq:checksum", "one-sha1",
+                                f"found {count} SHA-1 checksums, exactly one is required"))
+    return problems
+
+
+def _type_problems(description: etree._Element) -> list[Problem]:
+    types = description.findall(_DCTERMS_TYPE)
+    if len(types) != 1:
+        return [Problem("dcterms:type", "one-type",
+                        f"found {len(types)} dcterms:type elements, exactly one is required")]
+    return []
+
+
+def _cardinality_problems(description: etree._Element) -> list[Problem]:
+    counts = Counter(child.tag for child in doc.elements(description))
+    return [Problem(f"slterms:{name}", "at-most-one",
+                    f"slterms:{name} appears {counts[tag]} times, at most once is allowed")
+            for name in AT_MOST_ONE
+            if counts[tag := f"{{{doc.SLTERMS}}}{name}"] > 1]
