@@ -1,0 +1,149 @@
+"""The storage interface every backend implements (SQLite, Elasticsearch).
+
+A store keeps each accepted signed document byte for byte, keyed by (identifier, endorser
+email, endorsement date). Everything searchable is derived from those bytes and can be
+rebuilt with :meth:`Store.reindex`. "Latest" means the newest entry of one identifier by one
+endorser; listings show only those unless a date is asked for.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from marketplace.metadata import document as xml
+from marketplace.metadata import model
+
+SORT_FIELDS = ("created", "identifier", "email", "title", "os", "os_version", "os_arch",
+               "kind", "format", "hypervisor", "valid", "bytes")
+FILTER_FIELDS = ("identifier", "email", "os", "os_version", "os_arch", "kind", "type", "format",
+                 "hypervisor", "tag")
+FACET_FIELDS = ("os", "os_version", "os_arch", "email", "kind", "format", "hypervisor", "status")
+LOCATIONS = ("all", "web", "pdisk")
+STATUSES = ("valid", "expired", "deprecated", "all")
+
+
+class StoreError(Exception):
+    """The store cannot serve (e.g. its server is down); the caller may retry later."""
+
+
+class Conflict(Exception):
+    """An entry that contradicts what is stored (older than the latest, or a changed copy)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored document and the entry read from it."""
+
+    document: bytes
+    appliance: model.Appliance
+
+    @property
+    def identifier(self) -> str:
+        return self.appliance.identifier
+
+    @property
+    def email(self) -> str:
+        return self.appliance.endorsement.email or ""
+
+    @property
+    def created(self) -> datetime:
+        return self.appliance.endorsement.created
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.identifier, self.email, model.format_date(self.created)
+
+    @classmethod
+    def from_document(cls, document: bytes) -> Entry:
+        """Re-read a stored document (verified when it was accepted, so only parsed here)."""
+        return cls(document, model.from_document(xml.parse(document)))
+
+
+@dataclass
+class Query:
+    """What to list: filters, free text, order and page."""
+
+    q: str | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+    status: str = "valid"
+    location: str = "all"
+    created: datetime | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    latest_only: bool = True
+    sort: str = "created"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+    facets: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class Page:
+    """One page of results, the total count and, when asked, facet counts."""
+
+    entries: list[Entry]
+    total: int
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endorser:
+    """An endorser and what they published."""
+
+    email: str
+    subject: str
+    entries: int
+    latest: datetime
+
+
+class Store(abc.ABC):
+    """Where accepted documents live. Every method is safe to call from several threads."""
+
+    @abc.abstractmethod
+    def add(self, entry: Entry) -> bool:
+        """Store an entry durably; True if new, False if this exact document was already there.
+
+        Raises Conflict for an entry older than the latest of its identifier and endorser,
+        or for a different document under the same key.
+        """
+
+    @abc.abstractmethod
+    def get(self, identifier: str, email: str, created: datetime) -> Entry | None:
+        """The entry with exactly this key."""
+
+    @abc.abstractmethod
+    def search(self, query: Query) -> Page:
+        """Entries matching a query."""
+
+    @abc.abstractmethod
+    def endorsers(self) -> list[Endorser]:
+        """Every endorser with an entry, by email."""
+
+    @abc.abstractmethod
+    def tags(self, email: str) -> dict[str, int]:
+        """The tags an endorser used, with how many entries carry each."""
+
+    @abc.abstractmethod
+    def remove(self, identifier: str, email: str, created: datetime) -> bool:
+        """Delete one entry (moderation); True if it existed."""
+
+    @abc.abstractmethod
+    def reindex(self) -> int:
+        """Rebuild every index from the stored documents; the number of entries."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many documents are stored."""
+
+    @abc.abstractmethod
+    def healthy(self) -> bool:
+        """True when the store can serve reads and writes now."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""
