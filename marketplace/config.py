@@ -1,0 +1,67 @@
+"""Marketplace settings: defaults < ``marketplace.cfg`` in the data dir < ``MARKETPLACE_*``.
+
+:data:`SETTINGS` documents every key once; ``stratus-marketplace --help`` prints it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_FILE = "marketplace.cfg"
+ENV_PREFIX = "MARKETPLACE_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key with its default and meaning."""
+
+    key: str
+    default: str
+    help: str
+
+
+SETTINGS = (
+    Setting("DATA_DIR", "./var/marketplace", "folder for the SQLite store and marketplace.cfg"),
+    Setting("STORE", "sqlite", "storage backend: sqlite or elasticsearch"),
+    Setting("ELASTICSEARCH_URL", "http://127.0.0.1:9200", "Elasticsearch server (STORE="
+            "elasticsearch)"),
+    Setting("ELASTICSEARCH_INDEX_PREFIX", "marketplace", "prefix of the Elasticsearch indices"),
+    Setting("MAX_UPLOAD_BYTES", str(1024 * 1024), "largest metadata document accepted"),
+    Setting("TRUST_STORE", "", "CA certificates and CRLs (file or folder) that signers must "
+            "chain to; empty: any valid certificate"),
+    Setting("TITLE", "StratusLab Marketplace", "name shown on the pages"),
+)
+_DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+def load(data_dir: str | None = None, environ: dict[str, str] | None = None,
+         **overrides: str) -> dict[str, str]:
+    """The effective settings: defaults, then the data dir's file, environment, overrides."""
+    environ = os.environ if environ is None else environ
+    values = dict(_DEFAULTS)
+    values["DATA_DIR"] = data_dir or environ.get(ENV_PREFIX + "DATA_DIR") or values["DATA_DIR"]
+    values.update(_read_file(Path(values["DATA_DIR"]) / CONFIG_FILE))
+    values.update({k[len(ENV_PREFIX):]: v for k, v in environ.items()
+                   if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] in _DEFAULTS})
+    values.update({k.upper(): str(v) for k, v in overrides.items() if v is not None})
+    unknown = set(values) - set(_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown marketplace settings: {', '.join(sorted(unknown))}")
+    return values
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str.upper
+    if not parser.read(path, encoding="utf-8"):
+        return {}
+    return dict(parser["marketplace"]) if parser.has_section("marketplace") else {}
+
+
+def describe() -> str:
+    """Every setting with its default, for --help."""
+    return "\n".join(f"  {ENV_PREFIX}{s.key} (default {s.default!r}): {s.help}"
+                     for s in SETTINGS)

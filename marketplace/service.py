@@ -1,0 +1,52 @@
+"""What the marketplace does with a document, apart from HTTP: accept it, or say why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from marketplace.metadata.checks import check_document
+from marketplace.metadata.problems import fail
+from marketplace.metadata.trust import TrustStore
+from marketplace.store.base import Entry, Store
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class TooLarge(ValueError):
+    """A document over the size limit."""
+
+
+@dataclass
+class Marketplace:
+    """The store with the acceptance policy in front of it."""
+
+    store: Store
+    max_bytes: int
+    trust_store: TrustStore | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, str], store: Store) -> Marketplace:
+        trust = settings["TRUST_STORE"]
+        return cls(store, int(settings["MAX_UPLOAD_BYTES"]),
+                   TrustStore.load(Path(trust)) if trust else None)
+
+    def accept(self, data: bytes, now: datetime | None = None) -> tuple[Entry, bool]:
+        """Verify a signed document and store it; the entry and whether it is new.
+
+        The signature must verify, the endorser match the certificate, the certificate be
+        valid now (and chain to the trust store when there is one), and the endorsement
+        not be dated in the future. Raises MetadataError, TooLarge or store.Conflict.
+        """
+        if len(data) > self.max_bytes:
+            raise TooLarge(f"the document is {len(data)} bytes; the limit is {self.max_bytes}")
+        now = now or datetime.now(UTC)
+        checked = check_document(data, require_signature=True, at=now,
+                                 trust_store=self.trust_store)
+        created = checked.appliance.endorsement.created
+        if created > now + CLOCK_SKEW:
+            raise fail("dcterms:created", "not-in-future",
+                       f"the endorsement is dated {created:%Y-%m-%dT%H:%M:%SZ}, in the future")
+        entry = Entry(data, checked.appliance)
+        return entry, self.store.add(entry)
