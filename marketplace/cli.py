@@ -1,0 +1,196 @@
+"""stratus-marketplace: run the marketplace server and look after its store.
+
+``serve`` runs the app under gunicorn (the Flask development server only with ``--debug``);
+``demo`` fills an empty store with signed demo entries, then serves; ``reindex`` rebuilds
+the indexes from the stored documents; ``init-store`` creates an empty store. Settings come
+from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line
+sets the data dir, and every setting reaches the gunicorn workers through the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+from marketplace import config
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 4
+METRICS_DIR = "prometheus"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = ("settings (environment variables, or keys of a [marketplace] section in "
+              f"DATA_DIR/{config.CONFIG_FILE}; the environment wins):\n{config.describe()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", metavar="DIR",
+                        help="store and config folder (else MARKETPLACE_DATA_DIR)")
+    p = argparse.ArgumentParser(prog="stratus-marketplace", epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Run the appliance marketplace and look after "
+                                "its store.")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (("serve", "run the marketplace under gunicorn"),
+                       ("demo", "add signed demo entries to an empty store, then serve")):
+        sub = commands.add_parser(name, parents=[common], help=text, description=text,
+                                  epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        _server_options(sub)
+    for name, text in (("reindex", "rebuild every index from the stored documents"),
+                       ("init-store", "create an empty store (serve does it too)")):
+        commands.add_parser(name, parents=[common], help=text, description=text, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default "
+                   f"{DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"gunicorn worker processes (default {DEFAULT_WORKERS})")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"threads per worker (default {DEFAULT_THREADS})")
+    p.add_argument("--debug", action="store_true",
+                   help="Flask's development server with the debugger, not gunicorn")
+
+
+def settings_for(options: argparse.Namespace) -> dict[str, str]:
+    """The effective settings, with the data dir made absolute and exported to the
+    environment so that gunicorn's workers (and any child) see the same ones."""
+    settings = config.load(options.data_dir)
+    data_dir = Path(settings["DATA_DIR"]).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings["DATA_DIR"] = str(data_dir)
+    os.environ[config.ENV_PREFIX + "DATA_DIR"] = str(data_dir)
+    return settings
+
+
+def init_store(settings: dict[str, str]) -> int:
+    """Create the store if needed (before any worker starts); how many entries it holds."""
+    from marketplace.app import open_store
+    store = open_store(settings)
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def reindex(settings: dict[str, str]) -> int:
+    from marketplace.app import open_store
+    store = open_store(settings)
+    try:
+        return store.reindex()
+    finally:
+        store.close()
+
+
+def fresh_metrics_dir(settings: dict[str, str]) -> Path:
+    """An empty folder for prometheus_client's multiprocess files, named in the environment
+    before any worker imports prometheus_client."""
+    folder = Path(settings["DATA_DIR"]) / METRICS_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """Serve until stopped: gunicorn, or Flask's development server with --debug."""
+    fresh_metrics_dir(settings)
+    init_store(settings)
+    url = f"http://{options.host}:{options.port}/"
+    if options.debug:
+        from marketplace.app import create_app
+        print(f"marketplace (Flask development server) at {url}", flush=True)
+        create_app().run(options.host, options.port, debug=True, use_reloader=False)
+        return 0
+    Server(options.host, options.port, options.workers, options.threads).run()
+    return 0
+
+
+class Server(BaseApplication):
+    """gunicorn running ``create_app()`` in each worker, no preloading: every worker opens
+    its own store after the fork, and reads its settings from the environment."""
+
+    def __init__(self, host: str, port: int, workers: int, threads: int):
+        self.settings = {
+            "bind": [f"{host}:{port}"], "workers": workers, "threads": threads,
+            "worker_class": "gthread" if threads > 1 else "sync", "timeout": 60,
+            "graceful_timeout": 10, "proc_name": "stratus-marketplace",
+            "when_ready": _ready, "child_exit": _child_exit,
+            # gunicorn 24+ opens a control socket in ~/.gunicorn by default: one path
+            # shared by every server of the user, so two marketplaces would collide.
+            "control_socket_disable": True,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.settings.items():
+            if key in self.cfg.settings:  # older gunicorn lacks some settings
+                self.cfg.set(key, value)
+
+    def load(self):
+        from marketplace.app import create_app
+        return create_app()
+
+
+def _ready(server) -> None:
+    for listener in server.LISTENERS:
+        print(f"marketplace at {listener}/ (data in "
+              f"{os.environ[config.ENV_PREFIX + 'DATA_DIR']}; Ctrl-C stops it)", flush=True)
+
+
+def _child_exit(server, worker) -> None:
+    """Let prometheus_client drop a dead worker's live gauges."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def demo(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """Fill an empty store with the demo entries, then serve."""
+    from marketplace import demo as demo_data
+    added = demo_data.populate(settings)
+    if added:
+        print(f"added {added} signed demo entries to {settings['DATA_DIR']}", flush=True)
+    else:
+        print(f"the store in {settings['DATA_DIR']} is not empty: no demo entries added",
+              flush=True)
+    return serve(options, settings)
+
+
+def run(options: argparse.Namespace) -> int:
+    settings = settings_for(options)
+    if options.command == "serve":
+        return serve(options, settings)
+    if options.command == "demo":
+        return demo(options, settings)
+    if options.command == "reindex":
+        print(f"reindexed {reindex(settings)} entries in {settings['DATA_DIR']}")
+        return 0
+    count = init_store(settings)
+    print(f"store ready in {settings['DATA_DIR']} ({count} entries)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    try:
+        return run(options)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
