@@ -164,6 +164,9 @@ def demo(options: argparse.Namespace, settings: dict[str, str]) -> int:
     else:
         print(f"the store in {settings['DATA_DIR']} is not empty: no demo entries added",
               flush=True)
+    base = f"http://{options.host}:{options.port}"
+    print(f"try: {base}/metadata?media=html  {base}/api/v1/appliances?q=ubuntu  "
+          f"{base}/endorsers?media=json", flush=True)
     return serve(options, settings)
 
 
