@@ -30,11 +30,22 @@ BASE = f"{{{XML}}}base"
 SIGNATURE = f"{{{DSIG}}}Signature"
 
 
+class _NoExternal(etree.Resolver):
+    """Opens nothing: libxml2 would otherwise read a file a DOCTYPE names."""
+
+    def resolve(self, url, pubid, context):
+        return self.resolve_string("", context)
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    """No DTD, entities, network or files; comments dropped, since no signature covers them
+    (a reference ``URI=""`` excludes comments) and so they must not change what is read."""
+    parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-        huge_tree=False, remove_blank_text=False, collect_ids=False,
+        huge_tree=False, remove_blank_text=False, collect_ids=False, remove_comments=True,
     )
+    parser.resolvers.add(_NoExternal())
+    return parser
 
 
 def parse(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> etree._Element:

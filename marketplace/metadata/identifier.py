@@ -7,6 +7,7 @@ digest bytes. Comparisons go through the integer, so leading zeros in the hex ar
 
 from __future__ import annotations
 
+import re
 import string
 
 from marketplace.metadata.problems import fail
@@ -15,6 +16,7 @@ ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_
 LENGTH = 27
 _DIGIT = {c: i for i, c in enumerate(ALPHABET)}
 _SHA1_BITS = 160
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 def sha1_to_identifier(sha1_hex: str) -> str:
@@ -57,11 +59,10 @@ def same_sha1(a_hex: str, b_hex: str) -> bool:
 
 def _sha1_int(sha1_hex: str) -> int:
     text = sha1_hex.strip()
-    try:
-        value = int(text, 16)
-    except ValueError:
+    if not _HEX.fullmatch(text):
         raise fail("slreq:checksum", "checksum-hex",
-                   f"SHA-1 value {sha1_hex!r} is not hexadecimal") from None
+                   f"SHA-1 value {sha1_hex!r} is not hexadecimal")
+    value = int(text, 16)
     if value >> _SHA1_BITS:
         raise fail("slreq:checksum", "checksum-hex",
                    f"SHA-1 value {sha1_hex!r} is longer than 160 bits")

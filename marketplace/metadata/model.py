@@ -243,7 +243,7 @@ def _read_fields(appliance: Appliance, description: etree._Element) -> None:
             continue
         spec = _BY_TAG.get(child.tag)
         if spec is None or len(child) or (not spec.many and getattr(appliance, spec.name)):
-            appliance.extra.append(etree.tostring(child, encoding="unicode", with_tail=False))
+            appliance.extra.append(_standalone(child))
             continue
         text = _text(child)
         if not text and spec.kind is not str:
@@ -253,6 +253,13 @@ def _read_fields(appliance: Appliance, description: etree._Element) -> None:
             getattr(appliance, spec.name).append(value)
         else:
             setattr(appliance, spec.name, value)
+
+
+def _standalone(element: etree._Element) -> str:
+    """An element as XML text declaring only the namespaces it uses."""
+    copy = etree.fromstring(etree.tostring(element, with_tail=False))
+    etree.cleanup_namespaces(copy)
+    return etree.tostring(copy, encoding="unicode")
 
 
 def to_document(appliance: Appliance) -> etree._Element:
@@ -275,9 +282,12 @@ def to_document(appliance: Appliance) -> etree._Element:
         value = getattr(appliance, spec.name)
         for item in value if spec.many else ([] if value is None else [value]):
             etree.SubElement(description, spec.tag).text = spec.encode(item)
-    for xml_text in appliance.extra:
-        description.append(doc.fragment(xml_text))
     etree.indent(root, space="    ")
+    for xml_text in appliance.extra:
+        description[-1].tail = "\n        "
+        description.append(doc.fragment(xml_text))
+    if appliance.extra:
+        description[-1].tail = "\n    "
     return root
 
 

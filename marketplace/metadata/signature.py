@@ -23,6 +23,7 @@ from lxml import etree
 
 from marketplace.metadata import document as doc
 from marketplace.metadata import model as m
+from marketplace.metadata.dn import same_dn
 from marketplace.metadata.keys import Credentials, certificate_emails
 from marketplace.metadata.problems import MetadataError, Problem, fail
 from marketplace.metadata.trust import TrustStore, check_validity
@@ -241,21 +242,3 @@ def check_endorser(endorsement: m.Endorsement, certificate: x509.Certificate) ->
                     f"the endorser's {element} {found!r} does not match the certificate's "
                     f"{expected!r}")
             for element, found, expected in mismatches])
-
-
-def same_dn(text: str | None, name: x509.Name) -> bool:
-    """Compare a DN written as text (RFC 2253/4514) with a certificate name, as names."""
-    if not text:
-        return False
-    if text == name.rfc4514_string():
-        return True
-    try:
-        parsed = x509.Name.from_rfc4514_string(text)
-    except ValueError:
-        return False
-    return _dn_key(parsed) == _dn_key(name)
-
-
-def _dn_key(name: x509.Name) -> list:
-    return [sorted((a.oid.dotted_string, str(a.value).strip().casefold()) for a in rdn)
-            for rdn in name.rdns]
