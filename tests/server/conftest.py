@@ -1,0 +1,68 @@
+"""Fixtures of the server tests: an app on a real SQLite file in tmp_path, its test client,
+and helpers that publish real signed documents through ``POST /metadata``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from marketplace.app import create_app, marketplace_of
+from marketplace.store.base import Store
+from tests import factories
+
+JANE = "jane.tester@example.org"
+EVE = "eve.curve@example.org"
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A marketplace on a fresh SQLite store in ``tmp_path``."""
+    app = create_app(data_dir=str(tmp_path))
+    yield app
+    marketplace_of(app).store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app) -> Store:
+    return marketplace_of(app).store
+
+
+def moment(days_ago: float = 0) -> datetime:
+    """A whole-second UTC time ``days_ago`` before now."""
+    return (datetime.now(UTC) - timedelta(days=days_ago)).replace(microsecond=0)
+
+
+@pytest.fixture
+def post(client) -> Callable:
+    """POST bytes to /metadata as ``application/xml`` (or another content type)."""
+
+    def send(document: bytes, content_type: str = "application/xml", **kwargs):
+        return client.post("/metadata", data=document, content_type=content_type, **kwargs)
+
+    return send
+
+
+@pytest.fixture
+def publish(post, rsa_signer) -> Callable:
+    """Sign an entry (``fields`` override the factory's) and upload it; 201 expected.
+
+    ``image`` fixes the identifier, ``signer`` and ``when`` the endorser and date.
+    Returns ``(document, location)``.
+    """
+
+    def publish_one(image: bytes | None = None, signer=None, when: datetime | None = None,
+                    **fields) -> tuple[bytes, str]:
+        document = factories.signed(signer or rsa_signer, factories.appliance(image, **fields),
+                                    now=when or moment())
+        response = post(document)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return document, response.headers["Location"]
+
+    return publish_one

@@ -1,0 +1,163 @@
+"""schemas/openapi.json: a valid OpenAPI document that covers every route and tells the truth.
+
+Every operation is called with valid example parameters (one optional parameter at a time,
+path parameters of a real entry) in each documented media type; the status must be one it
+documents, the content type one documented for that status, and a JSON body must validate
+against the documented schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
+
+from marketplace import api
+from tests import factories
+from tests.server.conftest import JANE, moment
+
+ACCEPTS = ("application/json", "*/*", "text/html")
+NOT_DOCUMENTED = ("static",)
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    return json.loads(api.OPENAPI.read_text())
+
+
+def resolve(document: dict, item: dict) -> dict:
+    while "$ref" in item:
+        node = document
+        for part in item["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        item = node
+    return item
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_document_is_valid_openapi(document, client):
+    validate_openapi(document)
+    served = client.get("/openapi.json")
+    assert served.status_code == 200 and served.json == document
+
+
+def test_every_route_is_documented(app, document):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in NOT_DOCUMENTED or rule.endpoint.startswith("pages."):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        assert path in document["paths"], f"{rule.rule} is not in schemas/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in document["paths"][path], f"{method} {rule.rule}"
+
+
+def test_every_documented_route_exists(app, document):
+    adapter = app.url_map.bind("localhost")
+    for path, method, _ in operations(document):
+        concrete = path.format(identifier="A" * 27, email=JANE, created="2026-01-01T00:00:00Z",
+                               tag="t")
+        adapter.match(concrete, method=method.upper())
+
+
+def test_documented_parameters_are_the_accepted_ones(document):
+    def names(path, method="get"):
+        return {resolve(document, p)["name"]
+                for p in document["paths"][path][method].get("parameters", [])
+                if resolve(document, p)["in"] == "query"}
+
+    assert names("/api/v1/appliances") == set(api.SEARCH_PARAMS)
+    assert names("/metadata") == set(api.LISTING_PARAMS)
+
+
+@pytest.fixture
+def entry(publish):
+    """A stored entry whose key and tag fill the path parameters."""
+    _, location = publish(tag="latest", when=moment(1))
+    identifier, _, created = location.split("/")[2:]
+    return {"identifier": identifier, "email": JANE, "created": created, "tag": "latest"}
+
+
+def calls(document, operation, entry):
+    """(query string, description) for each call: required only, then each optional one."""
+    parameters = [resolve(document, p) for p in operation.get("parameters", [])]
+    query = [p for p in parameters if p["in"] == "query"]
+    yield {}, "no optional parameter"
+    for parameter in query:
+        if parameter["name"] == "media":
+            continue
+        value = parameter["example"]
+        if parameter["name"] == "identifier":
+            value = entry["identifier"]
+        yield {parameter["name"]: str(value).lower() if isinstance(value, bool) else value}, \
+            parameter["name"]
+
+
+def check_response(document, operation, response, what):
+    status = str(response.status_code)
+    assert status in operation["responses"], f"{what}: undocumented status {status}"
+    documented = resolve(document, operation["responses"][status]).get("content", {})
+    assert response.mimetype in documented, f"{what}: undocumented type {response.mimetype}"
+    if response.mimetype == "application/json":
+        schema = resolve(document, documented["application/json"]["schema"])
+        validator = Draft202012Validator({**schema, "components": document["components"]})
+        errors = [e.message for e in validator.iter_errors(response.json)]
+        assert not errors, f"{what}: {errors[:3]}"
+
+
+def test_every_operation_answers_as_documented(document, client, entry, rsa_signer):
+    checked = 0
+    for path, method, operation in operations(document):
+        url = path.format(**entry)
+        for query, name in calls(document, operation, entry):
+            for accept in ACCEPTS:
+                what = f"{method.upper()} {path} ({name}, Accept {accept})"
+                body = {}
+                if method == "post":
+                    body = {"data": factories.signed(rsa_signer),
+                            "content_type": "application/xml"}
+                response = client.open(url, method=method.upper(), query_string=query,
+                                       headers={"Accept": accept}, **body)
+                assert response.status_code < 500, what
+                check_response(document, operation, response, what)
+                checked += 1
+    assert checked > 100
+
+
+def test_documented_errors_are_answered_as_documented(document, client):
+    for url, path in (("/metadata?limit=0", "/metadata"),
+                      ("/metadata/bad", "/metadata/{identifier}"),
+                      (f"/metadata/{'A' * 27}/{JANE}/2026-01-01T00:00:00Z",
+                       "/metadata/{identifier}/{email}/{created}"),
+                      ("/endorsers/nobody@example.org", "/endorsers/{email}"),
+                      ("/tag/nobody@example.org/none", "/tag/{email}/{tag}"),
+                      ("/api/v1/appliances?cursor=x", "/api/v1/appliances"),
+                      (f"/api/v1/appliances/{'A' * 27}", "/api/v1/appliances/{identifier}")):
+        for accept in ACCEPTS:
+            response = client.get(url, headers={"Accept": accept})
+            assert response.status_code in (400, 404), url
+            check_response(document, document["paths"][path]["get"], response, url)
+
+
+def test_upload_errors_are_answered_as_documented(document, client, rsa_signer):
+    operation = document["paths"]["/metadata"]["post"]
+    image = b"documented conflict"
+    newer = factories.signed(rsa_signer, factories.appliance(image), now=moment(1))
+    older = factories.signed(rsa_signer, factories.appliance(image), now=moment(2))
+    for body, content_type, status in ((newer, "application/xml", 201),
+                                       (newer, "application/rdf+xml", 200),
+                                       (older, "application/xml", 409),
+                                       (b"<x/>", "application/xml", 400),
+                                       (newer, "text/plain", 415),
+                                       (b" " * (2 << 20), "application/xml", 413)):
+        response = client.post("/metadata", data=body, content_type=content_type,
+                               headers={"Accept": "application/json"})
+        assert response.status_code == status
+        check_response(document, operation, response, f"POST /metadata -> {status}")
