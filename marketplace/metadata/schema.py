@@ -13,7 +13,7 @@ from marketplace.metadata.problems import Problem
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_FILE = SCHEMA_DIR / "metadata.xsd"
-_CLARK = re.compile(r"\{([^}]*)\}([\w.-]+)")
+_CLARK = re.compile(r"\{([^}'\s]*)\}([A-Za-z_][\w.-]*)")
 
 
 @functools.cache

@@ -182,3 +182,12 @@ def test_stored_upload_survives_a_new_app_on_the_same_directory(tmp_path, post, 
     location = post(document).headers["Location"]
     again = create_app(data_dir=str(tmp_path)).test_client().get(location)
     assert again.status_code == 200 and again.data == document
+
+
+def test_value_outside_an_enumeration_is_400_naming_the_element(post, rsa_signer, store):
+    document = factories.signed(rsa_signer, factories.appliance(kind="spaceship"))
+    response = post(document, headers={"Accept": "application/json"})
+    assert response.status_code == 400
+    assert [p["element"] for p in response.json["problems"]] == ["slterms:kind"]
+    assert "spaceship" in response.json["problems"][0]["message"]
+    assert store.count() == 0
