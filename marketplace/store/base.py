@@ -9,6 +9,7 @@ endorser; listings show only those unless a date is asked for.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +23,13 @@ FILTER_FIELDS = ("identifier", "email", "os", "os_version", "os_arch", "kind", "
 FACET_FIELDS = ("os", "os_version", "os_arch", "email", "kind", "format", "hypervisor", "status")
 LOCATIONS = ("all", "web", "pdisk")
 STATUSES = ("valid", "expired", "deprecated", "all")
+_WORD = re.compile(r"[\w@.-]+", re.UNICODE)
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a free-text query, for every backend: each must match (as a prefix);
+    anything between them (quotes, operators...) only separates them."""
+    return _WORD.findall(text)
 
 
 class StoreError(Exception):
