@@ -235,9 +235,13 @@ def listing_query(identifier: str | None = None, email: str | None = None,
                  offset=params.integer("offset", 0, 0, MAX_OFFSET))
 
 
-def search_query() -> tuple[Query, str]:
-    """The query of /api/v1/appliances and its fingerprint (which its cursors carry)."""
-    params = Params(request.args, SEARCH_PARAMS, strict=True)
+def search_query(args: MultiDict | None = None, strict: bool = True) -> tuple[Query, str]:
+    """The query of /api/v1/appliances and its fingerprint (which its cursors carry).
+
+    ``args`` default to the request's; the search page reads the same parameters, but
+    not ``strict``ly (a link may carry parameters of its own).
+    """
+    params = Params(request.args if args is None else args, SEARCH_PARAMS, strict=strict)
     checks = {"identifier": identifier_value, "endorser": email_value}
     filters = {field: params.get(name, checks.get(name, token_value))
                for name, field in SEARCH_FILTERS.items() if params.get(name)}
