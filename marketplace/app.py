@@ -29,8 +29,9 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     app.config["MARKETPLACE"] = settings
     app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_UPLOAD_BYTES"]) + 64 * 1024
     app.extensions["marketplace"] = Marketplace.from_settings(settings, open_store(settings))
-    from marketplace import api
+    from marketplace import api, pages
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(pages.blueprint)
     return app
 
 

@@ -1,0 +1,542 @@
+"""The web pages people use: search, appliance detail, publishers, upload, error pages.
+
+Every page is rendered on the server and works with JavaScript off; ``static/app.js`` only
+makes the search live (it re-fetches this page and swaps the results in). The search page
+reads exactly the parameters of ``/api/v1/appliances`` through the API's own parsing
+(:func:`marketplace.api.search_query`), so a page URL and its JSON twin differ only in path.
+Everything shown comes from the store through Jinja's autoescaping: data is never marked
+safe. The routes stay clear of the API's (``/metadata``, ``/endorsers``, ``/tag``,
+``/api/v1``), whose ``?media=html`` forms are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+
+from marketplace import api, metrics, negotiation
+from marketplace.metadata import model
+from marketplace.metadata.checks import check_document
+from marketplace.metadata.problems import MetadataError
+from marketplace.service import TooLarge
+from marketplace.store.base import SORT_FIELDS, Conflict, Entry, Page, Query, StoreError
+
+blueprint = Blueprint("pages", __name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_SIZES = (10, 20, 50, 100)
+DEFAULTS = {"status": "valid", "sort": "-created", "limit": str(api.SEARCH_LIMIT),
+            "offset": "0"}
+# The search page's own parameters, in the order a canonical URL lists them.
+SEARCH_ORDER = ("q", *api.SEARCH_FILTERS, "status", "location", "created_from", "created_to",
+                "valid_from", "valid_to", "sort", "limit", "offset")
+FACETS = (("os", "os", "Operating system"), ("os_version", "os_version", "OS version"),
+          ("os_arch", "arch", "Architecture"), ("email", "endorser", "Endorser"),
+          ("kind", "kind", "Kind"), ("format", "format", "Format"),
+          ("hypervisor", "hypervisor", "Hypervisor"))
+STATUS_CHOICES = (("valid", "Valid"), ("expired", "Expired"), ("deprecated", "Deprecated"),
+                  ("all", "Any status"))
+SORT_LABELS = {"created": "Endorsed", "identifier": "Identifier", "email": "Endorser",
+               "title": "Title", "os": "OS", "os_version": "OS version",
+               "os_arch": "Architecture", "kind": "Kind", "format": "Format",
+               "hypervisor": "Hypervisor", "valid": "Valid until", "bytes": "Size"}
+DESCENDING_FIRST = ("created", "bytes", "valid")
+FIELD_LABELS = {"type": "Type", "kind": "Kind", "os": "Operating system",
+                "os_version": "OS version", "os_arch": "Architecture", "version": "Version",
+                "compression": "Compression", "locations": "Locations", "format": "Format",
+                "creator": "Creator", "created": "Image created", "valid": "Valid until",
+                "title": "Title", "tag": "Tag", "description": "Description",
+                "hypervisor": "Hypervisor", "disks_bus": "Disks bus",
+                "publisher": "Publisher", "deprecated": "Deprecated",
+                "serial_number": "Serial number", "inbound_ports": "Inbound ports",
+                "outbound_ports": "Outbound ports", "icmp": "ICMP types",
+                "is_replaced_by": "Replaced by", "replaces": "Replaces",
+                "is_version_of": "Version of"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+API_PATHS = ("/metadata", "/endorsers", "/tag/", *api.JSON_ONLY)
+MAX_VERSIONS = 100
+MAX_RELATED = 10
+MAX_PAGE_LINKS = 2
+
+
+def store():
+    return api.store()
+
+
+def html(template: str, code: int = 200, **context) -> Response:
+    return Response(render_template(f"pages/{template}", **context), code,
+                    mimetype=negotiation.HTML_TYPE)
+
+
+@blueprint.after_request
+def protect(response: Response) -> Response:
+    """No inline script or style runs on these pages, whatever the data holds."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+# --- template helpers ---------------------------------------------------------------------
+
+
+@functools.cache
+def asset_version(filename: str) -> str:
+    return hashlib.sha256((STATIC / filename).read_bytes()).hexdigest()[:10]
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def day(moment: datetime | str | None) -> str:
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = model.parse_date(moment)
+    return moment.strftime("%Y-%m-%d")
+
+
+@blueprint.app_template_global()
+def static_url(filename: str) -> str:
+    return f"/static/{filename}?v={asset_version(filename)}"
+
+
+@blueprint.app_template_filter("thousands")
+def thousands(number: int) -> str:
+    return f"{number:,}"
+
+
+blueprint.add_app_template_filter(human_size, "size")
+blueprint.add_app_template_filter(day, "day")
+blueprint.add_app_template_filter(model.format_date, "timestamp")
+
+
+def detail_url(entry: Entry, exact: bool = False) -> str:
+    """The detail page of an entry: its endorser's latest, or ``exact``ly this one."""
+    identifier, email, created = entry.key
+    args = {"endorser": email, **({"created": created} if exact else {})}
+    return f"/appliances/{identifier}?{urlencode(args, safe='@:')}"
+
+
+def publisher_url(email: str) -> str:
+    return f"/publishers/{quote(email, safe='@+')}"
+
+
+def row(entry: Entry, now: datetime) -> dict:
+    """What a result row shows of an entry."""
+    a = entry.appliance
+    return {"title": a.title or a.identifier, "description": a.description or "",
+            "identifier": a.identifier, "email": entry.email, "created": entry.created,
+            "os": a.os, "os_version": a.os_version, "os_arch": a.os_arch, "kind": a.kind,
+            "format": a.format, "hypervisor": a.hypervisor, "bytes": a.bytes, "tag": a.tag,
+            "status": a.status(now), "url": detail_url(entry),
+            "publisher_url": publisher_url(entry.email)}
+
+
+# --- search -------------------------------------------------------------------------------
+
+
+def canonical(args) -> list[tuple[str, str]] | None:
+    """The search's parameters without empty values and defaults, in a fixed order; None
+    when a parameter is repeated (the parser names that error)."""
+    pairs = list(args.items(multi=True))
+    names = [name.replace("-", "_") for name, _ in pairs]
+    if len(set(names)) != len(names):
+        return None
+    given = {name: value for name, (_, value) in zip(names, pairs, strict=True)}
+    return [(name, given[name]) for name in SEARCH_ORDER
+            if given.get(name) and given[name] != DEFAULTS.get(name)]
+
+
+def search_url(pairs: list[tuple[str, str]] | dict, path: str = "/", **changes) -> str:
+    """A URL of the search with some parameters changed (None removes one)."""
+    values = dict(pairs)
+    values.update(changes)
+    kept = [(name, values[name]) for name in SEARCH_ORDER
+            if values.get(name) not in (None, "") and str(values[name]) != DEFAULTS.get(name)]
+    return path + ("?" + urlencode(kept, safe="@:/,") if kept else "")
+
+
+@blueprint.get("/")
+def search() -> Response:
+    """The search page: free text, facet filters with counts, sort, paging; all in the URL."""
+    pairs = canonical(request.args)
+    if pairs is not None and pairs != [(k, v) for k, v in request.args.items(multi=True)
+                                       if k in SEARCH_ORDER]:
+        return redirect(search_url(pairs), 302)
+    query, _ = api.search_query(strict=False)
+    query.facets = True
+    page = store().search(query)
+    return html("search.html", **search_context(query, page, pairs or []))
+
+
+def search_context(query: Query, page: Page, pairs: list[tuple[str, str]]) -> dict:
+    values = dict(pairs)
+    return {"query": query, "values": values, "page": page, "total": page.total,
+            "rows": [row(e, query.now) for e in page.entries],
+            "facets": facet_groups(query, page), "statuses": status_choices(query, page),
+            "active": active_filters(values), "sort_field": query.sort,
+            "descending": query.descending, "sort_links": sort_links(query, values),
+            "sort_choices": sort_choices(), "page_sizes": page_sizes(query.limit),
+            "pager": pager(query, page.total, values),
+            "json_url": search_url(values, "/api/v1/appliances"),
+            "status_all_url": search_url(values, status="all", offset=None),
+            "shown": (query.offset + 1, query.offset + len(page.entries))}
+
+
+@dataclass
+class Option:
+    value: str
+    label: str
+    count: int
+    selected: bool
+
+
+def facet_groups(query: Query, page: Page) -> list[dict]:
+    """Each facet's values with their counts; a chosen value is listed even at zero."""
+    groups = []
+    for field, name, label in FACETS:
+        counts = dict(page.facets.get(field, {}))
+        chosen = query.filters.get(field)
+        if chosen and chosen not in counts:
+            counts[chosen] = 0
+        options = [Option(value, value, count, value == chosen)
+                   for value, count in counts.items()]
+        groups.append({"field": field, "name": name, "label": label, "options": options,
+                       "chosen": chosen})
+    return groups
+
+
+def status_choices(query: Query, page: Page) -> list[Option]:
+    counts = page.facets.get("status", {})
+    return [Option(value, label, counts.get(value, 0) if value != "all"
+                   else sum(counts.values()), value == query.status)
+            for value, label in STATUS_CHOICES]
+
+
+def active_filters(values: dict[str, str]) -> list[dict]:
+    """The filters in force, each with the URL that drops it."""
+    labels = {name: label for _, name, label in FACETS}
+    labels.update({"q": "Text", "tag": "Tag", "identifier": "Identifier", "type": "Type",
+                   "location": "Location", "created_from": "Endorsed from",
+                   "created_to": "Endorsed until", "valid_from": "Valid from",
+                   "valid_to": "Valid until"})
+    return [{"label": labels[name], "value": value,
+             "remove": search_url(values, **{name: None, "offset": None})}
+            for name, value in values.items() if name in labels]
+
+
+def sort_links(query: Query, values: dict[str, str]) -> dict[str, dict]:
+    """Per column: the URL that sorts by it (toggling when it is the current sort)."""
+    links = {}
+    for field in SORT_FIELDS:
+        if field == query.sort:
+            descending = not query.descending
+            state = "descending" if query.descending else "ascending"
+        else:
+            descending, state = field in DESCENDING_FIRST, "none"
+        links[field] = {"url": search_url(values, sort=("-" if descending else "") + field,
+                                          offset=None), "state": state}
+    return links
+
+
+def sort_choices() -> list[tuple[str, str]]:
+    choices = []
+    for field in ("created", "title", "os", "os_version", "os_arch", "email", "bytes", "valid",
+                  "format", "hypervisor", "kind", "identifier"):
+        label = SORT_LABELS[field]
+        newest, oldest = (("newest first", "oldest first") if field in ("created", "valid")
+                          else ("largest first", "smallest first") if field == "bytes"
+                          else ("Z to A", "A to Z"))
+        first, second = ((f"-{field}", newest), (field, oldest))
+        if field not in DESCENDING_FIRST:
+            first, second = second, first
+        choices += [(first[0], f"{label}, {first[1]}"), (second[0], f"{label}, {second[1]}")]
+    return choices
+
+
+def page_sizes(limit: int) -> list[int]:
+    return sorted({*PAGE_SIZES, limit})
+
+
+def pager(query: Query, total: int, values: dict[str, str], path: str = "/") -> dict:
+    """Previous/next and numbered page links around the current page."""
+    limit = query.limit
+    current = query.offset // limit + 1
+    last = max(1, math.ceil(total / limit))
+
+    def link(number: int) -> str:
+        return search_url(values, path,
+                          offset=str((number - 1) * limit) if number > 1 else None)
+
+    numbers = sorted({1, last, *range(max(1, current - MAX_PAGE_LINKS),
+                                      min(last, current + MAX_PAGE_LINKS) + 1)})
+    items, previous = [], 0
+    for number in numbers:
+        if number - previous > 1:
+            items.append(None)
+        items.append({"number": number, "url": link(number), "current": number == current})
+        previous = number
+    return {"current": current, "last": last, "last_url": link(last),
+            "links": items if last > 1 else [],
+            "previous": link(current - 1) if current > 1 else None,
+            "next": link(current + 1) if query.offset + limit < total else None}
+
+
+# --- appliance detail ---------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """What a re-check of the stored document says now."""
+
+    state: str  # "valid": verifies now; "lapsed": verified when endorsed, not now; "failed"
+    certificate: x509.Certificate | None
+    problems: list
+
+
+def verify_now(entry: Entry, now: datetime) -> Verification:
+    """Re-verify the stored bytes with the acceptance rules, now and at endorsement."""
+    trust = api.service().trust_store
+    try:
+        checked = check_document(entry.document, at=now, trust_store=trust)
+        return Verification("valid", checked.certificate, [])
+    except MetadataError as exc:
+        problems = exc.problems
+    try:
+        checked = check_document(entry.document, at=entry.created, trust_store=trust)
+        return Verification("lapsed", checked.certificate, problems)
+    except MetadataError:
+        return Verification("failed", None, problems)
+
+
+def certificate_facts(certificate: x509.Certificate | None) -> dict | None:
+    if certificate is None:
+        return None
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        algorithm = f"RSA {key.key_size} bits"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = f"ECDSA {key.curve.name}"
+    else:
+        algorithm = type(key).__name__
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+    return {"subject": certificate.subject.rfc4514_string(),
+            "issuer": certificate.issuer.rfc4514_string(),
+            "serial": f"{certificate.serial_number:X}", "key": algorithm,
+            "not_before": certificate.not_valid_before_utc,
+            "not_after": certificate.not_valid_after_utc, "fingerprint": fingerprint}
+
+
+def field_rows(appliance: model.Appliance) -> list[dict]:
+    """Every optional field the entry sets, in the profile's order, with its XML name."""
+    rows = []
+    for spec in model.FIELDS:
+        value = getattr(appliance, spec.name)
+        if value is None or value == []:
+            continue
+        values = value if spec.many else [value]
+        rows.append({"label": FIELD_LABELS.get(spec.name, spec.name), "qname": spec.qname,
+                     "name": spec.name,
+                     "texts": [model.format_date(v) if isinstance(v, datetime) else str(v)
+                                for v in values]})
+    if appliance.rdf_type:
+        rows.append({"label": "RDF type", "qname": "rdf:type", "name": "rdf_type",
+                     "texts": [appliance.rdf_type]})
+    return rows
+
+
+@blueprint.get("/appliances/<identifier>", **api.EXACT)
+def appliance(identifier: str) -> Response:
+    """One entry of an identifier (newest by default; ``endorser`` and ``created`` choose)."""
+    identifier = api.identifier_value("identifier", identifier)
+    params = api.Params(request.args, ("endorser", "created"))
+    email = params.get("endorser", api.email_value)
+    created = params.date("created")
+    versions = store().search(Query(filters={"identifier": identifier}, status="all",
+                                    latest_only=False, limit=MAX_VERSIONS)).entries
+    chosen = [v for v in versions if (email is None or v.email == email)
+              and (created is None or v.created == created)]
+    if not chosen and email and created:
+        exact = store().get(identifier, email, created)
+        chosen = [exact] if exact else []
+    if not chosen:
+        raise NotFound(f"No appliance with identifier {identifier}"
+                       + (f" endorsed by {email}" if email else "")
+                       + (f" on {model.format_date(created)}" if created else "") + ".")
+    entry = chosen[0]
+    now = datetime.now(UTC)
+    return html("appliance.html", **appliance_context(entry, versions, now))
+
+
+def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dict:
+    a = entry.appliance
+    verification = verify_now(entry, now)
+    xml_url = api.entry_url(entry)
+    endpoint = request.host_url.rstrip("/")
+    return {
+        "entry": entry, "a": a, "status": a.status(now), "now": now,
+        "fields": field_rows(a), "verification": verification,
+        "certificate": certificate_facts(verification.certificate),
+        "xml_url": xml_url, "json_url": xml_url + "?media=json",
+        "api_url": f"/api/v1/appliances/{a.identifier}",
+        "tag_url": (f"/tag/{quote(entry.email, safe='@+')}/{quote(a.tag, safe='')}"
+                    if a.tag else None),
+        "fetch_command": f"stratus-image-cache pull {a.identifier} "
+                         f"--marketplace-endpoint {endpoint}",
+        "versions": [{"entry": v, "url": detail_url(v, exact=True),
+                      "status": v.appliance.status(now), "current": v.key == entry.key,
+                      "title": v.appliance.title or v.identifier,
+                      "publisher_url": publisher_url(v.email)} for v in versions],
+        "related": related(entry, now), "publisher_url": publisher_url(entry.email),
+        "tag_search": search_url({"tag": a.tag, "status": "all"}) if a.tag else None,
+    }
+
+
+def related(entry: Entry, now: datetime) -> list[dict]:
+    """Other appliances (latest entries) carrying the same tag."""
+    tag = entry.appliance.tag
+    if not tag:
+        return []
+    page = store().search(Query(filters={"tag": tag}, status="all", limit=MAX_RELATED + 1))
+    return [row(e, now) for e in page.entries if e.identifier != entry.identifier][:MAX_RELATED]
+
+
+# --- publishers ---------------------------------------------------------------------------
+
+
+@blueprint.get("/publishers")
+def publishers() -> Response:
+    """Every endorser, with how many entries they published and when last."""
+    return html("publishers.html", endorsers=[
+        {"email": e.email, "subject": e.subject, "entries": e.entries, "latest": e.latest,
+         "url": publisher_url(e.email)} for e in store().endorsers()])
+
+
+@blueprint.get("/publishers/<email>", **api.EXACT)
+def publisher(email: str) -> Response:
+    """What one endorser published, newest first, with their tags."""
+    email = api.email_value("email", email)
+    params = api.Params(request.args, ("limit", "offset"))
+    query = Query(filters={"email": email}, status="all", sort="created", descending=True,
+                  limit=params.integer("limit", api.SEARCH_LIMIT, 1, api.MAX_LIMIT),
+                  offset=params.integer("offset", 0, 0, api.MAX_OFFSET))
+    page = store().search(query)
+    if not page.total:
+        raise NotFound(f"Nobody with the email {email} has published an appliance here.")
+    subject = page.entries[0].appliance.endorsement.subject if page.entries else ""
+    values = {"limit": str(query.limit)} if query.limit != api.SEARCH_LIMIT else {}
+    tags = [{"tag": tag, "count": count,
+             "url": search_url({"endorser": email, "tag": tag, "status": "all"})}
+            for tag, count in store().tags(email).items()]
+    return html("publisher.html", email=email, subject=subject, total=page.total,
+                rows=[row(e, query.now) for e in page.entries], tags=tags,
+                shown=(query.offset + 1, query.offset + len(page.entries)),
+                pager=pager(query, page.total, values, publisher_url(email)),
+                search_url=search_url({"endorser": email, "status": "all"}),
+                api_url=f"/endorsers/{quote(email, safe='@+')}?media=json")
+
+
+# --- upload -------------------------------------------------------------------------------
+
+
+@blueprint.get("/upload")
+def upload_form() -> Response:
+    return html("upload.html")
+
+
+@blueprint.post("/upload")
+def upload() -> Response:
+    """Accept a signed document from the form and say what became of it, in plain words."""
+    sent = request.files.get("file")
+    if sent is None or not sent.filename:
+        return html("upload.html", 400, verdict={
+            "outcome": "missing", "message": "Choose a signed metadata file to upload."})
+    try:
+        entry, new = api.service().accept(api.read_capped(sent.stream))
+    except (MetadataError, TooLarge, Conflict, StoreError) as exc:
+        reason = next((r for t, r in api.REJECTIONS if isinstance(exc, t)), "error")
+        metrics.upload_rejected(reason)
+        return refused(exc, sent.filename)
+    metrics.upload_accepted(new)
+    return html("upload.html", 201 if new else 200, verdict={
+        "outcome": "accepted" if new else "known", "filename": sent.filename,
+        "entry": row(entry, datetime.now(UTC)), "url": detail_url(entry, exact=True),
+        "xml_url": api.entry_url(entry)})
+
+
+def refused(exc: Exception, filename: str) -> Response:
+    if isinstance(exc, MetadataError):
+        count = len(exc.problems)
+        return html("upload.html", 400, verdict={
+            "outcome": "refused", "filename": filename, "problems": exc.problems,
+            "message": f"The marketplace refused this document: {count} "
+                       f"problem{'s' if count != 1 else ''} to fix."})
+    status, message = {
+        TooLarge: (413, f"The file is too large: {exc}."),
+        Conflict: (409, f"It contradicts what the marketplace holds: {exc}."),
+        StoreError: (503, "The marketplace cannot store anything right now; try again in a "
+                          "minute."),
+    }[next(t for t in (TooLarge, Conflict, StoreError) if isinstance(exc, t))]
+    return html("upload.html", status, verdict={"outcome": "refused", "filename": filename,
+                                                 "message": message, "problems": []})
+
+
+@blueprint.errorhandler(RequestEntityTooLarge)
+def upload_too_large(exc: RequestEntityTooLarge) -> Response:
+    metrics.upload_rejected("too_large")
+    return html("upload.html", 413, verdict={
+        "outcome": "refused", "problems": [],
+        "message": f"The file is too large: the limit is {api.service().max_bytes:,} bytes."})
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@blueprint.errorhandler(api.ParameterError)
+def bad_parameter(exc: api.ParameterError) -> Response:
+    return html("error.html", 400, status=400, title="That search cannot be run",
+                message=f"The parameter “{exc.name}” {exc.message}.")
+
+
+@blueprint.errorhandler(StoreError)
+def unavailable(exc: StoreError) -> Response:
+    response = html("error.html", 503, status=503, title="The marketplace is unavailable",
+                    message="Its store does not answer right now. Try again in a minute.")
+    response.headers["Retry-After"] = api.RETRY_AFTER
+    return response
+
+
+@blueprint.app_errorhandler(NotFound)
+def not_found(exc: NotFound) -> Response:
+    """A friendly page for people; API paths and non-HTML clients get the API's answer."""
+    wants_page = request.blueprint == "pages" or (
+        not request.path.startswith(API_PATHS)
+        and negotiation.for_error() == negotiation.HTML)
+    if not wants_page:
+        return api.http_error(exc)
+    message = exc.description if request.blueprint == "pages" else (
+        "There is no page at this address. It may have moved, or the link may be mistyped.")
+    return html("error.html", 404, status=404, title="Not found", message=message)
