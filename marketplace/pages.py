@@ -411,16 +411,19 @@ def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dic
                       "title": v.appliance.title or v.identifier,
                       "publisher_url": publisher_url(v.email)} for v in versions],
         "related": related(entry, now), "publisher_url": publisher_url(entry.email),
-        "tag_search": search_url({"tag": a.tag, "status": "all"}) if a.tag else None,
+        "tag_search": (search_url({"endorser": entry.email, "tag": a.tag, "status": "all"})
+                       if a.tag else None),
     }
 
 
 def related(entry: Entry, now: datetime) -> list[dict]:
-    """Other appliances (latest entries) carrying the same tag."""
+    """The endorser's other appliances (latest entries) with the same tag: a tag belongs to
+    its endorser, as in ``/tag/<email>/<tag>``."""
     tag = entry.appliance.tag
     if not tag:
         return []
-    page = store().search(Query(filters={"tag": tag}, status="all", limit=MAX_RELATED + 1))
+    page = store().search(Query(filters={"email": entry.email, "tag": tag}, status="all",
+                                limit=MAX_RELATED + 1))
     return [row(e, now) for e in page.entries if e.identifier != entry.identifier][:MAX_RELATED]
 
 

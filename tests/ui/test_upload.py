@@ -114,7 +114,7 @@ def test_html_and_script_in_data_show_as_text_and_never_run(empty_server, page, 
     expect(page.locator("h1")).to_have_text(HOSTILE_TITLE)
     expect(page.locator(".description")).to_have_text(HOSTILE_DESCRIPTION)
     assert HOSTILE_TITLE in page.title()
-    expect(page.locator("#h-related")).to_have_text("Also tagged <i>tag</i>")
+    expect(page.locator("#h-related")).to_have_text("Also tagged <i>tag</i> by this endorser")
     assert identifier in page.url
     assert_inert()
 
