@@ -27,8 +27,24 @@ SETTINGS = (
     Setting("DATA_DIR", "./var/marketplace", "folder for the SQLite store and marketplace.cfg"),
     Setting("STORE", "sqlite", "storage backend: sqlite or elasticsearch"),
     Setting("ELASTICSEARCH_URL", "http://127.0.0.1:9200", "Elasticsearch server (STORE="
-            "elasticsearch)"),
+            "elasticsearch); several nodes separated by commas"),
     Setting("ELASTICSEARCH_INDEX_PREFIX", "marketplace", "prefix of the Elasticsearch indices"),
+    Setting("ELASTICSEARCH_USERNAME", "", "user for HTTP basic authentication to "
+            "Elasticsearch (empty: none)"),
+    Setting("ELASTICSEARCH_PASSWORD", "", "that user's password (better: the _FILE setting)"),
+    Setting("ELASTICSEARCH_PASSWORD_FILE", "", "file holding that user's password"),
+    Setting("ELASTICSEARCH_API_KEY", "", "Elasticsearch API key (base64 id:key), instead of "
+            "a user (better: the _FILE setting)"),
+    Setting("ELASTICSEARCH_API_KEY_FILE", "", "file holding the API key"),
+    Setting("ELASTICSEARCH_CA_CERTS", "", "CA certificates (PEM file) for an https:// "
+            "Elasticsearch; empty: the system's"),
+    Setting("ELASTICSEARCH_VERIFY_CERTS", "true", "check the Elasticsearch server's "
+            "certificate (false only for tests)"),
+    Setting("ELASTICSEARCH_TIMEOUT", "10", "seconds to wait for Elasticsearch before "
+            "answering 503"),
+    Setting("ELASTICSEARCH_SHARDS", "1", "primary shards of each new index"),
+    Setting("ELASTICSEARCH_REPLICAS", "0-1", "replicas of each new index: a number, or a "
+            "range such as 0-1 that follows the number of nodes"),
     Setting("MAX_UPLOAD_BYTES", str(1024 * 1024), "largest metadata document accepted"),
     Setting("TRUST_STORE", "", "CA certificates and CRLs (file or folder) that signers must "
             "chain to; empty: any valid certificate"),
