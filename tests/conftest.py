@@ -88,3 +88,7 @@ def make_signer(ca, session_keys) -> Callable[..., pki.Issued]:
             serial=serial, key=key)
 
     return make
+
+
+# A real Elasticsearch, started once per session by the first test that asks for it.
+from tests.elastic import elasticsearch, es_prefix  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""Fixtures of the server tests: an app on a real SQLite file in tmp_path, its test client,
+"""Fixtures of the server tests: an app on each store (a real SQLite file in tmp_path, a real
+Elasticsearch), its test client,
 and helpers that publish real signed documents through ``POST /metadata``."""
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ JANE = "jane.tester@example.org"
 EVE = "eve.curve@example.org"
 
 
-@pytest.fixture
-def app(tmp_path):
-    """A marketplace on a fresh SQLite store in ``tmp_path``."""
-    app = create_app(data_dir=str(tmp_path))
+@pytest.fixture(params=("sqlite", "elasticsearch"))
+def app(request, tmp_path):
+    """A marketplace on a fresh store of each backend in turn: SQLite in ``tmp_path``, or a
+    real Elasticsearch (index prefix of this test's own)."""
+    overrides = {}
+    if request.param == "elasticsearch":
+        cluster = request.getfixturevalue("elasticsearch")
+        overrides = cluster.settings(request.getfixturevalue("es_prefix"))
+    app = create_app(data_dir=str(tmp_path), **overrides)
     yield app
     marketplace_of(app).store.close()
 

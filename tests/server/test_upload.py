@@ -176,11 +176,13 @@ def test_upload_answers_in_negotiated_media(post, rsa_signer):
     assert b"Accepted" in as_html.data
 
 
-def test_stored_upload_survives_a_new_app_on_the_same_directory(tmp_path, post, rsa_signer):
-    from marketplace.app import create_app
+def test_stored_upload_survives_a_new_app_on_the_same_store(app, post, rsa_signer):
+    from marketplace.app import create_app, marketplace_of
     document = factories.signed(rsa_signer)
     location = post(document).headers["Location"]
-    again = create_app(data_dir=str(tmp_path)).test_client().get(location)
+    other = create_app(**app.config["MARKETPLACE"])  # same settings: same file or indices
+    again = other.test_client().get(location)
+    marketplace_of(other).store.close()
     assert again.status_code == 200 and again.data == document
 
 

@@ -1,0 +1,280 @@
+"""A real Elasticsearch for the tests: started once per session on free 127.0.0.1 ports with
+a small heap, data in a temporary folder, stopped and deleted at the end.
+
+The server comes from ``scripts/install.d/30-elasticsearch.sh`` (Maven Central's test
+distribution, unpacked under /var/cache/marketplace-es); ``MARKETPLACE_ES_HOME`` names
+another unpacked one. As root it runs as the unprivileged user ``elastic`` (Elasticsearch
+refuses root). ``MARKETPLACE_TEST_ELASTICSEARCH_URL`` uses a running cluster instead (no
+start, no stop; the tests that stop the server are skipped then).
+
+Each test gets its own index prefix, whose indices are deleted after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+CACHE = Path(os.environ.get("MARKETPLACE_ES_CACHE", "/var/cache/marketplace-es"))
+USER = "elastic"
+HEAP = "-Xms512m -Xmx512m"
+START_TIMEOUT = 240.0
+STOP_TIMEOUT = 60.0
+INSTALL_HINT = "run scripts/install.d/30-elasticsearch.sh as root (or `make install`)"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def find_home() -> Path | None:
+    """The unpacked Elasticsearch to run: MARKETPLACE_ES_HOME, else the newest in the cache."""
+    if os.environ.get("MARKETPLACE_ES_HOME"):
+        return Path(os.environ["MARKETPLACE_ES_HOME"])
+    found = sorted(CACHE.glob("elasticsearch-*/bin/elasticsearch"),
+                   key=lambda p: [int(x) if x.isdigit() else 0
+                                  for x in p.parents[1].name.split("-")[-1].split(".")])
+    return found[-1].parents[1] if found else None
+
+
+def java_home() -> str:
+    """The JDK that runs the server (the test distribution bundles none)."""
+    if os.environ.get("ES_JAVA_HOME"):
+        return os.environ["ES_JAVA_HOME"]
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError(f"no java on PATH: {INSTALL_HINT}")
+    return str(Path(java).resolve().parents[1])
+
+
+@dataclass
+class ElasticServer:
+    """One Elasticsearch node, in its own process group, that tests can stop and restart."""
+
+    home: Path
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="marketplace-es-")))
+    http_port: int = field(default_factory=free_port)
+    transport_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"console-{self.starts}.log"
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-6000:]
+        except OSError:
+            return "(no log)"
+
+    def prepare(self) -> None:
+        """Config, data and logs folders of our own, owned by the user that runs the server."""
+        config = self.root / "config"
+        if not config.exists():
+            shutil.copytree(self.home / "config", config)
+            for name in ("data", "logs", "tmp"):
+                (self.root / name).mkdir()
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(USER)
+            for path in (self.root, *self.root.rglob("*")):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.root.chmod(0o755)
+
+    def start(self) -> ElasticServer:
+        """Start the node and wait until the cluster is at least yellow."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.prepare()
+        self.starts += 1
+        settings = {"discovery.type": "single-node", "network.host": "127.0.0.1",
+                    "http.port": self.http_port, "transport.port": self.transport_port,
+                    "xpack.security.enabled": "false", "path.data": self.root / "data",
+                    "path.logs": self.root / "logs", "cluster.name": "marketplace-tests",
+                    "cluster.routing.allocation.disk.threshold_enabled": "false"}
+        env = {**os.environ, "ES_JAVA_HOME": java_home(), "ES_PATH_CONF": str(self.root /
+                                                                            "config"),
+               "ES_JAVA_OPTS": f"{HEAP} -Djava.io.tmpdir={self.root / 'tmp'}",
+               "ES_TMPDIR": str(self.root / "tmp")}
+        command = [str(self.home / "bin" / "elasticsearch"),
+                   *[arg for k, v in settings.items() for arg in ("-E", f"{k}={v}")]]
+        user = USER if os.geteuid() == 0 else None
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env, cwd=self.root,
+                                            user=user, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Elasticsearch exited with status "
+                                   f"{self.process.returncode}:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Elasticsearch did not start in {START_TIMEOUT:.0f} s:\n"
+                                   f"{self.log_text()}")
+            time.sleep(0.5)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/_cluster/health",
+                                params={"wait_for_status": "yellow", "timeout": "1s"},
+                                timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM to the node's process group, SIGKILL if it does not go in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        group = self.process.pid
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            self.process.wait(STOP_TIMEOUT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """What the tests get: the URL, and the server when the tests started it.
+
+    Creating two indices costs about a second, so index prefixes are leased from a pool: a
+    returned prefix has its documents deleted (its indices stay) and goes to the next test,
+    which finds its store empty. A test that needs indices of its own takes ``new_prefix()``
+    and drops them."""
+
+    url: str
+    server: ElasticServer | None = None
+    pool: list[str] = field(default_factory=list)
+    leased: set[str] = field(default_factory=set)
+
+    def lease(self) -> str:
+        prefix = self.pool.pop() if self.pool else new_prefix()
+        self.leased.add(prefix)
+        return prefix
+
+    def give_back(self, prefix: str) -> None:
+        self.leased.discard(prefix)
+        try:
+            self.empty(prefix)
+        except requests.RequestException:
+            self.drop(prefix)
+            return
+        self.pool.append(prefix)
+
+    def empty(self, prefix: str) -> None:
+        """Delete every document of a prefix's indices, keeping the indices."""
+        names = f"{prefix}-entries,{prefix}-latest"
+        while True:
+            found = requests.post(f"{self.url}/{names}/_search", timeout=60,
+                                  params={"ignore_unavailable": "true"},
+                                  json={"size": 1000, "_source": False})
+            found.raise_for_status()
+            hits = found.json()["hits"]["hits"]
+            if not hits:
+                return
+            lines = "".join(f'{{"delete":{{"_index":"{h["_index"]}","_id":'
+                            f'{json.dumps(h["_id"])}}}}}\n' for h in hits)
+            requests.post(f"{self.url}/_bulk", params={"refresh": "true"}, data=lines,
+                          headers={"Content-Type": "application/x-ndjson"},
+                          timeout=60).raise_for_status()
+
+    def close(self) -> None:
+        for prefix in [*self.pool, *self.leased]:
+            self.drop(prefix)
+
+    def settings(self, prefix: str) -> dict[str, str]:
+        """Marketplace settings (keys as create_app's overrides) for a store on ``prefix``."""
+        return {"store": "elasticsearch", "elasticsearch_url": self.url,
+                "elasticsearch_index_prefix": prefix, "elasticsearch_timeout": "10"}
+
+    def store(self, prefix: str):
+        from marketplace import config
+        from marketplace.store.elastic import ElasticStore
+        settings = config.load(environ={}, **self.settings(prefix))
+        return ElasticStore.from_settings(settings)
+
+    def drop(self, prefix: str) -> None:
+        """Delete every index of a prefix (tests' cleanup)."""
+        found = requests.get(f"{self.url}/{prefix}-entries-*,{prefix}-latest-*",
+                             params={"expand_wildcards": "all"}, timeout=60)
+        found.raise_for_status()
+        if found.json():  # names, not a wildcard: action.destructive_requires_name
+            requests.delete(f"{self.url}/{','.join(found.json())}",
+                            timeout=60).raise_for_status()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def new_prefix() -> str:
+    """An index prefix no other test uses."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[Cluster]:
+    """A real Elasticsearch for the whole session (or the one MARKETPLACE_TEST_ELASTICSEARCH_URL
+    names)."""
+    url = os.environ.get("MARKETPLACE_TEST_ELASTICSEARCH_URL")
+    if url:
+        cluster = Cluster(url.rstrip("/"))
+        yield cluster
+        cluster.close()
+        return
+    home = find_home()
+    if home is None:
+        pytest.fail(f"Elasticsearch is not installed under {CACHE}: {INSTALL_HINT}")
+    server = ElasticServer(home)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.cleanup()
+        pytest.fail(str(exc))
+    yield Cluster(server.url, server)
+    server.cleanup()
+
+
+@pytest.fixture
+def es_prefix(elasticsearch) -> Iterator[str]:
+    """An index prefix whose indices are empty or missing, for this test alone."""
+    prefix = elasticsearch.lease()
+    yield prefix
+    elasticsearch.give_back(prefix)
