@@ -176,10 +176,12 @@ class Appliance:
 
     def as_dict(self) -> dict:
         """A JSON-ready dict: dates as ``YYYY-MM-DDTHH:MM:SSZ`` strings."""
-        return _jsonable(dataclasses.asdict(self))
+        return _jsonable(self)
 
 
 def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):
         return format_date(value)
     if isinstance(value, dict):

@@ -8,6 +8,7 @@ either wholly there after a crash or not at all.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -40,19 +41,18 @@ CREATE TABLE IF NOT EXISTS entries (
     valid TEXT, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT, type TEXT, format TEXT,
     hypervisor TEXT, tag TEXT, title TEXT, description TEXT, subject TEXT, bytes INTEGER,
     web INTEGER NOT NULL, pdisk INTEGER NOT NULL, UNIQUE (identifier, email, created));
-CREATE INDEX IF NOT EXISTS entries_latest ON entries (latest, created);
-CREATE INDEX IF NOT EXISTS entries_email ON entries (email, latest);
-CREATE INDEX IF NOT EXISTS entries_os ON entries (os, latest);
+CREATE INDEX IF NOT EXISTS entries_by_created ON entries (latest, created, deprecated, valid);
 CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5(
     identifier, email, subject, title, description, os, tag,
     content='entries', content_rowid='id');
 """
-# Facet counts group the latest entries by one column and status: one narrow covering index
-# per facet lets each count read its index alone, not the wide rows (10x faster at 100k).
-SCHEMA += "".join(f"CREATE INDEX IF NOT EXISTS entries_facet_{name} ON entries "
-                  f"(latest, {name}, deprecated, valid);\n"
+# One narrow covering index per filter/facet column, (latest, column, created, status
+# columns): a facet count reads the index alone, and a filtered page walks it in date order
+# and stops after a page of matches instead of sorting every match.
+SCHEMA += "".join(f"CREATE INDEX IF NOT EXISTS entries_by_{name} ON entries "
+                  f"(latest, {name}, created, deprecated, valid);\n"
                   for name in FACET_FIELDS if name != "status")
-SCHEMA += ("CREATE INDEX IF NOT EXISTS entries_facet_status ON entries "
+SCHEMA += ("CREATE INDEX IF NOT EXISTS entries_by_status ON entries "
            "(latest, deprecated, valid);\n")
 INDEXED = ("identifier", "email", "subject", "title", "description", "os", "tag")
 STATUS_SQL = ("CASE WHEN deprecated THEN 'deprecated' "
@@ -155,13 +155,16 @@ class SQLiteStore(Store):
         with self._write() as db:
             db.execute("DELETE FROM entries")
             db.execute("INSERT INTO entries_fts(entries_fts) VALUES ('delete-all')")
-            rows = db.execute("SELECT identifier, email, created, document FROM documents "
-                              "ORDER BY identifier, email, created").fetchall()
-            for index, row in enumerate(rows):
-                following = rows[index + 1] if index + 1 < len(rows) else None
-                latest = following is None or tuple(following)[:2] != tuple(row)[:2]
-                _index(db, Entry.from_document(bytes(row[3])), latest)
-        return len(rows)
+            rows = db.execute("SELECT identifier, email, document FROM documents "
+                              "ORDER BY identifier, email, created")
+            count = 0
+            for _, pair in itertools.groupby(rows, key=lambda row: (row[0], row[1])):
+                documents = [bytes(row[2]) for row in pair]
+                for position, data in enumerate(documents, start=1):
+                    _index(db, Entry.from_document(data), latest=position == len(documents))
+                count += len(documents)
+        self._db().execute("ANALYZE")
+        return count
 
     def count(self) -> int:
         return self._db().execute("SELECT count(*) FROM documents").fetchone()[0]
@@ -186,12 +189,14 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     where, params = _where(query)
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
-    keys = db.execute(
-        f"SELECT identifier, email, created FROM entries e WHERE {where} "
+    rows = db.execute(
+        f"SELECT e.id FROM entries e WHERE {where} "
         f"ORDER BY e.{order} {direction}, e.id {direction} LIMIT :limit OFFSET :offset",
         {**params, "limit": query.limit, "offset": query.offset}).fetchall()
     total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}", params).fetchone()[0]
     facets = _facets(db, query) if query.facets else {}
+    keys = [db.execute("SELECT identifier, email, created FROM entries WHERE id=?", row)
+            .fetchone() for row in rows]
     return Page([_entry(db, tuple(key)) for key in keys], total, facets)
 
 
