@@ -2,7 +2,9 @@
 
 ``serve`` runs the app under gunicorn (the Flask development server only with ``--debug``);
 ``demo`` fills an empty store with signed demo entries, then serves; ``reindex`` rebuilds
-the indexes from the stored documents; ``init-store`` creates an empty store. Settings come
+the indexes from the stored documents; ``init-store`` creates an empty store (and, on
+Elasticsearch, migrates indices of an older mapping); ``migrate`` copies a SQLite store into
+Elasticsearch. Settings come
 from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line
 sets the data dir, and every setting reaches the gunicorn workers through the environment.
 """
@@ -10,6 +12,7 @@ sets the data dir, and every setting reaches the gunicorn workers through the en
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from marketplace import config
+from marketplace.store.base import StoreError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -43,10 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
                                   epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         _server_options(sub)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
     for name, text in (("reindex", "rebuild every index from the stored documents"),
-                       ("init-store", "create an empty store (serve does it too)")):
-        commands.add_parser(name, parents=[common], help=text, description=text, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                       ("init-store", "create an empty store (serve does it too); on "
+                        "Elasticsearch, also migrate indices of an older mapping")):
+        commands.add_parser(name, parents=[common, output], help=text, description=text,
+                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    text = ("copy every entry of a SQLite store into Elasticsearch (bulk; run it again to "
+            "check: nothing is added twice)")
+    sub = commands.add_parser("migrate", parents=[common, output], help=text, description=text,
+                              epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
+                     help="the SQLite store: its file or its data dir")
+    sub.add_argument("--to", dest="target", default="elasticsearch",
+                     metavar="elasticsearch[:URL]", help="the Elasticsearch of the "
+                     "MARKETPLACE_ELASTICSEARCH_* settings (URL overrides theirs)")
     return p
 
 
@@ -74,14 +91,65 @@ def settings_for(options: argparse.Namespace) -> dict[str, str]:
     return settings
 
 
-def init_store(settings: dict[str, str]) -> int:
-    """Create the store if needed (before any worker starts); how many entries it holds."""
+def init_store(settings: dict[str, str], migrate: bool = True) -> int:
+    """Create the store if needed (before any worker starts); how many entries it holds.
+    On Elasticsearch, ``migrate`` also moves indices of an older mapping to the current one
+    (``init-store`` does; ``serve`` does not, so that several servers starting at once never
+    reindex side by side)."""
     from marketplace.app import open_store
     store = open_store(settings)
     try:
-        return store.count()
+        init = getattr(store, "init", None)
+        return init(migrate=migrate) if init else store.count()
     finally:
         store.close()
+
+
+def where(settings: dict[str, str]) -> str:
+    """Where the store of the settings lives, for messages."""
+    if settings["STORE"] == "elasticsearch":
+        return (f"Elasticsearch at {settings['ELASTICSEARCH_URL']} (indices "
+                f"{settings['ELASTICSEARCH_INDEX_PREFIX']}-*)")
+    return settings["DATA_DIR"]
+
+
+def migrate(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``migrate --from sqlite:PATH --to elasticsearch[:URL]``."""
+    from marketplace.store import migrate as migration
+    from marketplace.store.elastic import ElasticStore
+    source = migration.sqlite_path(options.source)
+    kind, _, url = options.target.partition(":")
+    if kind != "elasticsearch":
+        raise ValueError(f"--to {options.target!r}: give elasticsearch or elasticsearch:URL")
+    target_settings = {**settings, "STORE": "elasticsearch"}
+    if url:
+        target_settings["ELASTICSEARCH_URL"] = url
+    show = not options.quiet and not options.json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rmigrating: {done}/{total} entries", end="", file=sys.stderr, flush=True)
+
+    store = ElasticStore.from_settings(target_settings)
+    try:
+        done = migration.migrate(source, store, progress if show else None)
+    finally:
+        store.close()
+    if show:
+        print(file=sys.stderr)
+    if options.json:
+        print(json.dumps({**done.as_dict(), "target": where(target_settings)}))
+    elif not options.quiet:
+        print(f"migrated {done.entries} entries from {source} to {where(target_settings)} in "
+              f"{done.seconds:.1f} s: {done.new} new, {done.already_there} already there; it "
+              f"holds {done.target_total} entries")
+    return 0
+
+
+def report(options: argparse.Namespace, text: str, **data) -> None:
+    if options.json:
+        print(json.dumps(data))
+    elif not options.quiet:
+        print(text)
 
 
 def reindex(settings: dict[str, str]) -> int:
@@ -106,7 +174,10 @@ def fresh_metrics_dir(settings: dict[str, str]) -> Path:
 def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """Serve until stopped: gunicorn, or Flask's development server with --debug."""
     fresh_metrics_dir(settings)
-    init_store(settings)
+    try:
+        init_store(settings, migrate=False)
+    except StoreError as exc:  # e.g. Elasticsearch down: serve 503 until it answers
+        print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
     url = f"http://{options.host}:{options.port}/"
     if options.debug:
         from marketplace.app import create_app
@@ -176,11 +247,16 @@ def run(options: argparse.Namespace) -> int:
         return serve(options, settings)
     if options.command == "demo":
         return demo(options, settings)
+    if options.command == "migrate":
+        return migrate(options, settings)
     if options.command == "reindex":
-        print(f"reindexed {reindex(settings)} entries in {settings['DATA_DIR']}")
+        count = reindex(settings)
+        report(options, f"reindexed {count} entries in {where(settings)}", reindexed=count,
+               store=where(settings))
         return 0
     count = init_store(settings)
-    print(f"store ready in {settings['DATA_DIR']} ({count} entries)")
+    report(options, f"store ready in {where(settings)} ({count} entries)", entries=count,
+           store=where(settings))
     return 0
 
 
@@ -188,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         return run(options)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
