@@ -73,6 +73,7 @@ class ElasticServer:
     transport_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     starts: int = 0
+    heap: str = HEAP
 
     @property
     def url(self) -> str:
@@ -113,7 +114,7 @@ class ElasticServer:
                     "cluster.routing.allocation.disk.threshold_enabled": "false"}
         env = {**os.environ, "ES_JAVA_HOME": java_home(), "ES_PATH_CONF": str(self.root /
                                                                             "config"),
-               "ES_JAVA_OPTS": f"{HEAP} -Djava.io.tmpdir={self.root / 'tmp'}",
+               "ES_JAVA_OPTS": f"{self.heap} -Djava.io.tmpdir={self.root / 'tmp'}",
                "ES_TMPDIR": str(self.root / "tmp")}
         command = [str(self.home / "bin" / "elasticsearch"),
                    *[arg for k, v in settings.items() for arg in ("-E", f"{k}={v}")]]

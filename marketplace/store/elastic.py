@@ -154,23 +154,33 @@ class ElasticStore(Store):
 
     def add(self, entry: Entry) -> bool:
         identifier, email, created = entry.key
-        source = fields(entry, time.time_ns())
+        pair = pair_id(identifier, email)
         with self._calls():
-            stored = self._document(entry.key)
-            if stored is None:
-                newest = self._newest(identifier, email)
-                if newest is not None and newest["created"] > created:
-                    raise Conflict(f"a newer entry ({newest['created']}) of {identifier} by "
-                                   f"{email} is stored; this one is from {created}")
-                if self._create(entry.key, source):
-                    self._promote(source)
-                    return True
+            current = self._latest_of(pair)
+            latest = current["_source"]["created"] if current else ""
+            stored = None
+            if latest >= created:  # a replay, a changed copy, or an older entry
                 stored = self._document(entry.key)
+                if stored is None and latest > created:
+                    raise Conflict(f"a newer entry ({latest}) of {identifier} by {email} is "
+                                   f"stored; this one is from {created}")
+            if stored is None:
+                source = fields(entry, time.time_ns())
+                if self._create(entry.key, source):
+                    self._promote(source, current)
+                    return True
+                stored = self._document(entry.key)  # another server stored that key first
             if stored != entry.document:
                 raise Conflict(f"another document is stored for {identifier} by {email} at "
                                f"{created}")
-            self._promote(fields(entry, self._seq(entry.key)))  # repairs an interrupted add
+            self._repair(entry)
             return False
+
+    def _repair(self, entry: Entry) -> None:
+        """A replay finishes what an interrupted add left: the pair's latest copy."""
+        current = self._latest_of(pair_id(entry.identifier, entry.email))
+        if current is None or current["_source"]["created"] < entry.key[2]:
+            self._promote(fields(entry, self._seq(entry.key)), current)
 
     def get(self, identifier: str, email: str, created: datetime) -> Entry | None:
         with self._calls():
@@ -326,11 +336,13 @@ class ElasticStore(Store):
             return False
         return True
 
-    def _promote(self, source: dict) -> None:
-        """Make ``source`` the latest of its pair unless a newer entry already is."""
+    def _promote(self, source: dict, current: dict | None = None) -> None:
+        """Make ``source`` the latest of its pair unless a newer entry already is
+        (``current``: the pair's latest copy as just read, saving the first read)."""
         pair = pair_id(source["identifier"], source["email"])
         for attempt in range(PROMOTE_ATTEMPTS):
-            current = self._latest_of(pair)
+            if attempt or current is None:
+                current = self._latest_of(pair)
             if current is not None and current["_source"]["created"] >= source["created"]:
                 return
             if self._replace_latest(pair, source, current):

@@ -47,8 +47,8 @@ def titles(page) -> list[str]:
     return [entry.appliance.title for entry in page.entries]
 
 
-def test_mapping_is_explicit_and_keeps_the_document_unindexed(elasticsearch, es):
-    store, _ = es
+def test_mapping_is_explicit_and_keeps_the_document_unindexed(elasticsearch, own_prefix):
+    store = elasticsearch.store(own_prefix)
     store.init()
     for alias in (store.entries, store.latest):
         (index, body), = get_json(elasticsearch, f"{alias}/_mapping").items()
@@ -61,6 +61,7 @@ def test_mapping_is_explicit_and_keeps_the_document_unindexed(elasticsearch, es)
         assert properties["os"]["type"] == "keyword"
         assert properties["text"]["type"] == "text"
         assert properties["created"]["type"] == properties["valid"]["type"] == "date"
+    store.close()
 
 
 def test_a_write_through_one_server_is_read_at_once_through_another(es, make_entry):
@@ -131,8 +132,8 @@ def test_missing_indices_are_created_again_with_the_mapping(elasticsearch, es, m
     assert body["mappings"]["dynamic"] == "strict"
 
 
-def test_reindex_swaps_in_a_new_generation(elasticsearch, es, make_entry):
-    store, other = es
+def test_reindex_swaps_in_a_new_generation(elasticsearch, own_prefix, make_entry):
+    store, other = elasticsearch.store(own_prefix), elasticsearch.store(own_prefix)
     for n in range(5):
         store.add(make_entry(title=f"e{n}", when=moment(n)))
     assert store.reindex() == 5
@@ -142,6 +143,8 @@ def test_reindex_swaps_in_a_new_generation(elasticsearch, es, make_entry):
     assert titles(other.search(Query())) == [f"e{n}" for n in range(5)]
     other.add(make_entry(title="after reindex"))
     assert store.count() == 6
+    store.close()
+    other.close()
 
 
 def cli(cluster, prefix: str, *args: str, home) -> subprocess.CompletedProcess:
