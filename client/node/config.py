@@ -1,0 +1,275 @@
+"""The fetcher's configuration: one file for a fleet, a per-host override, ``@HOSTNAME@``.
+
+Where a setting comes from, first match wins: a command-line option > the environment
+variable ``STRATUSLAB_<KEY>`` (``STRATUSLAB_CACHE_DIR``, ``STRATUSLAB_MARKETPLACE_ENDPOINT``...)
+> the per-host file > the general file > the policy file (policy sections only) > default.
+
+The general file is ``/etc/stratuslab/fetcher.cfg`` (or ``--config`` /
+``STRATUSLAB_FETCHER_CONFIG``). Beside it, ``fetcher.cfg.d/<host>.cfg`` overrides it key by
+key for one host: the short host name's file is read, then the full name's, so one shared
+directory serves a fleet of stateless nodes. ``@HOSTNAME@`` in any value becomes the host
+name (``STRATUSLAB_HOSTNAME``, else the system's). The host name also identifies this node
+as the owner of cache locks and leases.
+
+Sections: ``[fetcher]`` (the settings of :data:`SETTINGS`), and the trust policy in the
+original ``policy.cfg`` layout -- ``[endorsers]`` whitelistendorsers/blacklistendorsers,
+``[images]`` whitelistimages/blacklistimages, ``[checksums]`` whitelistchecksums/
+blacklistchecksums (one value per line) -- plus ``[trust]`` certificates (CA files or
+directories, CRLs included) and crls. ``policy_file`` may name an original policy.cfg whose
+sections apply where the fetcher's own files do not set them. Standard library only: this
+module is on the cache-hit path.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/stratuslab/fetcher.cfg")
+CONFIG_ENV = "STRATUSLAB_FETCHER_CONFIG"
+HOSTNAME_ENV = "STRATUSLAB_HOSTNAME"
+ENV_PREFIX = "STRATUSLAB_"
+SECTION = "fetcher"
+HOSTNAME_MARK = "@HOSTNAME@"
+
+# The trust policy, in the sections and keys of the original StratusLab policy.cfg.
+POLICY_KEYS = {
+    "endorsers": ("whitelistendorsers", "blacklistendorsers"),
+    "images": ("whitelistimages", "blacklistimages"),
+    "checksums": ("whitelistchecksums", "blacklistchecksums"),
+    "trust": ("certificates", "crls"),
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read, or a setting with a wrong value."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    kind: str  # path, paths, size, float, int, bool, text
+    default: object
+    help: str
+
+
+SETTINGS = (
+    Setting("cache_dir", "path", Path("/var/lib/stratuslab/images"),
+            "the image cache (may be a shared mount: NFS and the like)"),
+    Setting("quota", "size", None, "largest total size of cached images, e.g. 200G (none: no "
+            "limit); least recently used images are evicted, never pinned or in-use ones"),
+    Setting("marketplace_endpoint", "text", "http://127.0.0.1:8080", "the marketplace to ask"),
+    Setting("connect_timeout", "float", 10.0, "seconds to connect to a server"),
+    Setting("read_timeout", "float", 60.0, "seconds without a byte before a read gives up"),
+    Setting("retries", "int", 5, "attempts per location after a failure without progress"),
+    Setting("backoff", "float", 1.0, "first wait between attempts; doubles each time"),
+    Setting("backoff_max", "float", 30.0, "longest wait between attempts"),
+    Setting("lock_stale_after", "float", 60.0, "seconds without a heartbeat after which another "
+            "host's lock counts as abandoned (a dead process on this host is seen at once)"),
+    Setting("lock_wait", "float", 3600.0, "longest wait for another puller of the same image"),
+    Setting("local_lock_dir", "path", None, "host-local directory for same-host locks "
+            "(default /run/lock/stratuslab-fetcher, else a directory under /tmp)"),
+    Setting("event_command", "text", None, "command run with a JSON event on standard input "
+            "when an image becomes available, is evicted, or is refused"),
+    Setting("event_timeout", "float", 30.0, "seconds the event command may take"),
+    Setting("ca_bundle", "paths", [], "extra CA certificates (PEM) for HTTPS servers, added "
+            "to the system's; certificates are always verified"),
+    Setting("policy_file", "path", None, "an original StratusLab policy.cfg to read the "
+            "[endorsers], [images] and [checksums] sections from"),
+    Setting("allow_expired", "bool", False, "accept entries whose valid date has passed"),
+    Setting("allow_deprecated", "bool", False, "accept deprecated entries"),
+    Setting("allow_weak", "bool", False, "accept entries with only MD5/SHA-1 checksums"),
+    Setting("verify_all", "bool", False, "verify every checksum of the entry, not one strong one"),
+)
+_BY_KEY = {s.key: s for s in SETTINGS}
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+
+
+@dataclass
+class FetcherConfig:
+    """Every setting with its typed value, the policy lists, and where they came from."""
+
+    values: dict[str, object]
+    policy: dict[str, list[str]] = field(default_factory=dict)
+    hostname: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def __getattr__(self, key: str):
+        try:
+            return self.__dict__["values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **overrides) -> FetcherConfig:
+        """A copy with some settings given as typed values (None leaves one as it is)."""
+        values = dict(self.values)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return FetcherConfig(values, dict(self.policy), self.hostname, list(self.files))
+
+    def as_dict(self) -> dict:
+        shown = {k: str(v) if isinstance(v, Path) else v for k, v in self.values.items()}
+        shown["ca_bundle"] = [str(p) for p in self.values["ca_bundle"]]
+        return {"settings": shown, "policy": self.policy, "hostname": self.hostname,
+                "files": self.files}
+
+
+def hostname(environ: dict[str, str] | None = None) -> str:
+    """The host name used for the per-host file, ``@HOSTNAME@`` and lock ownership."""
+    environ = os.environ if environ is None else environ
+    return environ.get(HOSTNAME_ENV) or socket.gethostname()
+
+
+def host_files(path: Path, host: str) -> list[Path]:
+    """The per-host override files of ``path`` for ``host``, least specific first."""
+    directory = path.parent / f"{path.name}.d"
+    names = [host.split(".", 1)[0], host] if "." in host else [host]
+    return [directory / f"{name}.cfg" for name in names]
+
+
+def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None,
+         overrides: dict[str, object] | None = None) -> FetcherConfig:
+    """Read the configuration; ``overrides`` are command-line values (None = not given)."""
+    environ = os.environ if environ is None else environ
+    given = path or environ.get(CONFIG_ENV)
+    main = Path(given).expanduser() if given else DEFAULT_CONFIG
+    if given and not main.is_file():
+        raise ConfigError(f"config file {main} does not exist")
+    host = hostname(environ)
+    parser = configparser.ConfigParser(interpolation=None)
+    files = [f for f in [main, *host_files(main, host)] if f.is_file()]
+    _read(parser, files)
+    raw = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+    unknown = sorted(set(raw) - set(_BY_KEY))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{SECTION}] of {', '.join(map(str, files))}: "
+                          f"{', '.join(unknown)}; known: {', '.join(_BY_KEY)}")
+    for key in _BY_KEY:
+        if ENV_PREFIX + key.upper() in environ:
+            raw[key] = environ[ENV_PREFIX + key.upper()]
+    values = {s.key: _typed(s, _host(raw[s.key], host)) if s.key in raw else _copy(s.default)
+              for s in SETTINGS}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _typed(_BY_KEY[key], _host(value, host)) if isinstance(value, str) \
+                else value
+    policy = _policy(parser, values["policy_file"], host)
+    if values["policy_file"] is not None:
+        files.append(values["policy_file"])
+    return FetcherConfig(values, policy, host, [str(f) for f in files])
+
+
+def _read(parser: configparser.ConfigParser, files: list[Path]) -> None:
+    for file in files:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (OSError, configparser.Error) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+
+
+def _policy(parser: configparser.ConfigParser, policy_file: Path | None,
+            host: str) -> dict[str, list[str]]:
+    original = configparser.ConfigParser(interpolation=None)
+    if policy_file is not None:
+        if not Path(policy_file).is_file():
+            raise ConfigError(f"policy_file {policy_file} does not exist")
+        _read(original, [Path(policy_file)])
+    lists: dict[str, list[str]] = {}
+    for section, keys in POLICY_KEYS.items():
+        for key in keys:
+            for source in (parser, original):
+                if source.has_option(section, key):
+                    lists[key] = split_values(_host(source.get(section, key), host))
+                    break
+            else:
+                lists[key] = []
+    return lists
+
+
+def split_values(text: str) -> list[str]:
+    """One value per line; a line without ``=`` (not a DN) may also hold several, separated
+    by commas or spaces. Blank lines and ``#`` comments are skipped."""
+    values: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" in line:
+            values.append(line)
+        else:
+            values += [v for v in re.split(r"[\s,]+", line) if v]
+    return values
+
+
+def _copy(value: object) -> object:
+    return list(value) if isinstance(value, list) else value
+
+
+def _host(value: str, host: str) -> str:
+    return value.replace(HOSTNAME_MARK, host)
+
+
+def _typed(setting: Setting, text: str) -> object:
+    text = text.strip()
+    try:
+        if setting.kind == "path":
+            return Path(text).expanduser() if text else None
+        if setting.kind == "paths":
+            return [Path(p).expanduser() for p in split_values(text)]
+        if setting.kind == "size":
+            return parse_size(text)
+        if setting.kind == "float":
+            number = float(text)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+        if setting.kind == "int":
+            number = int(text)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+        if setting.kind == "bool":
+            return parse_bool(text)
+        return text or None
+    except ValueError as exc:
+        raise ConfigError(f"setting {setting.key} = {text!r}: {exc}") from None
+
+
+def parse_size(text: str) -> int | None:
+    """``200G``, ``1.5T``, ``500MiB``, ``1048576``; ``none``/``0``/empty means no limit."""
+    if text.lower() in ("", "none", "0", "unlimited"):
+        return None
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError("is not a size such as 200G, 500M or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off", ""):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def template() -> str:
+    """A commented fetcher.cfg listing every setting with its default."""
+    lines = ["# Node fetcher configuration (stratus-image-cache, stratus-download-image).",
+             "# @HOSTNAME@ in a value becomes the host name; fetcher.cfg.d/<host>.cfg beside",
+             "# this file overrides it for one host.", "", f"[{SECTION}]"]
+    for s in SETTINGS:
+        default = "" if s.default in (None, []) else str(s.default)
+        lines += [f"# {s.help}", f"#{s.key} = {default}"]
+    lines += ["", "[endorsers]", "#whitelistendorsers = jane@example.org",
+              "#    CN=Jane Doe,OU=Grid,O=Example,C=EU", "#blacklistendorsers =", "",
+              "[images]", "#whitelistimages =", "#blacklistimages =", "",
+              "[checksums]", "#whitelistchecksums =", "#blacklistchecksums =", "",
+              "[trust]", "#certificates = /etc/grid-security/certificates", "#crls ="]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,221 @@
+"""The node's trust policy: which verified entries it accepts and which checksums it checks.
+
+The lists are those of the original StratusLab ``policy.cfg``: white- and blacklists of
+endorsers, image identifiers and SHA-1 checksums. An empty whitelist lets everything
+through (as the original's empty policy did); a blacklist match always refuses. The trust
+store (CA certificates and CRLs) is applied by the metadata core when each entry is
+verified; this module only loads it.
+
+Endorsers are written as emails or as DNs. A DN is compared with the signing certificate's
+subject as a name (RFC 2253 text from Java, OpenSSL or Python all match). An email on a
+*whitelist* matches only when the certificate itself carries that address (rfc822
+SubjectAltName or emailAddress in the subject): a document's email is the signer's claim,
+so it cannot by itself satisfy a whitelist. On a blacklist the claimed email matches too.
+
+The rules work on :class:`Facts`, plain values read from a verified entry, so that a cache
+hit re-applies the current policy without parsing XML. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+WEAK = ("MD5", "SHA-1")
+PREFERRED = ("SHA-256", "SHA-512")  # the strong checksums, in order of preference
+WEAK_PREFERRED = ("SHA-1", "MD5")
+
+
+@dataclass
+class Facts:
+    """What the policy looks at in one verified entry."""
+
+    identifier: str
+    sha1: str
+    email: str | None = None
+    certificate_emails: list[str] = field(default_factory=list)
+    subject: str | None = None
+    issuer: str | None = None
+    created: str | None = None
+    valid: str | None = None
+    deprecated: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Facts:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def endorser(self) -> str:
+        if self.email and self.subject:
+            return f"{self.email} ({self.subject})"
+        return self.email or self.subject or "unknown endorser"
+
+
+class WeakChecksums(ValueError):
+    """The entry has no checksum the policy accepts."""
+
+
+@dataclass
+class Policy:
+    """White/blacklists, trust store paths, and what to accept beyond valid entries."""
+
+    whitelist_endorsers: list[str] = field(default_factory=list)
+    blacklist_endorsers: list[str] = field(default_factory=list)
+    whitelist_images: list[str] = field(default_factory=list)
+    blacklist_images: list[str] = field(default_factory=list)
+    whitelist_checksums: list[str] = field(default_factory=list)
+    blacklist_checksums: list[str] = field(default_factory=list)
+    trust_paths: list[Path] = field(default_factory=list)
+    allow_expired: bool = False
+    allow_deprecated: bool = False
+    allow_weak: bool = False
+    verify_all: bool = False
+    _trust_store: object = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_config(cls, config) -> Policy:
+        """The policy of a :class:`~client.node.config.FetcherConfig`."""
+        lists = config.policy
+        return cls(
+            whitelist_endorsers=lists.get("whitelistendorsers", []),
+            blacklist_endorsers=lists.get("blacklistendorsers", []),
+            whitelist_images=lists.get("whitelistimages", []),
+            blacklist_images=lists.get("blacklistimages", []),
+            whitelist_checksums=lists.get("whitelistchecksums", []),
+            blacklist_checksums=lists.get("blacklistchecksums", []),
+            trust_paths=[Path(p).expanduser() for p in
+                         lists.get("certificates", []) + lists.get("crls", [])],
+            allow_expired=bool(config.allow_expired),
+            allow_deprecated=bool(config.allow_deprecated),
+            allow_weak=bool(config.allow_weak),
+            verify_all=bool(config.verify_all))
+
+    # --- the trust store -------------------------------------------------------------
+
+    def trust_store(self):
+        """The TrustStore of the configured paths, or None when there are none."""
+        if not self.trust_paths:
+            return None
+        if self._trust_store is None:
+            from marketplace.metadata.trust import TrustStore
+
+            missing = [str(p) for p in self.trust_paths if not p.exists()]
+            if missing:
+                raise OSError(f"trusted CA certificates or CRLs not found: {', '.join(missing)}")
+            self._trust_store = TrustStore.load(*self.trust_paths)
+        return self._trust_store
+
+    def trust_fingerprint(self) -> str:
+        """Changes when a file of the trust store is added, removed or modified (stat only)."""
+        digest = hashlib.sha256()
+        for path in self.trust_paths:
+            files = sorted(path.iterdir()) if path.is_dir() else [path]
+            for file in files:
+                try:
+                    st = file.stat()
+                except OSError:
+                    continue
+                digest.update(f"{file}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:32] if self.trust_paths else "none"
+
+    # --- the rules ---------------------------------------------------------------------
+
+    def refusals(self, facts: Facts, now: datetime | None = None) -> list[str]:
+        """Why the policy refuses the entry; empty when it accepts it."""
+        return (self.endorser_refusals(facts) + self.image_refusals(facts)
+                + self.status_refusals(facts, now) + self.checksum_refusals(facts))
+
+    def endorser_refusals(self, facts: Facts) -> list[str]:
+        reasons = []
+        if self.whitelist_endorsers and not any(
+                self._endorser_matches(entry, facts, claimed=False)
+                for entry in self.whitelist_endorsers):
+            reasons.append(f"endorser {facts.endorser()} is not in the whitelist of endorsers"
+                           + ("" if facts.certificate_emails or not facts.email else
+                              " (the certificate carries no email, so the document's email "
+                              "is unconfirmed)"))
+        for entry in self.blacklist_endorsers:
+            if self._endorser_matches(entry, facts, claimed=True):
+                reasons.append(f"endorser {facts.endorser()} is blacklisted ({entry})")
+        return reasons
+
+    def image_refusals(self, facts: Facts) -> list[str]:
+        reasons = []
+        if self.whitelist_images and facts.identifier not in self.whitelist_images:
+            reasons.append(f"image {facts.identifier} is not in the whitelist of images")
+        if facts.identifier in self.blacklist_images:
+            reasons.append(f"image {facts.identifier} is blacklisted")
+        if self.whitelist_checksums and not any(_same_hex(facts.sha1, value)
+                                                for value in self.whitelist_checksums):
+            reasons.append(f"SHA-1 checksum {facts.sha1} is not in the whitelist of checksums")
+        if any(_same_hex(facts.sha1, value) for value in self.blacklist_checksums):
+            reasons.append(f"SHA-1 checksum {facts.sha1} is blacklisted")
+        return reasons
+
+    def status_refusals(self, facts: Facts, now: datetime | None = None) -> list[str]:
+        reasons = []
+        if facts.deprecated is not None and not self.allow_deprecated:
+            why = f": {facts.deprecated}" if facts.deprecated else ""
+            reasons.append(f"the entry is deprecated{why} (--allow-deprecated accepts it)")
+        if facts.valid and not self.allow_expired:
+            valid = datetime.strptime(facts.valid, DATE_FORMAT).replace(tzinfo=UTC)
+            if valid < (now or datetime.now(UTC)):
+                reasons.append(f"the entry expired on {facts.valid} "
+                               "(--allow-expired accepts it)")
+        return reasons
+
+    def checksum_refusals(self, facts: Facts) -> list[str]:
+        try:
+            self.algorithms(facts.checksums)
+        except WeakChecksums as exc:
+            return [str(exc)]
+        return []
+
+    def algorithms(self, checksums: dict[str, str]) -> list[str]:
+        """The checksums to verify while downloading: the first strong one (SHA-256, else
+        SHA-512), or every one with ``verify_all``; a weak one only with ``allow_weak``."""
+        known = [a for a in (*PREFERRED, *WEAK_PREFERRED) if a in checksums]
+        strong = [a for a in known if a in PREFERRED]
+        if not strong and not self.allow_weak:
+            have = ", ".join(checksums) or "none"
+            raise WeakChecksums(f"the entry has only weak checksums ({have}); SHA-256 or "
+                                "SHA-512 is needed (--allow-weak accepts MD5/SHA-1)")
+        if self.verify_all:
+            return known
+        return (strong or known)[:1]
+
+    # --- matching ------------------------------------------------------------------------
+
+    def _endorser_matches(self, entry: str, facts: Facts, claimed: bool) -> bool:
+        entry = entry.strip()
+        if "=" in entry:
+            return _same_dn(entry, facts.subject)
+        emails = {e.lower() for e in facts.certificate_emails}
+        if claimed and facts.email:
+            emails.add(facts.email.lower())
+        return entry.lower() in emails
+
+
+def _same_hex(a: str, b: str) -> bool:
+    try:
+        return int(a, 16) == int(b, 16)
+    except ValueError:
+        return False
+
+
+def _same_dn(a: str, b: str | None) -> bool:
+    if not b:
+        return False
+    from marketplace.metadata import dn  # only when the policy names DNs
+
+    try:
+        return dn.parse(a) == dn.parse(b)
+    except ValueError:
+        return False
