@@ -1,0 +1,469 @@
+"""The on-disk image cache: layout, verified-once records, pins, leases, quota with LRU.
+
+Layout under the cache directory (which may be a shared mount)::
+
+    images/<ID>             verified images, and nothing else: a file appears here only by
+                            rename(2) of a partial file whose bytes were counted and hashed
+    records/<ID>.json       what was verified: size, digests, inode, mtime, the entry's facts;
+                            its mtime is the image's last use (for LRU eviction)
+    records/<ID>.xml        the signed entry the image was accepted under
+    pins/<ID>               pinned: never evicted
+    leases/<ID>/<token>     in use by a process (owner host, pid, start time); never evicted
+                            while one of them is alive
+    locks/<ID>.lock         the cross-host pull lock (see locks.py); locks/prune.lock
+    partial/<ID>.<token>    a download in progress (+ .json: where from, for resuming)
+    trash/                  images being evicted (renamed away first, then deleted)
+
+**Verified once**: a hit compares the image's inode, size and mtime with the record; when
+they agree the bytes are the ones hashed at download and are not read again. When they do
+not, the image is hashed again and removed if it no longer matches. ``verify`` re-hashes
+on demand.
+
+**Eviction without races against users**: a user first creates its lease, then looks at
+the image. The evictor first renames the image into ``trash/`` (new users then miss it and
+pull), then looks at the leases; if one appeared it links the image back. Either the
+evictor sees the lease or the user sees no image.
+
+Standard library only on the hit path; hashing (``verify``) loads the digests module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.node import locks
+from client.node.locks import Owner
+from client.node.policy import PREFERRED, Facts
+from marketplace.metadata.identifier import is_identifier
+
+DIRECTORIES = ("images", "records", "pins", "leases", "locks", "partial", "trash")
+PRUNE_LOCK = "prune.lock"
+RECORD_KEYS = {"size", "digests", "inode", "mtime_ns", "facts"}
+
+
+@dataclass
+class Hit:
+    """A cached image and its record; ``intact`` when inode, size and mtime still agree."""
+
+    identifier: str
+    path: Path
+    record: dict
+    intact: bool
+
+    @property
+    def facts(self) -> Facts:
+        return Facts.from_dict(self.record.get("facts", {}))
+
+
+@dataclass
+class Item:
+    """One cached image as ``list`` and the evictor see it."""
+
+    identifier: str
+    size: int
+    last_used: float
+    pinned: bool
+    leases: list[Owner] = field(default_factory=list)
+    record: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        facts = self.record.get("facts", {})
+        return {"identifier": self.identifier, "size": self.size,
+                "last_used": _iso(self.last_used), "pinned": self.pinned,
+                "in_use": [o.describe() for o in self.leases],
+                "verified_at": self.record.get("verified_at"),
+                "digests": self.record.get("digests", {}),
+                "endorser": facts.get("email"), "created": facts.get("created"),
+                "valid": facts.get("valid"), "location": self.record.get("location")}
+
+
+class Cache:
+    """One cache directory, seen from one host."""
+
+    def __init__(self, root: Path, host: str, stale_after: float = 60.0,
+                 local_lock_dir: Path | None = None):
+        self.root = Path(root)
+        self.host = host
+        self.stale_after = stale_after
+        self._local_lock_dir = local_lock_dir
+
+    # --- layout ------------------------------------------------------------------------
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    def ensure(self) -> None:
+        for name in DIRECTORIES:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def image_path(self, identifier: str) -> Path:
+        return self.root / "images" / checked_identifier(identifier)
+
+    def record_path(self, identifier: str, suffix: str = ".json") -> Path:
+        return self.root / "records" / f"{checked_identifier(identifier)}{suffix}"
+
+    def local_lock_dir(self) -> Path:
+        return locks.local_lock_dir(self._local_lock_dir)
+
+    # --- records and hits ----------------------------------------------------------------
+
+    def read_record(self, identifier: str) -> dict | None:
+        try:
+            return json.loads(self.record_path(identifier).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def lookup(self, identifier: str) -> Hit | None:
+        """The cached image of ``identifier`` with its record, or None when there is none."""
+        record = self.read_record(identifier)
+        if record is None or not set(record) >= RECORD_KEYS:
+            return None  # no record, or not one this version wrote: a miss, pulled again
+        path = self.image_path(identifier)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        intact = (st.st_ino, st.st_size, st.st_mtime_ns) == (
+            record.get("inode"), record.get("size"), record.get("mtime_ns"))
+        return Hit(identifier, path, record, intact)
+
+    def present(self, identifier: str) -> bool:
+        """A quick test for waiters: is there an intact verified image?"""
+        hit = self.lookup(identifier)
+        return hit is not None and hit.intact
+
+    def touch(self, identifier: str) -> None:
+        """Record a use now (the record's mtime orders LRU eviction)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.record_path(identifier))
+
+    def write_record(self, identifier: str, record: dict, document: bytes | None = None) -> None:
+        from marketplace.files import write_atomic
+
+        if document is not None:
+            write_atomic(self.record_path(identifier, ".xml"), document)
+        write_atomic(self.record_path(identifier), json.dumps(record, indent=1).encode())
+
+    def update_record(self, identifier: str, **changes) -> dict | None:
+        record = self.read_record(identifier)
+        if record is None:
+            return None
+        record.update(changes)
+        self.write_record(identifier, record)
+        return record
+
+    def stamp(self, identifier: str, record: dict) -> dict:
+        """Put the image's current inode, size and mtime into ``record``."""
+        st = os.stat(self.image_path(identifier))
+        record.update(inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return record
+
+    def commit(self, identifier: str, partial: Path, record: dict,
+               document: bytes | None) -> dict:
+        """Move a verified, fsynced partial file into place and write its record."""
+        from marketplace.files import fsync_directory
+
+        final = self.image_path(identifier)
+        os.chmod(partial, 0o444)
+        os.replace(partial, final)
+        fsync_directory(final.parent)
+        record = self.stamp(identifier, record)
+        self.write_record(identifier, record, document)
+        return record
+
+    # --- partial downloads ---------------------------------------------------------------
+
+    def partial_path(self, identifier: str, token: str) -> Path:
+        return self.root / "partial" / f"{identifier}.{token}"
+
+    def partials(self, identifier: str | None = None) -> list[Path]:
+        pattern = f"{identifier}.*" if identifier else "*"
+        return sorted(p for p in (self.root / "partial").glob(pattern)
+                      if not p.name.endswith(".json"))
+
+    def adopt_partial(self, identifier: str, token: str) -> tuple[Path, dict | None]:
+        """Our partial file for ``identifier``, taking over the largest one a dead puller left.
+
+        Called with the pull lock held, so other partials belong to pullers that died (or
+        stalled past the stale time). One of this host's dead processes is taken over by
+        rename; any other is copied, so a stalled writer cannot write into our file. The
+        rest are deleted. Returns the path and the saved state (None: start afresh).
+        """
+        ours = self.partial_path(identifier, token)
+        left = [p for p in self.partials(identifier) if p != ours]
+        state = None
+        best = max(left, key=lambda p: p.stat().st_size, default=None)
+        if best is not None:
+            state = _read_json(best.with_name(best.name + ".json"))
+            if state is not None and state.get("compression") is None \
+                    and best.stat().st_size > 0:
+                owner = Owner.from_dict(state.get("owner"))
+                if owner is not None and owner.on_this_host(self.host) \
+                        and not owner.alive_here():
+                    os.replace(best, ours)
+                else:
+                    _copy_file(best, ours)
+            else:
+                state = None
+        for path in left:
+            _remove(path, path.with_name(path.name + ".json"))
+        return ours, state
+
+    def save_partial_state(self, partial: Path, state: dict) -> None:
+        partial.with_name(partial.name + ".json").write_text(json.dumps(state))
+
+    def drop_partial(self, partial: Path) -> None:
+        _remove(partial, partial.with_name(partial.name + ".json"))
+
+    # --- locks ---------------------------------------------------------------------------
+
+    def owner(self, pid: int | None = None) -> Owner:
+        return Owner.of(self.host, pid)
+
+    def lock(self, name: str, wait: float, done=None, on_wait=None) -> locks.Held | None:
+        return locks.acquire(self.root / "locks" / name, self.owner(),
+                             stale_after=self.stale_after, wait=wait,
+                             local_dir=self.local_lock_dir(), scope=self.root, done=done,
+                             on_wait=on_wait)
+
+    def pull_lock(self, identifier: str, wait: float, done=None, on_wait=None):
+        return self.lock(f"{identifier}.lock", wait, done, on_wait)
+
+    def lock_holder(self, identifier: str) -> Owner | None:
+        return locks.read_owner(self.root / "locks" / f"{identifier}.lock")
+
+    # --- pins and leases -----------------------------------------------------------------
+
+    def pin(self, identifier: str) -> None:
+        (self.root / "pins").mkdir(parents=True, exist_ok=True)
+        (self.root / "pins" / checked_identifier(identifier)).touch()
+
+    def unpin(self, identifier: str) -> bool:
+        try:
+            (self.root / "pins" / checked_identifier(identifier)).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def pinned(self, identifier: str) -> bool:
+        return (self.root / "pins" / checked_identifier(identifier)).exists()
+
+    def add_lease(self, identifier: str, pid: int) -> Path:
+        """Mark the image in use by process ``pid`` of this host (until it exits)."""
+        owner = self.owner(pid)
+        directory = self.root / "leases" / checked_identifier(identifier)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{owner.host}.{owner.pid}.{owner.token}"
+        path.write_bytes(owner.to_json())
+        return path
+
+    def leases(self, identifier: str, clean: bool = True) -> list[Owner]:
+        """The live leases of an image; this host's dead ones are removed on the way."""
+        directory = self.root / "leases" / identifier
+        try:
+            names = sorted(directory.iterdir())
+        except FileNotFoundError:
+            return []
+        live = []
+        for path in names:
+            owner = locks.read_owner(path)
+            if owner is None:
+                continue
+            if owner.host == self.host and (not owner.on_this_host(self.host)
+                                            or not owner.alive_here()):
+                if clean:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                continue
+            live.append(owner)
+        if clean and not live:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        return live
+
+    def release_lease(self, lease: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            lease.unlink()
+        with contextlib.suppress(OSError):
+            lease.parent.rmdir()
+
+    # --- listing and eviction ------------------------------------------------------------
+
+    def items(self) -> list[Item]:
+        items = []
+        for record_path in sorted((self.root / "records").glob("*.json")):
+            identifier = record_path.name[:-len(".json")]
+            record = _read_json(record_path)
+            try:
+                size = os.stat(self.image_path(identifier)).st_size
+                last_used = os.stat(record_path).st_mtime
+            except FileNotFoundError:
+                continue
+            items.append(Item(identifier, size, last_used, self.pinned(identifier),
+                              self.leases(identifier), record or {}))
+        return items
+
+    def usage(self) -> int:
+        return sum(item.size for item in self.items())
+
+    def evict(self, identifier: str) -> bool:
+        """Remove an image unless it is in use; True when it is gone."""
+        final = self.image_path(identifier)
+        grave = self.root / "trash" / f"{identifier}.{os.urandom(6).hex()}"
+        grave.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(final, grave)
+        except FileNotFoundError:
+            self._forget(identifier)
+            return True
+        if self.leases(identifier):
+            with contextlib.suppress(FileExistsError):
+                os.link(grave, final)  # a user came: put it back
+            grave.unlink()
+            return False
+        self._forget(identifier)
+        grave.unlink()
+        return True
+
+    def _forget(self, identifier: str) -> None:
+        if self.image_path(identifier).exists():
+            return  # pulled again meanwhile: that record describes the new file
+        for suffix in (".json", ".xml"):
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path(identifier, suffix).unlink()
+
+    def over_quota(self, quota: int | None, incoming: int = 0) -> bool:
+        return quota is not None and self.usage() + incoming > quota
+
+    def plan_eviction(self, quota: int, incoming: int = 0,
+                      protect: set[str] | frozenset[str] = frozenset()) -> tuple[list[Item], int]:
+        """Least recently used first: what to evict to fit ``incoming`` bytes under ``quota``,
+        and the total that stays (over the quota when pinned or in-use images fill it)."""
+        items = self.items()
+        total = sum(i.size for i in items) + incoming
+        chosen = []
+        for item in sorted(items, key=lambda i: i.last_used):
+            if total <= quota:
+                break
+            if item.pinned or item.leases or item.identifier in protect:
+                continue
+            chosen.append(item)
+            total -= item.size
+        return chosen, total
+
+    def enforce_quota(self, quota: int | None, incoming: int = 0,
+                      protect: set[str] | frozenset[str] = frozenset(),
+                      wait: float = 60.0) -> tuple[list[Item], int]:
+        """Evict least recently used images until ``incoming`` more bytes fit under the quota.
+
+        Returns the evicted items and the size left (still over the quota when pinned or
+        in-use images take the room). One evictor at a time, across hosts.
+        """
+        if quota is None or not self.over_quota(quota, incoming):
+            return [], self.usage()
+        held = self.lock(PRUNE_LOCK, wait)
+        try:
+            evicted = []
+            plan, _ = self.plan_eviction(quota, incoming, protect)
+            for item in plan:
+                if self.evict(item.identifier):
+                    evicted.append(item)
+            return evicted, self.usage()
+        finally:
+            if held is not None:
+                held.release()
+
+    def remove(self, identifier: str, force: bool = False) -> bool:
+        """Remove one image (``force``: even if pinned or in use); False when absent."""
+        if not (self.image_path(identifier).exists() or self.read_record(identifier)):
+            return False
+        if force:
+            self.unpin(identifier)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.image_path(identifier))
+            self._forget(identifier)
+            return True
+        if self.pinned(identifier):
+            raise PermissionError(f"{identifier} is pinned (unpin it, or --force)")
+        if not self.evict(identifier):
+            users = ", ".join(o.describe() for o in self.leases(identifier))
+            raise PermissionError(f"{identifier} is in use by {users} (--force removes it)")
+        return True
+
+    def clean(self) -> list[str]:
+        """Remove debris: partials no live puller owns (a live one holds the image's lock, or
+        runs on this host), evicted files left in trash, dead leases. Returns what went."""
+        removed = []
+        for partial in self.partials():
+            identifier = partial.name.rsplit(".", 1)[0]
+            holder = self.lock_holder(identifier)
+            if holder is not None and partial.name.endswith("." + holder.token):
+                continue
+            state = _read_json(partial.with_name(partial.name + ".json")) or {}
+            owner = Owner.from_dict(state.get("owner"))
+            if owner is not None and owner.on_this_host(self.host) and owner.alive_here():
+                continue
+            _remove(partial, partial.with_name(partial.name + ".json"))
+            removed.append(str(partial))
+        for grave in (self.root / "trash").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                grave.unlink()
+                removed.append(str(grave))
+        for directory in (self.root / "leases").glob("*"):
+            self.leases(directory.name)
+        return removed
+
+    # --- hashing at rest -----------------------------------------------------------------
+
+    def rehash(self, identifier: str, progress=None) -> tuple[bool, dict]:
+        """Hash a cached image again; (matches the record, the digests found)."""
+        from marketplace.metadata.digests import digest_file
+
+        record = self.read_record(identifier) or {}
+        expected = record.get("digests", {})
+        digests = digest_file(self.image_path(identifier), list(expected), compression=None,
+                              progress=progress)
+        found = {"size": digests.size, **digests.checksums}
+        good = bool(expected) and digests.size == record.get("size") and all(
+            digests.checksums.get(a, "").lower() == v.lower() for a, v in expected.items())
+        return good, found
+
+
+def checked_identifier(identifier: str) -> str:
+    """The identifier, which names files here: refuse anything else (``..``, slashes)."""
+    if not is_identifier(identifier):
+        raise ValueError(f"{identifier!r} is not an image identifier")
+    return identifier
+
+
+def verified_strongly(record: dict) -> bool:
+    return any(a in PREFERRED for a in record.get("digests", {}))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
