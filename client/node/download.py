@@ -1,0 +1,597 @@
+"""Downloading an image: one pass from the network to a verified file.
+
+For each location in order (``http``, ``https``, ``file``), until one delivers the image:
+read the bytes, decompress them (``gz``, ``bz2``, ``xz``, ``zst``: the location's suffix,
+else the entry's ``dcterms:compression``), count them, hash them and write them, all in the
+same pass. Chunks go to :class:`~marketplace.metadata.digests.MultiHasher`, which hashes on
+worker threads while this thread reads the next chunk and writes the last one. At the end the
+byte count and the checksums must equal the entry's, else the location is refused and the
+next one is tried; the caller renames the file into place only after :func:`fetch` returns.
+
+HTTP(S) goes through ``requests`` with connect and read timeouts. A failed connection, a
+5xx/429 answer, a read timeout or a body cut short is retried with exponential backoff; a
+body that breaks off is resumed with ``Range: bytes=N-`` (guarded by ``If-Range``), and the
+decompressor and hashes simply go on, since they never left memory. A server that ignores
+``Range`` gets its first N bytes skipped. 4xx answers, TLS failures and wrong bytes move on to
+the next location at once. TLS certificates are always verified; ``ca_bundle`` only adds
+CAs to the system's.
+
+A partial file left by a process that died is resumed across processes only for an
+uncompressed location (a decompressor's state cannot be saved): its bytes are read through
+the hashes again, then the download continues with ``Range`` from its end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from marketplace.metadata.compression import (
+    COMPRESSIONS,
+    CompressionError,
+    compression_from_name,
+    decompressing_reader,
+)
+from marketplace.metadata.digests import Digests, MultiHasher
+
+CHUNK_SIZE = 1 << 20
+WRITEBACK_EVERY = 64 << 20  # start writing dirty pages to disk this often, so fsync is short
+USER_AGENT = "stratus-fetcher/0.1"
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass
+class Settings:
+    """How patient and persistent a download is."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    ca_bundle: list[Path] = field(default_factory=list)
+    chunk_size: int = CHUNK_SIZE
+
+    @classmethod
+    def from_config(cls, config) -> Settings:
+        return cls(config.connect_timeout, config.read_timeout, config.retries,
+                   config.backoff, config.backoff_max, list(config.ca_bundle))
+
+    @property
+    def max_reconnects(self) -> int:
+        return max(20, 10 * self.retries)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the entry promises: the uncompressed size and the checksums to verify."""
+
+    size: int
+    checksums: dict[str, str]
+    compression: str | None = None
+
+
+@dataclass
+class Fetched:
+    """A verified download: where from, the digests, and how it went."""
+
+    location: str
+    digests: Digests
+    compression: str | None
+    resumed_from: int
+    reconnects: int
+    seconds: float
+
+
+class LocationError(Exception):
+    """One location failed; the message says how."""
+
+
+class Mismatch(LocationError):
+    """The location delivered other bytes than the entry describes."""
+
+
+class RangeRefused(LocationError):
+    """The server would not continue from the offset we asked for."""
+
+
+class DownloadError(Exception):
+    """No location delivered the image; ``attempts`` lists what each one did."""
+
+    def __init__(self, attempts: list[dict]):
+        self.attempts = attempts
+        summary = "; ".join(f"{a['location']}: {a['error']}" for a in attempts) or \
+            "the entry has no location"
+        super().__init__(summary)
+
+
+# --- the whole download ---------------------------------------------------------------
+
+
+def fetch(locations: list[str], expected: Expected, sink: Sink, settings: Settings, *,
+          session=None, progress: Callable[[int], None] | None = None,
+          resume: dict | None = None, on_state: Callable[[dict], None] | None = None,
+          log: Callable[[str], None] | None = None) -> Fetched:
+    """Download the image into ``sink`` from the first location that delivers it verified.
+
+    ``resume`` is the state a dead puller saved with its partial file (its location and
+    validator); the sink's bytes are then continued, not fetched again. Raises DownloadError.
+    """
+    attempts: list[dict] = []
+    order = list(dict.fromkeys(locations))
+    if resume and resume.get("location") in order:
+        order.remove(resume["location"])
+        order.insert(0, resume["location"])
+    for location in order:
+        start = sink.size if resume and resume.get("location") == location else 0
+        if start > expected.size:
+            start = 0
+        try:
+            if compression_for(location, expected.compression) is not None:
+                start = 0
+            try:
+                return _transfer(location, expected, sink, settings, session, start,
+                                 (resume or {}).get("validator"), progress, on_state)
+            except (Mismatch, RangeRefused) as exc:
+                if not start:
+                    raise
+                if log:
+                    log(f"{location}: resuming at byte {start} failed ({exc}); starting over")
+                return _transfer(location, expected, sink, settings, session, 0, None,
+                                 progress, on_state)
+        except LocationError as exc:
+            attempts.append({"location": location, "error": str(exc)})
+            if log:
+                log(f"{location}: {exc}")
+    sink.truncate()
+    raise DownloadError(attempts)
+
+
+def compression_for(location: str, declared: str | None) -> str | None:
+    """The location's suffix if it names a compression, else the entry's declaration."""
+    found = compression_from_name(location)
+    if found:
+        return found
+    declared = (declared or "").strip().lower()
+    if declared in ("", "none"):
+        return None
+    if declared not in COMPRESSIONS:
+        raise LocationError(f"unsupported compression {declared!r} (dcterms:compression); "
+                            f"known: {', '.join(COMPRESSIONS)}")
+    return declared
+
+
+def _transfer(location: str, expected: Expected, sink: Sink, settings: Settings, session,
+              start: int, validator: str | None, progress, on_state) -> Fetched:
+    began = time.monotonic()
+    compression = compression_for(location, expected.compression)
+    if not start:
+        sink.truncate()
+    with MultiHasher(expected.checksums) as hasher:
+        if start:
+            sink.rehash(hasher, start, settings.chunk_size)
+        if start == expected.size:  # complete already (the puller died before the rename)
+            digests = hasher.result()
+            check(expected, digests)
+            return Fetched(location, digests, compression, start, 0, time.monotonic() - began)
+        source = open_source(location, settings, session, offset=start,
+                             length=None if compression else expected.size,
+                             validator=validator, on_open=on_state)
+        try:
+            reader = decompressing_reader(source, compression)
+            _pump(reader, hasher, sink, expected.size, progress, settings.chunk_size)
+        except CompressionError as exc:
+            raise LocationError(f"the {compression} stream is damaged: {exc.reason}") from None
+        finally:
+            source.close()
+        digests = hasher.result()
+    check(expected, digests)
+    return Fetched(location, digests, compression, start, getattr(source, "reconnects", 0),
+                   time.monotonic() - began)
+
+
+def _pump(reader, hasher: MultiHasher, sink: Sink, size: int,
+          progress: Callable[[int], None] | None, chunk_size: int) -> None:
+    """Read, hash and write until the end; never write past the declared size."""
+    buffers = [memoryview(bytearray(chunk_size)) for _ in range(2)]
+    turn = 0
+    while True:
+        view = buffers[turn]
+        count = _fill(reader, view)
+        if not count:
+            break
+        if sink.size + count > size:
+            raise LocationError(f"delivers more than the {size} bytes the entry declares "
+                                "(slreq:bytes)")
+        chunk = view[:count]
+        hasher.update(chunk)  # hashed on the workers while we write it and read the next
+        sink.write(chunk)
+        if progress is not None:
+            progress(sink.size)
+        turn ^= 1
+    if sink.size < size:
+        raise LocationError(f"the image ended after {sink.size} bytes; the entry declares "
+                            f"{size} (slreq:bytes)")
+
+
+def _fill(reader, view: memoryview) -> int:
+    filled = 0
+    while filled < len(view):
+        count = reader.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def check(expected: Expected, digests: Digests) -> None:
+    """Raise Mismatch unless the byte count and every expected checksum agree."""
+    if digests.size != expected.size:
+        raise Mismatch(f"the image is {digests.size} bytes; the entry declares "
+                       f"{expected.size} (slreq:bytes)")
+    for algorithm, want in expected.checksums.items():
+        got = digests.checksums[algorithm]
+        if int(got, 16) != int(want, 16):
+            raise Mismatch(f"{algorithm} mismatch: the entry says {want.lower()}, the bytes "
+                           f"give {got} (the location serves other bytes)")
+
+
+# --- the file written -----------------------------------------------------------------
+
+
+class Sink:
+    """The file a download writes, in order; its existing bytes can be resumed from."""
+
+    def __init__(self, path: Path, keep: bool = False):
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not keep:
+            os.ftruncate(self.fd, 0)
+        self.size = os.fstat(self.fd).st_size
+        os.lseek(self.fd, self.size, os.SEEK_SET)
+        self._written_back = self.size
+
+    def write(self, view: memoryview) -> None:
+        while view:
+            done = os.write(self.fd, view)
+            view = view[done:]
+            self.size += done
+        if self.size - self._written_back >= WRITEBACK_EVERY:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Start writing what we wrote to disk now (without waiting), not all at fsync."""
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self._written_back, self.size - self._written_back,
+                             os.POSIX_FADV_DONTNEED)
+        self._written_back = self.size
+
+    def truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.size = self._written_back = 0
+
+    def rehash(self, hasher: MultiHasher, upto: int, chunk_size: int = CHUNK_SIZE) -> None:
+        """Feed the first ``upto`` bytes already in the file to ``hasher``."""
+        buffers = [memoryview(bytearray(chunk_size)) for _ in range(2)]
+        position, turn = 0, 0
+        while position < upto:
+            view = buffers[turn][:min(chunk_size, upto - position)]
+            count = os.preadv(self.fd, [view], position)
+            if not count:
+                raise LocationError(f"the partial file ended at {position} of {upto} bytes")
+            hasher.update(view[:count])
+            position += count
+            turn ^= 1
+
+    def finish(self) -> None:
+        """Make the bytes durable, then close."""
+        os.fsync(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+# --- sources ----------------------------------------------------------------------------
+
+
+def open_source(location: str, settings: Settings, session=None, offset: int = 0,
+                length: int | None = None, validator: str | None = None,
+                on_open: Callable[[dict], None] | None = None):
+    """A readable raw stream of the bytes at ``location`` from ``offset`` on."""
+    scheme = urlsplit(location).scheme.lower()
+    if scheme in ("http", "https"):
+        return HTTPSource(location, session or make_session(settings), settings, offset,
+                          length, validator, on_open)
+    if scheme == "file":
+        return FileSource(location, offset, length, on_open)
+    raise LocationError(f"unsupported location scheme {scheme or '(none)'!r}; "
+                        "http, https and file are supported")
+
+
+class FileSource(io.RawIOBase):
+    """A ``file://`` location (a local or mounted path)."""
+
+    def __init__(self, location: str, offset: int = 0, length: int | None = None,
+                 on_open: Callable[[dict], None] | None = None):
+        parts = urlsplit(location)
+        if parts.netloc not in ("", "localhost"):
+            raise LocationError(f"file URL with a host ({parts.netloc}) is not supported")
+        path = unquote(parts.path)
+        try:
+            self.file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            raise LocationError(f"cannot open {path}: {exc.strerror}") from None
+        size = os.fstat(self.file.fileno()).st_size
+        if length is not None and size != length:
+            self.file.close()
+            raise LocationError(f"the file is {size} bytes; the entry declares {length} "
+                                "(slreq:bytes)")
+        self.file.seek(offset)
+        self.reconnects = 0
+        if on_open is not None:
+            st = os.fstat(self.file.fileno())
+            on_open({"location": location, "validator": f"{st.st_size}:{st.st_mtime_ns}"})
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self.file.readinto(buffer)
+        except OSError as exc:
+            raise LocationError(f"read error: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+class HTTPSource(io.RawIOBase):
+    """The body of an HTTP(S) GET that reconnects and resumes when the connection breaks."""
+
+    def __init__(self, url: str, session, settings: Settings, offset: int = 0,
+                 length: int | None = None, validator: str | None = None,
+                 on_open: Callable[[dict], None] | None = None):
+        import requests  # noqa: F401 (fail early if missing)
+
+        self.url, self.session, self.settings = url, session, settings
+        self.position = offset
+        self.length = length  # the whole resource's expected size, when known (raw images)
+        self.validator = validator
+        self.on_open = on_open
+        self.failures = self.reconnects = self.since_failure = 0
+        self._response = None
+        self._end: int | None = None
+        self._skip = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self._response is None:
+                self._open()
+                continue
+            try:
+                count = self._response.raw.readinto(buffer)
+            except Exception as exc:
+                if not _is_network_error(exc):
+                    raise
+                self._retry(_describe(exc, self))
+                continue
+            if not count:
+                if self._end is not None and self.position < self._end:
+                    self._retry(f"the connection closed after {self.position} of "
+                                f"{self._end} bytes")
+                    continue
+                return 0
+            if self._skip:
+                skipped = min(count, self._skip)
+                self._skip -= skipped
+                count -= skipped
+                if not count:
+                    continue
+                buffer[:count] = buffer[skipped:skipped + count]
+            self.position += count
+            self.since_failure += count
+            return count
+
+    def close(self) -> None:
+        self._close_response()
+        super().close()
+
+    def _close_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def _retry(self, reason: str) -> None:
+        """Count a failure; wait before the next attempt, or give up."""
+        import requests  # noqa: F401
+
+        self._close_response()
+        self.failures = 1 if self.since_failure else self.failures + 1
+        self.since_failure = 0
+        self.reconnects += 1
+        if self.failures > self.settings.retries or \
+                self.reconnects > self.settings.max_reconnects:
+            raise LocationError(f"gave up after {self.reconnects} attempts: {reason}")
+        time.sleep(min(self.settings.backoff * 2 ** (self.failures - 1),
+                       self.settings.backoff_max))
+
+    def _open(self) -> None:
+        import requests
+
+        headers = {"Accept-Encoding": "identity"}
+        if self.position:
+            headers["Range"] = f"bytes={self.position}-"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        try:
+            response = self.session.get(
+                self.url, headers=headers, stream=True,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+        except requests.exceptions.SSLError as exc:
+            raise LocationError(f"TLS: the server's certificate was not accepted "
+                                f"({_tls_reason(exc)})") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            raise LocationError(f"bad URL: {exc}") from None
+        except requests.RequestException as exc:
+            self._retry(_describe(exc, self))
+            return
+        status = response.status_code
+        if status in (200, 206):
+            self._accept(response)
+            return
+        reason = f"HTTP {status} {response.reason or ''}".rstrip()
+        response.close()
+        if status in (408, 429) or status >= 500:
+            self._retry(reason)
+            return
+        if status == 416:
+            raise RangeRefused(f"{reason} for bytes {self.position}-")
+        raise LocationError(reason)
+
+    def _accept(self, response) -> None:
+        validator = _validator(response)
+        total = _int(response.headers.get("Content-Length"))
+        if response.status_code == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            if not match or int(match.group(1)) != self.position:
+                response.close()
+                raise RangeRefused(f"asked for bytes {self.position}-, the server sent "
+                                   f"{response.headers.get('Content-Range')!r}")
+            self._end = int(match.group(2)) + 1
+            total = None if match.group(3) == "*" else int(match.group(3))
+        else:
+            if self.position and self.validator and validator and validator != self.validator:
+                response.close()
+                raise RangeRefused("the file changed on the server during the download")
+            self._skip = self.position  # the server ignored Range: skip what we have
+            self._end = total
+        if self.length is not None and total is not None and total != self.length:
+            response.close()
+            raise LocationError(f"the server offers {total} bytes; the entry declares "
+                                f"{self.length} (slreq:bytes)")
+        if self.validator is None:
+            self.validator = validator
+        self._response = response
+        if self.on_open is not None:
+            self.on_open({"location": self.url, "validator": self.validator})
+
+
+def _validator(response) -> str | None:
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import http.client
+
+    import requests
+    import urllib3
+
+    return isinstance(exc, OSError | http.client.HTTPException | urllib3.exceptions.HTTPError
+                      | requests.RequestException)
+
+
+def _describe(exc: BaseException, source: HTTPSource) -> str:
+    import requests
+    import urllib3
+
+    at = f" at byte {source.position}" if source.position else ""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {source.settings.connect_timeout:g} s (connect timeout)"
+    if isinstance(exc, requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError
+                  | TimeoutError):
+        return f"no data for {source.settings.read_timeout:g} s{at} (read timeout)"
+    if isinstance(exc, requests.exceptions.ConnectionError) and source._response is None:
+        return f"cannot connect: {_root_cause(exc)}"
+    return f"the connection broke{at}: {_root_cause(exc)}"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error of a chain (requests wraps urllib3, which wraps the socket's)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def _tls_reason(exc: BaseException) -> str:
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", _root_cause(exc))
+    if "certificate verify failed" in text:
+        return "certificate verify failed" + text.split("certificate verify failed", 1)[1]\
+            .rstrip(" )'\"")
+    return text
+
+
+# --- the HTTP session -------------------------------------------------------------------
+
+
+def make_session(settings: Settings):
+    """A requests Session that verifies TLS against the system's CAs plus ``ca_bundle``."""
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    if settings.ca_bundle:
+        session.mount("https://", _extra_ca_adapter(settings.ca_bundle))
+    return session
+
+
+def _extra_ca_adapter(extra: list[Path]):
+    import ssl
+
+    import requests.certs
+    from requests.adapters import HTTPAdapter
+
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=os.environ.get("REQUESTS_CA_BUNDLE")
+                                  or requests.certs.where())
+    for path in extra:
+        path = Path(path)
+        if not path.exists():
+            raise OSError(f"CA bundle {path} does not exist")
+        if path.is_dir():
+            context.load_verify_locations(capath=str(path))
+        else:
+            context.load_verify_locations(cafile=str(path))
+
+    class ExtraCAAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["ssl_context"] = context
+            return super().init_poolmanager(*args, **kwargs)
+
+    return ExtraCAAdapter()

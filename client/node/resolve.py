@@ -1,0 +1,212 @@
+"""From an identifier to one trusted entry: ask the marketplace, verify locally, choose.
+
+The marketplace is not trusted. Its answer to ``GET /metadata/<id>?status=all`` is a
+``<metadata>`` element holding every endorser's latest signed ``rdf:RDF`` verbatim; each one
+is cut out and checked by :func:`~marketplace.metadata.checks.check_document` (schema and
+rules, signature, endorser against certificate, the certificate as of the endorsement date,
+and the chain and CRLs when the node has a trust store). An entry must describe the very
+identifier asked for, and pass the node's :class:`~client.node.policy.Policy`. The newest
+entry that passes is chosen; every other one comes back with the reasons it was refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote, urljoin
+
+from lxml import etree
+
+from client.node.errors import FetchError, NotFound, Refused
+from client.node.policy import Facts, Policy
+from client.node.target import Target
+from marketplace.metadata import document as doc
+from marketplace.metadata.checks import Checked, check_document
+from marketplace.metadata.keys import certificate_emails
+from marketplace.metadata.model import format_date
+from marketplace.metadata.problems import MetadataError
+
+PAGE = 100
+MAX_PAGES = 20
+MAX_LISTING_BYTES = 64 << 20
+XML_ACCEPT = "application/rdf+xml, application/xml;q=0.9"
+
+
+@dataclass
+class Candidate:
+    """One entry of the marketplace's answer, verified or not, with why it was refused."""
+
+    url: str
+    document: bytes
+    checked: Checked | None = None
+    facts: Facts | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def created(self) -> str | None:
+        return self.facts.created if self.facts else None
+
+    def summary(self) -> dict:
+        return {"url": self.url, "endorser": self.facts.endorser() if self.facts else None,
+                "created": self.created, "accepted": not self.reasons,
+                "reasons": self.reasons}
+
+
+@dataclass
+class Resolution:
+    """The chosen entry and the others (refused, or older than the chosen one)."""
+
+    identifier: str
+    chosen: Candidate
+    others: list[Candidate]
+
+    def summary(self) -> dict:
+        return {"chosen": self.chosen.summary(), "others": [c.summary() for c in self.others]}
+
+
+def resolve(target: Target, policy: Policy, session, timeout: tuple[float, float],
+            now: datetime | None = None) -> Resolution:
+    """Fetch, verify and choose; raises NotFound or Refused (with every candidate's reasons)."""
+    now = now or datetime.now(UTC)
+    documents = fetch_documents(target, session, timeout)
+    if not documents:
+        raise NotFound(f"the marketplace at {target.base} has no entry for "
+                       f"{target.identifier}", target.identifier)
+    candidates = [check_candidate(url, data, target.identifier, policy, now, target.base)
+                  for url, data in documents]
+    return choose(target.identifier, candidates)
+
+
+def choose(identifier: str, candidates: list[Candidate]) -> Resolution:
+    accepted = [c for c in candidates if not c.reasons]
+    if not accepted:
+        raise Refused(f"no entry of {identifier} is acceptable ({len(candidates)} refused)",
+                      identifier, [c.summary() for c in candidates])
+    chosen = max(accepted, key=lambda c: c.created or "")
+    others = [c for c in candidates if c is not chosen]
+    for other in others:
+        if not other.reasons:
+            other.reasons = [f"passed, but older than the chosen entry of {chosen.created}"]
+    return Resolution(identifier, chosen, others)
+
+
+def check_candidate(url: str, data: bytes, identifier: str, policy: Policy,
+                    now: datetime, endpoint: str | None = None) -> Candidate:
+    """Verify one document locally and apply the policy to it.
+
+    ``url`` is where it came from; with the marketplace's ``endpoint``, a verified entry is
+    named by its own URL there (``metadata/<id>/<email>/<created>``) instead.
+    """
+    candidate = Candidate(url, data)
+    try:
+        candidate.checked = check_document(data, require_signature=True,
+                                           trust_store=policy.trust_store())
+    except MetadataError as exc:
+        candidate.reasons = [f"verification failed: {p}" for p in exc.problems]
+        return candidate
+    candidate.facts = facts_of(candidate.checked)
+    if endpoint and candidate.facts.email and candidate.facts.created:
+        candidate.url = urljoin(endpoint, f"metadata/{candidate.facts.identifier}/"
+                                f"{quote(candidate.facts.email, safe='@+')}/"
+                                f"{candidate.facts.created}")
+    if candidate.facts.identifier != identifier:
+        candidate.reasons.append(f"the entry describes image {candidate.facts.identifier}, "
+                                 f"not {identifier}")
+    candidate.reasons += policy.refusals(candidate.facts, now)
+    return candidate
+
+
+def facts_of(checked: Checked) -> Facts:
+    """The values the policy needs, read from a verified entry."""
+    appliance, certificate = checked.appliance, checked.certificate
+    endorsement = appliance.endorsement
+    emails = certificate_emails(certificate) if certificate is not None else []
+    if certificate is not None:
+        from cryptography.x509.oid import NameOID
+
+        emails += [str(a.value) for a in
+                   certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    return Facts(
+        identifier=appliance.identifier,
+        sha1=appliance.checksums.get("SHA-1", ""),
+        email=endorsement.email,
+        certificate_emails=emails,
+        subject=certificate.subject.rfc4514_string() if certificate is not None
+        else endorsement.subject,
+        issuer=certificate.issuer.rfc4514_string() if certificate is not None
+        else (endorsement.issuers[0] if endorsement.issuers else None),
+        created=format_date(endorsement.created) if endorsement.created else None,
+        valid=format_date(appliance.valid) if appliance.valid else None,
+        deprecated=appliance.deprecated,
+        checksums=dict(appliance.checksums))
+
+
+# --- talking to the marketplace -----------------------------------------------------------
+
+
+def fetch_documents(target: Target, session,
+                    timeout: tuple[float, float]) -> list[tuple[str, bytes]]:
+    """The signed documents the marketplace offers for the target, with their URLs."""
+    if target.entry is not None:
+        email, created = target.entry
+        url = urljoin(target.base, f"metadata/{target.identifier}/"
+                      f"{quote(email, safe='@+')}/{quote(created, safe=':')}")
+        response = _get(session, url, timeout, {})
+        if response.status_code == 404:
+            return []
+        return [(url, response.content)]
+    documents: list[tuple[str, bytes]] = []
+    for page in range(MAX_PAGES):
+        params = {"status": "all", "limit": str(PAGE), "offset": str(page * PAGE)}
+        response = _get(session, target.listing_url, timeout, params)
+        if response.status_code == 404:
+            return documents
+        total, found = split_listing(response.content)
+        documents += [(target.listing_url, data) for data in found]
+        if not found or len(documents) >= total:
+            break
+    return documents
+
+
+def _get(session, url: str, timeout: tuple[float, float], params: dict):
+    import requests
+
+    try:
+        response = session.get(url, params=params, timeout=timeout,
+                               headers={"Accept": XML_ACCEPT})
+    except requests.exceptions.SSLError as exc:
+        raise FetchError(f"TLS: the marketplace's certificate at {url} was not accepted: "
+                         f"{exc}") from None
+    except requests.RequestException as exc:
+        raise FetchError(f"cannot reach the marketplace at {url}: {exc}") from None
+    if response.status_code >= 400 and response.status_code != 404:
+        raise FetchError(f"the marketplace answered HTTP {response.status_code} to {url}: "
+                         f"{response.text[:300]}")
+    if len(response.content) > MAX_LISTING_BYTES:
+        raise FetchError(f"the marketplace's answer to {url} is larger than "
+                         f"{MAX_LISTING_BYTES} bytes")
+    return response
+
+
+def split_listing(data: bytes) -> tuple[int, list[bytes]]:
+    """The ``total`` and each ``rdf:RDF`` of a ``<metadata>`` listing, as a document."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_comments=True, collect_ids=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise FetchError(f"the marketplace's listing is not well-formed XML: {exc}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise FetchError("the marketplace's listing has a DOCTYPE; refused")
+    if root.tag == doc.RDF_ROOT:  # a single document, not a listing
+        return 1, [etree.tostring(root)]
+    if root.tag != "metadata":
+        raise FetchError(f"the marketplace's answer is a <{root.tag}>, not a <metadata> listing")
+    documents = [etree.tostring(child, with_tail=False) for child in root
+                 if child.tag == doc.RDF_ROOT]
+    try:
+        total = int(root.get("total", len(documents)))
+    except ValueError:
+        total = len(documents)
+    return total, documents
