@@ -1,0 +1,385 @@
+"""Fixtures of the fetcher tests: real HTTP origins on 127.0.0.1 (with injected faults), the
+real marketplace server (the live tests' gunicorn fixture) with real signed entries, a
+lying marketplace, and fetcher configs in temporary directories.
+
+Every server is started on a free port by the test session and stopped after it; nothing
+depends on the internet or on how fast the machine is (waits are bounded, never measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from client.node import config as fetcher_config
+from tests import factories
+from tests.live.conftest import LiveServer, clean_environ, script, wait_for  # noqa: F401
+
+RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+# --- the origin: a file server with Range, ETag and faults ---------------------------------
+
+
+@dataclass
+class Fault:
+    """What the origin does wrong for one file, for its first ``times`` requests (0: always).
+
+    kind: ``drop`` (close after ``after`` bytes of the body), ``status`` (answer ``status``),
+    ``wrong`` (flip a byte at ``after``), ``short`` (serve only ``after`` bytes, announced so),
+    ``long`` (append ``extra`` bytes), ``slow`` (wait ``delay`` s before the body),
+    ``trickle`` (``delay`` s between chunks of ``chunk`` bytes), ``no-range`` (ignore Range).
+    """
+
+    kind: str
+    times: int = 0
+    after: int = 0
+    status: int = 500
+    extra: int = 100
+    delay: float = 0.0
+    chunk: int = 64 * 1024
+    used: int = 0
+
+    def active(self) -> bool:
+        return self.times == 0 or self.used < self.times
+
+
+@dataclass
+class Served:
+    data: bytes
+    faults: list[Fault] = field(default_factory=list)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server that does not print the resets our faults cause."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class Origin:
+    """A threaded HTTP server on 127.0.0.1 serving in-memory files; counts what it serves."""
+
+    def __init__(self):
+        self.files: dict[str, Served] = {}
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.complete: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self.ranges: list[tuple[str, int]] = []
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                origin.handle(self)
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def add(self, name: str, data: bytes, *faults: Fault) -> str:
+        with self.lock:
+            self.files[name] = Served(data, list(faults))
+        return f"{self.base}/{name}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        name = handler.path.lstrip("/").split("?", 1)[0]
+        with self.lock:
+            self.requests[name] += 1
+            served = self.files.get(name)
+            faults = [f for f in served.faults if f.active()] if served else []
+            for fault in faults:
+                fault.used += 1
+        if served is None:
+            return self._answer(handler, 404, b"not found")
+        kinds = {f.kind: f for f in faults}
+        if "status" in kinds:
+            return self._answer(handler, kinds["status"].status, b"injected failure")
+        data = self._body(served.data, kinds)
+        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        start, status = self._range(handler, data, etag, "no-range" in kinds)
+        if status == 416:
+            return self._answer(handler, 416, b"")
+        body = memoryview(data)[start:]
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("ETag", etag)
+        handler.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.ranges.append((name, start))
+        handler.end_headers()
+        self._send(handler, name, body, start, kinds)
+
+    @staticmethod
+    def _body(data: bytes, kinds: dict[str, Fault]) -> bytes:
+        if "wrong" in kinds:
+            at = kinds["wrong"].after
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+        if "short" in kinds:
+            data = data[:kinds["short"].after]
+        if "long" in kinds:
+            data = data + b"\0" * kinds["long"].extra
+        return data
+
+    @staticmethod
+    def _range(handler, data: bytes, etag: str, ignore: bool) -> tuple[int, int]:
+        header = handler.headers.get("Range")
+        if not header or ignore:
+            return 0, 200
+        if_range = handler.headers.get("If-Range")
+        if if_range and if_range != etag:
+            return 0, 200
+        match = RANGE.fullmatch(header.strip())
+        if not match:
+            return 0, 200
+        start = int(match.group(1))
+        if start >= len(data):
+            return 0, 416
+        return start, 206
+
+    def _send(self, handler, name: str, body: memoryview, start: int,
+              kinds: dict[str, Fault]) -> None:
+        if "slow" in kinds:
+            time.sleep(kinds["slow"].delay)
+        limit = kinds["drop"].after - start if "drop" in kinds else None
+        chunk = kinds["trickle"].chunk if "trickle" in kinds else 256 * 1024
+        sent = 0
+        try:
+            while sent < len(body):
+                if limit is not None and sent >= max(limit, 0):
+                    handler.close_connection = True
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                end = min(len(body), sent + chunk, len(body) if limit is None else limit)
+                handler.wfile.write(body[sent:end])
+                with self.lock:
+                    self.bytes[name] += end - sent
+                sent = end
+                if "trickle" in kinds:
+                    time.sleep(kinds["trickle"].delay)
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        with self.lock:
+            self.complete[name] += 1
+
+    @staticmethod
+    def _answer(handler, status: int, body: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    yield server
+    server.stop()
+
+
+# --- the real marketplace --------------------------------------------------------------
+
+
+@dataclass
+class Market:
+    """The running marketplace and a way to publish signed entries on it."""
+
+    server: LiveServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def upload(self, document: bytes) -> None:
+        response = requests.post(self.url + "metadata", data=document, timeout=30,
+                                 headers={"Content-Type": "application/rdf+xml",
+                                          "Accept": "application/json"})
+        assert response.status_code in (200, 201), response.text
+
+    def publish(self, signer, image: bytes, locations: list[str], now: datetime | None = None,
+                **fields) -> str:
+        """Sign an entry of ``image`` served at ``locations`` and upload it; its identifier."""
+        entry = factories.appliance(image, locations=locations, **fields)
+        self.upload(factories.signed(signer, entry, now=now))
+        return entry.identifier
+
+
+@pytest.fixture(scope="session")
+def marketplace(tmp_path_factory) -> Iterator[Market]:
+    """One real marketplace (gunicorn, SQLite) for the whole fetcher test session."""
+    root = tmp_path_factory.mktemp("node-marketplace")
+    server = LiveServer(root / "data", root)
+    server.start()
+    yield Market(server)
+    server.stop()
+
+
+def image_bytes(size: int, seed: int = 0) -> bytes:
+    """Reproducible, incompressible-enough test image content."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha512(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def entry_time(seconds_ago: int) -> datetime:
+    return datetime.fromtimestamp(int(time.time()) - seconds_ago, UTC)
+
+
+# --- fetcher configs --------------------------------------------------------------------
+
+
+@pytest.fixture
+def write_config(tmp_path) -> Callable[..., Path]:
+    """Write a fetcher.cfg: ``write_config(fetcher={...}, endorsers={...}, ...)``."""
+
+    def write(name: str = "fetcher.cfg", directory: Path | None = None, **sections) -> Path:
+        path = (directory or tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for section, values in sections.items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                if isinstance(value, list | tuple):
+                    value = "\n    " + "\n    ".join(map(str, value))
+                lines.append(f"{key} = {value}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def node_settings(tmp_path, marketplace) -> dict[str, str]:
+    """Fast, test-sized [fetcher] settings with a fresh cache (no real waits)."""
+    return {"cache_dir": str(tmp_path / "cache"), "marketplace_endpoint": marketplace.url,
+            "connect_timeout": "5", "read_timeout": "5", "retries": "3", "backoff": "0.01",
+            "backoff_max": "0.05", "lock_stale_after": "2", "lock_wait": "120",
+            "local_lock_dir": str(tmp_path / "local-locks")}
+
+
+@pytest.fixture
+def make_config(write_config, node_settings) -> Callable[..., fetcher_config.FetcherConfig]:
+    """A loaded FetcherConfig: ``make_config(fetcher_overrides..., endorsers={...})``."""
+
+    def make(sections: dict | None = None, **settings) -> fetcher_config.FetcherConfig:
+        path = write_config(fetcher={**node_settings, **settings}, **(sections or {}))
+        return fetcher_config.load(path, environ={})
+
+    return make
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a fetcher command run as a subprocess (no inherited settings)."""
+    return clean_environ(**extra)
+
+
+def run_command(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                **kwargs):
+    import subprocess
+
+    return subprocess.run([script(name), *map(str, args)], capture_output=True, text=True,
+                          env=env or command_env(), timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kwargs)
+
+
+def python_command() -> list[str]:
+    return [sys.executable]
+
+
+def debris(cache: Path) -> list[str]:
+    """Files in a cache that are not verified images or bookkeeping of a finished state."""
+    found = []
+    for directory in ("partial", "trash"):
+        found += [str(p) for p in (cache / directory).glob("*")]
+    found += [str(p) for p in (cache / "locks").glob("*")]
+    found += [str(p) for p in (cache / "records").glob(".*")]
+    found += [str(p) for p in (cache / "images").glob(".*")]
+    return found
+
+
+def environ_without_stratuslab() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("STRATUSLAB_")}
+
+
+# --- a lying marketplace --------------------------------------------------------------------
+
+
+class LyingMarketplace:
+    """Answers every /metadata/... request with the listing it was given."""
+
+    def __init__(self):
+        self.body = b'<?xml version="1.0"?>\n<metadata total="0"/>\n'
+        liar = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(liar.body)))
+                self.end_headers()
+                self.wfile.write(liar.body)
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def serve(self, *documents: bytes) -> None:
+        """Serve these signed documents as a listing (their XML declarations dropped)."""
+        roots = [d.split(b"?>", 1)[1].strip() if d.startswith(b"<?xml") else d
+                 for d in documents]
+        self.body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<metadata total="{len(roots)}" '
+                     'offset="0" limit="100">\n').encode() + b"\n".join(roots) + b"\n</metadata>\n"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def liar() -> Iterator[LyingMarketplace]:
+    server = LyingMarketplace()
+    yield server
+    server.stop()
