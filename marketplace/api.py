@@ -35,8 +35,10 @@ from marketplace.app import marketplace_of
 from marketplace.metadata.identifier import is_identifier
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.metadata.problems import MetadataError
+from marketplace.moderation.mail import MailUnavailable
+from marketplace.moderation.store import Upload
 from marketplace.negotiation import BadMedia, Reply
-from marketplace.service import Marketplace, TooLarge
+from marketplace.service import Marketplace, PendingConfirmation, Refused, TooLarge
 from marketplace.store.base import (
     LOCATIONS,
     SORT_FIELDS,
@@ -343,10 +345,28 @@ def tags_xml(email: str, tags: list[dict]) -> bytes:
     return negotiation.to_bytes(root)
 
 
-def accepted_xml(data: dict) -> bytes:
-    root = etree.Element("entry", {k: str(v).lower() if isinstance(v, bool) else v
-                                   for k, v in data.items()})
+def accepted_xml(data: dict, tag: str = "entry") -> bytes:
+    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else v
+                               for k, v in data.items()})
     return negotiation.to_bytes(root)
+
+
+def upload_status_url(upload: Upload) -> str:
+    return f"/api/v1/uploads/{upload.identifier}/{quote(upload.email, safe='@+')}/" \
+           f"{upload.created}"
+
+
+def pending_reply(held: PendingConfirmation) -> Reply:
+    """202: the upload awaits its endorser's confirmation; Location says where it stands."""
+    upload = held.upload
+    data = {"identifier": upload.identifier, "email": upload.email, "created": upload.created,
+            "state": upload.state, "expires": format_date(upload.expires),
+            "url": upload_status_url(upload),
+            "message": f"a mail with a confirmation link went to {upload.email}; the entry is "
+                       "published once it is followed" if held.mailed else
+                       "this upload already awaits its endorser's confirmation"}
+    return Reply(data, "pending.html", lambda: accepted_xml(data, "upload"), 202,
+                 {"Location": data["url"]})
 
 
 def negotiated(view: Callable[..., Reply]) -> Callable[..., Response]:
@@ -365,15 +385,18 @@ def negotiated(view: Callable[..., Reply]) -> Callable[..., Response]:
 REJECTIONS = ((MetadataError, "invalid"), (TooLarge, "too_large"),
               (RequestEntityTooLarge, "too_large"), (UnsupportedMediaType, "unsupported_media"),
               (Conflict, "conflict"), (StoreError, "unavailable"),
-              (ParameterError, "bad_request"))
+              (ParameterError, "bad_request"), (Refused, "refused"))
 
 
 @blueprint.post("/metadata")
 @negotiated
 def upload() -> Reply:
-    """Verify and store a signed document: 201 when new, 200 for an identical replay."""
+    """Verify and store a signed document: 201 when new, 200 for an identical replay,
+    202 when it awaits its endorser's confirmation."""
     try:
         entry, new = service().accept(read_upload())
+    except PendingConfirmation as held:
+        return pending_reply(held)
     except Exception as exc:
         metrics.upload_rejected(next((r for t, r in REJECTIONS if isinstance(exc, t)), "error"))
         raise
@@ -586,6 +609,16 @@ def too_large(exc: TooLarge) -> Response:
 def conflict(exc: Conflict) -> Response:
     return error_response(409, str(exc), [{"element": "slreq:endorsement", "rule": "conflict",
                                            "message": str(exc)}])
+
+
+@blueprint.app_errorhandler(Refused)
+def forbidden(exc: Refused) -> Response:
+    return error_response(403, f"the document was refused: {exc}", exc.problems)
+
+
+@blueprint.app_errorhandler(MailUnavailable)
+def mail_unavailable(exc: MailUnavailable) -> Response:
+    return error_response(503, str(exc), headers={"Retry-After": RETRY_AFTER})
 
 
 @blueprint.app_errorhandler(StoreError)

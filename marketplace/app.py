@@ -32,6 +32,12 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     from marketplace import api, pages
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
+    from marketplace.moderation import api as moderation_api
+    from marketplace.moderation import logs
+    from marketplace.moderation import pages as moderation_pages
+    moderation_api.install(app)
+    moderation_pages.install(app)
+    logs.install()
     return app
 
 

@@ -49,6 +49,35 @@ SETTINGS = (
     Setting("TRUST_STORE", "", "CA certificates and CRLs (file or folder) that signers must "
             "chain to; empty: any valid certificate"),
     Setting("TITLE", "StratusLab Marketplace", "name shown on the pages"),
+    # Who may publish (marketplace.moderation).
+    Setting("ENDORSER_WHITELIST", "", "file of endorsers published at once: subject DNs "
+            "(compared as names) and/or email addresses (the certificate's own), one a line; "
+            "needs TRUST_STORE"),
+    Setting("UNLISTED_ENDORSERS", "publish", "what becomes of an upload by an endorser not "
+            "on the whitelist: publish (at once), confirm (kept pending until a link mailed "
+            "to the endorser is followed) or refuse (403)"),
+    Setting("PENDING_HOURS", "48", "hours an upload awaits its emailed confirmation before "
+            "it is discarded"),
+    Setting("PUBLIC_URL", "", "this marketplace's address as people reach it (the links of "
+            "confirmation mails); required with UNLISTED_ENDORSERS=confirm"),
+    Setting("MODERATION_DB", "", "SQLite file of pending uploads, blocked endorsers, the audit "
+            "log and the change feed; empty: DATA_DIR/moderation.db"),
+    Setting("SMTP_HOST", "", "mail server of the confirmation mails"),
+    Setting("SMTP_PORT", "25", "its port"),
+    Setting("SMTP_USER", "", "user to log in to the mail server as (empty: no login)"),
+    Setting("SMTP_PASSWORD_FILE", "", "file holding that user's password"),
+    Setting("SMTP_STARTTLS", "false", "true: switch the SMTP connection to TLS (STARTTLS) "
+            "and check the server's certificate"),
+    Setting("SMTP_FROM", "", "sender address of the confirmation mails"),
+    Setting("ADMIN_TOKEN_FILE", "", "file of admin bearer tokens, one a line (TOKEN or "
+            "NAME:TOKEN); with no admin credentials, /admin answers 403"),
+    Setting("ADMIN_ACCOUNTS_FILE", "", "file of admin accounts for HTTP basic authentication, "
+            "NAME:PASSWORD-HASH a line (`stratus-marketplace admin-account NAME` makes one)"),
+    # Replica mode (marketplace.replica).
+    Setting("PRIMARY_URL", "", "make this marketplace a read-only replica of the one at this "
+            "URL: uploads are refused (403) and `serve` follows the primary"),
+    Setting("REPLICATE_INTERVAL", "60", "seconds between two pulls of a replica that `serve` "
+            "runs; 0: `serve` does not pull (run `replicate --once` yourself)"),
 )
 _DEFAULTS = {s.key: s.default for s in SETTINGS}
 

@@ -29,7 +29,7 @@ from marketplace import api, metrics, negotiation
 from marketplace.metadata import model
 from marketplace.metadata.checks import check_document
 from marketplace.metadata.problems import MetadataError
-from marketplace.service import TooLarge
+from marketplace.service import PendingConfirmation, Refused, TooLarge
 from marketplace.store.base import SORT_FIELDS, Conflict, Entry, Page, Query, StoreError
 
 blueprint = Blueprint("pages", __name__)
@@ -479,6 +479,15 @@ def upload() -> Response:
             "outcome": "missing", "message": "Choose a signed metadata file to upload."})
     try:
         entry, new = api.service().accept(api.read_capped(sent.stream))
+    except PendingConfirmation as held:
+        return html("upload.html", 202, verdict={
+            "outcome": "pending", "filename": sent.filename, "upload": held.upload,
+            "mailed": held.mailed, "status_url": api.upload_status_url(held.upload)})
+    except Refused as exc:
+        metrics.upload_rejected("refused")
+        return html("upload.html", 403, verdict={"outcome": "refused", "problems": [],
+                                                 "filename": sent.filename,
+                                                 "message": f"{str(exc).capitalize()}."})
     except (MetadataError, TooLarge, Conflict, StoreError) as exc:
         reason = next((r for t, r in api.REJECTIONS if isinstance(exc, t)), "error")
         metrics.upload_rejected(reason)
