@@ -4,7 +4,8 @@
 ``demo`` fills an empty store with signed demo entries, then serves; ``reindex`` rebuilds
 the indexes from the stored documents; ``init-store`` creates an empty store (and, on
 Elasticsearch, migrates indices of an older mapping); ``migrate`` copies a SQLite store into
-Elasticsearch. Settings come
+Elasticsearch; ``replicate`` pulls a primary into a replica (see :mod:`marketplace.replica`);
+``admin-account`` prints a line of the admin accounts file. Settings come
 from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line
 sets the data dir, and every setting reaches the gunicorn workers through the environment.
 """
@@ -64,7 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--to", dest="target", default="elasticsearch",
                      metavar="elasticsearch[:URL]", help="the Elasticsearch of the "
                      "MARKETPLACE_ELASTICSEARCH_* settings (URL overrides theirs)")
+    _moderation_commands(commands, common, output, epilog)
     return p
+
+
+def _moderation_commands(commands, common, output, epilog: str) -> None:
+    text = ("pull the entries of a primary marketplace into this read-only replica, "
+            "verifying each one here")
+    sub = commands.add_parser("replicate", parents=[common, output], help=text,
+                              description=text, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("--primary", metavar="URL", help="the primary (else "
+                     "MARKETPLACE_PRIMARY_URL)")
+    sub.add_argument("--once", action="store_true", help="pull once and exit (for cron); "
+                     "without it, pull every MARKETPLACE_REPLICATE_INTERVAL seconds")
+    sub.add_argument("--full", action="store_true", help="walk every entry of the primary "
+                     "again before following its change feed")
+    text = ("print a line for MARKETPLACE_ADMIN_ACCOUNTS_FILE: NAME and a hash of the password "
+            "(asked for, or read from standard input when it is not a terminal)")
+    sub = commands.add_parser("admin-account", help=text, description=text)
+    sub.add_argument("name", help="the account name (written in the audit log)")
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -78,6 +98,8 @@ def _server_options(p: argparse.ArgumentParser) -> None:
                    help=f"threads per worker (default {DEFAULT_THREADS})")
     p.add_argument("--debug", action="store_true",
                    help="Flask's development server with the debugger, not gunicorn")
+    p.add_argument("--replica-of", metavar="URL", help="serve a read-only replica of this "
+                   "marketplace and follow it (sets MARKETPLACE_PRIMARY_URL)")
 
 
 def settings_for(options: argparse.Namespace) -> dict[str, str]:
@@ -173,6 +195,9 @@ def fresh_metrics_dir(settings: dict[str, str]) -> Path:
 
 def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """Serve until stopped: gunicorn, or Flask's development server with --debug."""
+    if getattr(options, "replica_of", None):
+        settings["PRIMARY_URL"] = options.replica_of
+        os.environ[config.ENV_PREFIX + "PRIMARY_URL"] = options.replica_of
     fresh_metrics_dir(settings)
     try:
         init_store(settings, migrate=False)
@@ -184,7 +209,70 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
         print(f"marketplace (Flask development server) at {url}", flush=True)
         create_app().run(options.host, options.port, debug=True, use_reloader=False)
         return 0
-    Server(options.host, options.port, options.workers, options.threads).run()
+    follower = start_follower(settings)
+    try:
+        Server(options.host, options.port, options.workers, options.threads).run()
+    finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(30)
+    return 0
+
+
+def start_follower(settings: dict[str, str]):
+    """On a replica, ``replicate`` (following its primary) as a child process: one puller
+    per server, not one per gunicorn worker, and no thread in gunicorn's forking master."""
+    if not settings["PRIMARY_URL"] or float(settings["REPLICATE_INTERVAL"]) <= 0:
+        return None
+    import subprocess
+    print(f"replica of {settings['PRIMARY_URL']}: pulling every "
+          f"{settings['REPLICATE_INTERVAL']} s", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "marketplace.cli", "replicate", "-q",
+                             "--data-dir", settings["DATA_DIR"]], stdin=subprocess.DEVNULL)
+
+
+def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``replicate [--primary URL] [--once] [--full]``."""
+    import logging
+
+    from marketplace.app import open_store
+    from marketplace.replica import ReplicationError, Replicator
+    from marketplace.service import Marketplace
+    primary = options.primary or settings["PRIMARY_URL"]
+    if not primary:
+        raise ValueError("give --primary URL or set MARKETPLACE_PRIMARY_URL")
+    logging.basicConfig(level=logging.WARNING if options.quiet else logging.INFO,
+                        format="%(asctime)s replicate %(levelname)s %(message)s")
+    market = Marketplace.from_settings(settings, open_store(settings))
+    replicator = Replicator(primary, market)
+    try:
+        if not options.once:
+            replicator.follow(float(settings["REPLICATE_INTERVAL"]) or 60)
+            return 0
+        try:
+            pulled = replicator.pull(full=options.full)
+        except ReplicationError as exc:
+            raise RuntimeError(f"could not pull from {primary}: {exc}") from None
+    finally:
+        market.close()
+    report(options, f"pulled from {primary} up to change {pulled.serial}: {pulled.added} "
+           f"added, {pulled.removed} removed, {len(pulled.refused)} left out",
+           primary=primary, **pulled.as_dict())
+    return 1 if pulled.refused else 0
+
+
+def admin_account(options: argparse.Namespace) -> int:
+    """Print ``NAME:HASH``; the password is never taken from the command line."""
+    import getpass
+
+    from marketplace.moderation.auth import account_line
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password of {options.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    print(account_line(options.name, password))
     return 0
 
 
@@ -201,6 +289,10 @@ class Server(BaseApplication):
             # gunicorn 24+ opens a control socket in ~/.gunicorn by default: one path
             # shared by every server of the user, so two marketplaces would collide.
             "control_socket_disable": True,
+            # Should an access log be turned on (GUNICORN_CMD_ARGS), no query strings in
+            # it (%(U)s, not %(r)s): the links of confirmation mails carry their token there.
+            "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s '
+                                 '%(L)s',
         }
         super().__init__()
 
@@ -249,6 +341,8 @@ def run(options: argparse.Namespace) -> int:
         return demo(options, settings)
     if options.command == "migrate":
         return migrate(options, settings)
+    if options.command == "replicate":
+        return replicate(options, settings)
     if options.command == "reindex":
         count = reindex(settings)
         report(options, f"reindexed {count} entries in {where(settings)}", reindexed=count,
@@ -263,6 +357,8 @@ def run(options: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
+        if options.command == "admin-account":
+            return admin_account(options)
         return run(options)
     except (ValueError, OSError, StoreError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

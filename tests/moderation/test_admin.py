@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import subprocess
 
 import pytest
 
@@ -239,3 +240,21 @@ def test_no_token_or_credential_in_logs_or_pages(confirming, smtp, make_signer, 
         assert not any(secret in body for body in bodies), f"{name} in a page"
     assert token in mailbox.messages[0][1].get_content()
 
+
+def test_admin_account_prints_a_line_the_accounts_file_takes(make_app, tmp_path):
+    from tests.live.conftest import clean_environ, script
+    done = subprocess.run([script("stratus-marketplace"), "admin-account", "bob"],
+                          input="a long enough password\n", capture_output=True, text=True,
+                          env=clean_environ(HOME=str(tmp_path)), timeout=60)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith("bob:") and "a long enough password" not in line
+    accounts = tmp_path / "accounts"
+    accounts.write_text(line + "\n")
+    client = make_app(admin_accounts_file=str(accounts)).test_client()
+    assert client.get("/admin/api/audit",
+                      headers=basic("bob", "a long enough password")).status_code == 200
+    short = subprocess.run([script("stratus-marketplace"), "admin-account", "bob"],
+                           input="short\n", capture_output=True, text=True,
+                           env=clean_environ(HOME=str(tmp_path)), timeout=60)
+    assert short.returncode == 1 and "at least 12" in short.stderr

@@ -1,0 +1,252 @@
+"""Replica mode: a read-only marketplace that follows a primary and checks what it copies.
+
+A replica (``MARKETPLACE_PRIMARY_URL``) refuses uploads with 403, as the original
+StratusLab replicas did, and pulls from its primary:
+
+1. the primary's change feed, ``GET /api/v1/changes?after=N``: every publication and removal
+   in the order the primary made them (upload order, not endorsement order: an entry
+   endorsed last week and uploaded now is not missed);
+2. for a publication, the stored bytes at ``/metadata/<identifier>/<email>/<created>``,
+   verified HERE by the acceptance pipeline (:func:`~marketplace.metadata.checks.
+   check_document`: schema and rules, signature, endorser against certificate, the
+   replica's own trust store and CRLs) and the replica's blocked endorsers, then
+   ``Store.add``; for a removal, ``Store.remove``.
+
+When is the certificate checked? Not "now": a replica that did would drop every entry
+whose certificate expired since its upload, and diverge from its primary. An entry from
+the feed is checked as of the moment the primary published it (the change's ``at``): the
+very rule the primary applied ("valid at upload time"), redone here with the replica's
+own trust store and CRLs, so both agree. The moment is the primary's word, but so is the
+feed itself; and it is safer than the endorsement date, which the signer writes: with
+the key of an expired certificate, anyone can sign a document dated back to when it was
+valid. An entry found by the first walk (the listings give no publication time) is
+checked as of its endorsement date -- so a walked entry endorsed before its certificate's
+validity began is left out, though its primary took it. An entry that fails is left out,
+logged and reported; the feed goes on.
+
+The serial reached is kept in the moderation database (one mark per primary), so a
+restarted replica goes on where it stopped; replaying a change is harmless (``add`` of a
+stored document and ``remove`` of a missing one change nothing). The first pull (or
+``--full``) copies every entry the primary lists, then follows the feed from the serial
+the primary had before that walk.
+
+How it runs: ``stratus-marketplace replicate --once`` (e.g. from cron), ``replicate``
+(follows every ``REPLICATE_INTERVAL`` seconds), or ``serve`` with ``PRIMARY_URL`` set or
+``--replica-of URL``, which runs that follower as one child process beside gunicorn (one
+puller per server, whatever the number of workers).
+
+Limits: the first walk copies the latest entry of each identifier and endorser (the
+primary's listings show no older versions); from then on the feed brings every version.
+Entries stored on the primary without going through its upload path (``demo``,
+``migrate``) reach a replica only by a walk (``replicate --full``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import requests
+
+from marketplace.metadata.checks import check_document
+from marketplace.metadata.model import parse_date
+from marketplace.metadata.problems import MetadataError
+from marketplace.moderation.store import PUBLISH, REMOVE, Event
+from marketplace.moderation.workflow import Refused
+from marketplace.service import Marketplace, TooLarge
+from marketplace.store.base import Conflict, Entry
+
+log = logging.getLogger(__name__)
+BATCH = 500
+TIMEOUT = 30
+ACTOR = "replication"
+
+
+class ReplicationError(RuntimeError):
+    """The primary could not be read; the pull stops and is tried again later."""
+
+
+@dataclass
+class Report:
+    """What one pull did."""
+
+    added: int = 0
+    known: int = 0
+    removed: int = 0
+    gone: int = 0  # published then removed on the primary before we fetched it
+    refused: list[dict] = field(default_factory=list)
+    serial: int = 0
+    walked: bool = False
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "known": self.known, "removed": self.removed,
+                "gone": self.gone, "refused": self.refused, "serial": self.serial,
+                "walked": self.walked}
+
+
+@dataclass
+class Replicator:
+    """Pulls a primary into the local store of ``marketplace``."""
+
+    primary: str
+    marketplace: Marketplace
+    session: requests.Session = field(default_factory=requests.Session)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def __post_init__(self):
+        self.primary = self.primary.rstrip("/")
+        if not self.primary.startswith(("http://", "https://")):
+            raise ValueError(f"the primary must be an http(s) URL; got {self.primary!r}")
+        self.session.headers["User-Agent"] = "stratus-marketplace-replica"
+
+    @property
+    def mark_name(self) -> str:
+        return f"replica:{self.primary}"
+
+    def pull(self, full: bool = False) -> Report:
+        """Bring the local store up to the primary's feed; what was done."""
+        db = self.marketplace.moderation.db
+        report = Report()
+        mark = db.mark(self.mark_name)
+        if mark is None or full:
+            serial = self._get("/api/v1/changes", after=2 ** 62, limit=1)["last"]
+            self._walk(report)
+            db.set_mark(self.mark_name, str(serial))
+            report.walked = True
+        else:
+            serial = int(mark)
+        try:
+            while True:
+                changes = self._get("/api/v1/changes", after=serial, limit=BATCH)["changes"]
+                for change in changes:
+                    self._apply(change, report)
+                    serial = change["serial"]
+                if len(changes) < BATCH:
+                    break
+        finally:
+            db.set_mark(self.mark_name, str(serial))
+            report.serial = serial
+        return report
+
+    def follow(self, interval: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Pull every ``interval`` seconds until ``stop()``; failures are logged, retried."""
+        while not stop():
+            try:
+                report = self.pull()
+                if report.added or report.removed or report.refused:
+                    log.info("replicated from %s: %s", self.primary, report.as_dict())
+            except (ReplicationError, OSError) as exc:
+                log.warning("could not pull from %s: %s", self.primary, exc)
+            time.sleep(interval)
+
+    # --- reading the primary ---
+
+    def _get(self, path: str, **params) -> dict:
+        try:
+            response = self.session.get(self.primary + path, params=params, timeout=TIMEOUT,
+                                        headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            raise ReplicationError(f"{self.primary}{path}: {exc}") from exc
+        if response.status_code != 200:
+            raise ReplicationError(f"{self.primary}{path} answered {response.status_code}")
+        return response.json()
+
+    def _document(self, key: tuple[str, str, str]) -> bytes | None:
+        """The primary's stored bytes of an entry; None when it has no such entry now."""
+        url = (f"{self.primary}/metadata/{key[0]}/{quote(key[1], safe='@+')}/{key[2]}")
+        limit = self.marketplace.max_bytes
+        try:
+            with self.session.get(url, timeout=TIMEOUT, stream=True,
+                                  headers={"Accept": "application/rdf+xml"}) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise ReplicationError(f"{url} answered {response.status_code}")
+                chunks, size = [], 0
+                for chunk in response.iter_content(64 * 1024):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"larger than this marketplace's limit of {limit} "
+                                       "bytes")
+                return b"".join(chunks)
+        except requests.RequestException as exc:
+            raise ReplicationError(f"{url}: {exc}") from exc
+
+    def _walk(self, report: Report) -> None:
+        """Copy every entry the primary lists, oldest endorsement first (keyset paging)."""
+        since, offset = None, 0
+        while True:
+            params = {"status": "all", "sort": "created", "limit": BATCH, "offset": offset}
+            if since:
+                params["created_from"] = since
+            items = self._get("/api/v1/appliances", **params)["items"]
+            for item in items:
+                self._publish((item["identifier"], item["email"],
+                               item["endorsement"]["created"]), report)
+            if len(items) < BATCH:
+                return
+            last = items[-1]["endorsement"]["created"]
+            if last == since:
+                offset += len(items)
+            else:
+                since = last
+                offset = sum(i["endorsement"]["created"] == last for i in items)
+
+    # --- applying ---
+
+    def _apply(self, change: dict, report: Report) -> None:
+        key = (change["identifier"], change["email"], change["created"])
+        if change["action"] == PUBLISH:
+            self._publish(key, report, parse_date(change["at"]))
+        elif change["action"] == REMOVE:
+            self._remove(key, report)
+
+    def _publish(self, key: tuple[str, str, str], report: Report,
+                 published: datetime | None = None) -> None:
+        try:
+            data = self._document(key)
+        except TooLarge as exc:
+            return self._refuse(key, report, str(exc))
+        if data is None:
+            report.gone += 1
+            return None
+        try:
+            entry = self.verify(data, key, published)
+            new = self.marketplace.store.add(entry)
+        except (MetadataError, Refused, Conflict) as exc:
+            return self._refuse(key, report, str(exc))
+        if new:
+            self.marketplace.moderation.record_published(entry, self.clock())
+            report.added += 1
+        else:
+            report.known += 1
+        return None
+
+    def verify(self, data: bytes, key: tuple[str, str, str],
+               published: datetime | None = None) -> Entry:
+        """The entry, checked as an upload would be, with the certificate as of when the
+        primary published it (else its endorsement date); MetadataError or Refused."""
+        checked = check_document(data, require_signature=True, at=published,
+                                 trust_store=self.marketplace.trust_store)
+        entry = Entry(data, checked.appliance)
+        if entry.key != key:
+            raise Refused("replica", f"the primary served {entry.key} for {key}",
+                          element="document")
+        self.marketplace.moderation.check_blocked(entry.email, checked.certificate.subject)
+        return entry
+
+    def _refuse(self, key: tuple[str, str, str], report: Report, reason: str) -> None:
+        log.warning("left out %s by %s at %s from %s: %s", *key, self.primary, reason)
+        report.refused.append({"identifier": key[0], "email": key[1], "created": key[2],
+                               "reason": reason})
+
+    def _remove(self, key: tuple[str, str, str], report: Report) -> None:
+        if self.marketplace.store.remove(key[0], key[1], parse_date(key[2])):
+            self.marketplace.moderation.db.removed(
+                key, self.clock(), Event(ACTOR, "removed", f"removed on {self.primary}"))
+            report.removed += 1

@@ -1,0 +1,154 @@
+"""Replica mode with real servers: a primary (``stratus-marketplace serve``, gunicorn) and a
+replica (``serve`` with PRIMARY_URL, which runs its follower beside gunicorn), both on
+127.0.0.1; and ``stratus-marketplace replicate --once`` run as a command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import factories, pki
+from tests.live.conftest import COMMAND_TIMEOUT, LiveServer, clean_environ, script, wait_for
+from tests.moderation.conftest import ADMIN_TOKEN, bearer, signed
+from tests.server.conftest import moment
+
+CONVERGE_TIMEOUT = 60.0
+
+
+def configure(data_dir: Path, **settings: str) -> Path:
+    """Write the server's marketplace.cfg (the live servers take no MARKETPLACE_* env)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "marketplace.cfg").write_text(
+        "[marketplace]\n" + "".join(f"{k.upper()} = {v}\n" for k, v in settings.items()))
+    return data_dir
+
+
+@pytest.fixture
+def primary(tmp_path, admin_files):
+    server = LiveServer(configure(tmp_path / "primary",
+                                  admin_token_file=admin_files["admin_token_file"]), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def publish(server: LiveServer, document: bytes) -> str:
+    response = requests.post(server.url + "metadata", data=document, timeout=30,
+                             headers={"Content-Type": "application/xml",
+                                      "Accept": "application/json"})
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def documents(server: LiveServer) -> dict[str, bytes]:
+    """Every entry (all versions listed by the change feed's keys) as stored bytes."""
+    found = {}
+    for item in server.search(status="all", limit=500)["items"]:
+        found[item["url"]] = server.get(item["url"],
+                                        headers={"Accept": "application/rdf+xml"}).content
+    return found
+
+
+def converged(primary: LiveServer, replica: LiveServer):
+    return lambda: documents(primary) == documents(replica)
+
+
+def test_a_replica_converges_on_its_primary_and_refuses_uploads(
+        primary, tmp_path, rsa_signer, ec_signer, make_signer):
+    image = b"versioned image"
+    first = publish(primary, signed(rsa_signer, days_ago=0.5, image=image, title="v1"))
+    publish(primary, signed(ec_signer, title="Eve's"))
+    removed_later = publish(primary, signed(make_signer("Rita Removed",
+                                                        email="rita@example.org")))
+
+    replica = LiveServer(configure(tmp_path / "replica", primary_url=primary.url,
+                                   replicate_interval="0.3"), tmp_path)
+    try:
+        replica.start()
+        wait_for(converged(primary, replica), CONVERGE_TIMEOUT, "the replica to copy the "
+                 "primary's entries")
+        assert replica.search(status="all")["total"] == 3
+
+        refused = requests.post(replica.url + "metadata", data=signed(rsa_signer),
+                                headers={"Content-Type": "application/xml",
+                                         "Accept": "application/json"}, timeout=30)
+        assert refused.status_code == 403
+        assert f"read-only replica of {primary.url}" in refused.json()["error"]
+        page = requests.post(replica.url + "upload", timeout=30,
+                             files={"file": ("x.xml", signed(rsa_signer))})
+        assert page.status_code == 403 and "read-only replica" in page.text
+
+        # Uploaded now, endorsed three days ago (before Eve's certificate was valid, which
+        # the primary does not mind): found through the feed, and checked as the primary
+        # checked it, at upload time.
+        publish(primary, signed(ec_signer, days_ago=3, title="backdated"))
+        second = publish(primary, signed(rsa_signer, image=image, title="v2"))
+        removal = requests.post(primary.url + "admin/api/remove", headers=bearer(), json={
+            **dict(zip(("identifier", "email", "created"), removed_later.split("/")[2:],
+                       strict=True)), "reason": "test removal"}, timeout=30)
+        assert removal.status_code == 200
+        wait_for(converged(primary, replica), CONVERGE_TIMEOUT, "the replica to follow")
+        assert replica.get(removed_later).status_code == 404
+        assert replica.get(first).status_code == 200  # the older version came along
+        assert replica.get(second).content == primary.get(second).content
+        actions = [c["action"] for c in replica.get("api/v1/changes").json()["changes"]]
+        assert actions.count("remove") == 1  # a replica can be followed in turn
+
+        for server in (primary, replica):
+            assert ADMIN_TOKEN not in server.log_text()
+    finally:
+        replica.stop()
+
+
+def replicate(primary: LiveServer, data_dir: Path, home: Path) -> tuple[int, dict]:
+    done = subprocess.run([script("stratus-marketplace"), "replicate", "--once", "--json",
+                           "--primary", primary.url, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                          env=clean_environ(HOME=str(home)), stdin=subprocess.DEVNULL)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_replicate_once_checks_every_entry_itself_and_remembers_how_far_it_got(
+        primary, tmp_path, ca, rsa_signer, other_ca):
+    """The replica's trust store knows only the session CA: the primary (which has no trust
+    store) holds an entry signed under another CA, which the replica leaves out."""
+    bundle = tmp_path / "trusted.pem"
+    bundle.write_bytes(ca.certificate_pem())
+    data_dir = configure(tmp_path / "cron-replica", trust_store=str(bundle))
+    publish(primary, signed(rsa_signer))
+    stranger = pki.make_certificate(other_ca, "Stan Ger", email="stan@example.org")
+    publish(primary, signed(stranger))
+
+    status, report = replicate(primary, data_dir, tmp_path)
+    assert status == 1 and report["walked"] and report["added"] == 1
+    (left_out,) = report["refused"]
+    assert left_out["email"] == "stan@example.org" and "no trusted CA" in left_out["reason"]
+
+    status, report = replicate(primary, data_dir, tmp_path)
+    assert status == 0 and not report["walked"] and report["added"] == 0
+
+    # Checked as of when the primary published it: a certificate that has expired since
+    # still counts, as it did for the primary.
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    short = pki.make_certificate(ca, "Short Lived", email="short@example.org",
+                                 validity=(moment(1), soon))
+    publish(primary, factories.signed(short, factories.appliance(), now=moment()))
+    wait_for(lambda: datetime.now(UTC) > soon + timedelta(seconds=1), 30,
+             "the short-lived certificate to expire")
+    status, report = replicate(primary, data_dir, tmp_path)
+    assert status == 0 and report["added"] == 1 and report["serial"] == 3
+
+
+def test_replicate_says_why_when_the_primary_cannot_be_read(tmp_path):
+    from tests.live.conftest import free_port
+    done = subprocess.run([script("stratus-marketplace"), "replicate", "--once", "--primary",
+                           f"http://127.0.0.1:{free_port()}", "--data-dir",
+                           str(tmp_path / "data")], capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT, env=clean_environ(HOME=str(tmp_path)))
+    assert done.returncode == 1 and "could not pull from" in done.stderr
