@@ -19,6 +19,7 @@ hit re-applies the current policy without parsing XML. Standard library only.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,11 +165,11 @@ class Policy:
         if facts.deprecated is not None and not self.allow_deprecated:
             why = f": {facts.deprecated}" if facts.deprecated else ""
             reasons.append(f"the entry is deprecated{why} (--allow-deprecated accepts it)")
-        if facts.valid and not self.allow_expired:
-            valid = datetime.strptime(facts.valid, DATE_FORMAT).replace(tzinfo=UTC)
-            if valid < (now or datetime.now(UTC)):
-                reasons.append(f"the entry expired on {facts.valid} "
-                               "(--allow-expired accepts it)")
+        # Dates are YYYY-MM-DDTHH:MM:SSZ in UTC: as text they sort as moments do.
+        moment = now.astimezone(UTC).strftime(DATE_FORMAT) if now else \
+            time.strftime(DATE_FORMAT, time.gmtime())
+        if facts.valid and not self.allow_expired and facts.valid < moment:
+            reasons.append(f"the entry expired on {facts.valid} (--allow-expired accepts it)")
         return reasons
 
     def checksum_refusals(self, facts: Facts) -> list[str]:
