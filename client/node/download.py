@@ -183,12 +183,14 @@ def _transfer(location: str, expected: Expected, sink: Sink, settings: Settings,
         source = open_source(location, settings, session, offset=start,
                              length=None if compression else expected.size,
                              validator=validator, on_open=on_state)
+        reader = decompressing_reader(source, compression)
         try:
-            reader = decompressing_reader(source, compression)
             _pump(reader, hasher, sink, expected.size, progress, settings.chunk_size)
         except CompressionError as exc:
             raise LocationError(f"the {compression} stream is damaged: {exc.reason}") from None
         finally:
+            if reader is not source:
+                reader.close()
             source.close()
         digests = hasher.result()
     check(expected, digests)
