@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("unpin", "let this image be evicted again", identifier="one")
     remove = command("remove", "remove an image from the cache", identifier="one")
     remove.add_argument("--force", action="store_true", help="even if pinned or in use")
-    command("show-config", "print the settings and policy in effect, and the files read")
+    show = command("show-config", "print the settings and policy in effect, and the files read")
+    show.add_argument("--template", action="store_true",
+                      help="print a commented fetcher.cfg with every setting instead")
     return parser
 
 
@@ -204,6 +206,11 @@ def _remove(fetcher, options, out: shell.Output) -> int:
 
 
 def _show_config(fetcher, options, out: shell.Output) -> int:
+    if options.template:
+        from client.node.config import template
+
+        sys.stdout.write(template())
+        return errors.OK
     data = fetcher.config.as_dict()
     if out.json:
         out.emit(data)

@@ -164,6 +164,15 @@ def test_show_config_applies_the_per_host_file(node, write_config, tmp_path):
     assert shown["settings"]["event_command"] == "/usr/bin/logger -t node42"
 
 
+def test_the_config_template_is_printed_and_loads(node, tmp_path):
+    done = node.run("show-config", "--template")
+    assert done.returncode == 0 and "#quota =" in done.stdout and "[endorsers]" in done.stdout
+    (tmp_path / "from-template.cfg").write_text(done.stdout)
+    again = run_command("stratus-image-cache", "show-config", "--json", "--config",
+                        str(tmp_path / "from-template.cfg"))
+    assert again.returncode == 0 and json.loads(again.stdout)["settings"]["retries"] == 5
+
+
 def test_download_image_writes_a_verified_file(node, tmp_path):
     output = tmp_path / "out" / "disk.img"
     output.parent.mkdir()
