@@ -139,8 +139,9 @@ class Replicator:
                 report = self.pull()
                 if report.added or report.removed or report.refused:
                     log.info("replicated from %s: %s", self.primary, report.as_dict())
-            except (ReplicationError, OSError) as exc:
-                log.warning("could not pull from %s: %s", self.primary, exc)
+            except Exception as exc:  # a follower outlives any one failure
+                log.warning("could not pull from %s: %s: %s", self.primary,
+                            type(exc).__name__, exc)
             time.sleep(interval)
 
     # --- reading the primary ---
@@ -153,7 +154,13 @@ class Replicator:
             raise ReplicationError(f"{self.primary}{path}: {exc}") from exc
         if response.status_code != 200:
             raise ReplicationError(f"{self.primary}{path} answered {response.status_code}")
-        return response.json()
+        try:
+            data = response.json()
+        except ValueError:
+            raise ReplicationError(f"{self.primary}{path} did not answer JSON") from None
+        if not isinstance(data, dict):
+            raise ReplicationError(f"{self.primary}{path} did not answer a JSON object")
+        return data
 
     def _document(self, key: tuple[str, str, str]) -> bytes | None:
         """The primary's stored bytes of an entry; None when it has no such entry now."""
