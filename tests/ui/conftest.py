@@ -46,7 +46,8 @@ def browser():
     """Headless Debian Chromium driven by Playwright, for the whole session."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install.d/20-browser.sh (as root)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=TIMEOUT_MS)  # a busy CI machine is slow, not wrong
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                               args=CHROMIUM_ARGS)
