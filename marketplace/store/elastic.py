@@ -230,8 +230,12 @@ class ElasticStore(Store):
         generation filled beside the old one, then both aliases swapped at once. Uploads made
         meanwhile are copied over after the swap; a removal made meanwhile may come back."""
         with self._calls(ensure=False):
-            self._ensure(migrate=True)
-            return self._rebuild()
+            if not self.client.indices.exists_alias(name=self.entries):
+                self._ensure()
+                return 0
+            count = self._rebuild()
+            self._ready = True
+            return count
 
     def count(self) -> int:
         with self._calls():
@@ -281,8 +285,9 @@ class ElasticStore(Store):
     def _ensure(self, migrate: bool = False) -> None:
         exists = self.client.indices.exists_alias(name=self.entries)
         if exists and not self.client.indices.exists_alias(name=self.latest):
-            raise StoreError(f"the index alias {self.latest} is missing beside {self.entries}: "
-                             "run `stratus-marketplace reindex` to rebuild it")
+            raise StoreError(f"the index alias {self.latest} is missing beside {self.entries} "
+                             "(another server may be creating it now); if this lasts, run "
+                             "`stratus-marketplace reindex` to rebuild it")
         if not exists:
             self._create_generation(1, aliases=True)
             self._ready = True
@@ -321,8 +326,9 @@ class ElasticStore(Store):
 
     def _generations(self) -> tuple[list[str], list[str]]:
         """The indices behind each alias."""
+        latest = self.client.options(ignore_status=404).indices.get_alias(name=self.latest)
         return (list(self.client.indices.get_alias(name=self.entries)),
-                list(self.client.indices.get_alias(name=self.latest)))
+                [name for name in latest if name not in ("error", "status")])
 
     # --- writing ----------------------------------------------------------------------------
 

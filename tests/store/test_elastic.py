@@ -147,6 +147,23 @@ def test_reindex_swaps_in_a_new_generation(elasticsearch, own_prefix, make_entry
     other.close()
 
 
+def test_reindex_rebuilds_a_lost_latest_index(elasticsearch, own_prefix, make_entry):
+    store = elasticsearch.store(own_prefix)
+    image = b"two versions"
+    store.add(make_entry(image, when=moment(1), title="v1"))
+    store.add(make_entry(image, when=moment(0), title="v2"))
+    requests.delete(f"{elasticsearch.url}/{store.latest}-1", timeout=30).raise_for_status()
+    fresh = elasticsearch.store(own_prefix)
+    with pytest.raises(StoreError, match="reindex"):
+        fresh.search(Query())
+    assert fresh.reindex() == 2
+    assert titles(fresh.search(Query())) == ["v2"]
+    assert titles(store.search(Query(latest_only=False, sort="title", descending=False))) == [
+        "v1", "v2"]
+    store.close()
+    fresh.close()
+
+
 def cli(cluster, prefix: str, *args: str, home) -> subprocess.CompletedProcess:
     env = clean_environ(HOME=str(home), MARKETPLACE_STORE="elasticsearch",
                         MARKETPLACE_ELASTICSEARCH_URL=cluster.url,
