@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import abc
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
-from marketplace.store.base import StoreError
+from marketplace.sqlitefile import SQLiteFile
 
 Key = tuple[str, str, str]  # identifier, email, created (YYYY-MM-DDTHH:MM:SSZ)
 PENDING = "pending"
@@ -221,39 +218,11 @@ class ModerationStore(abc.ABC):
         """Release connections."""
 
 
-class SQLiteModerationStore(ModerationStore):
+class SQLiteModerationStore(SQLiteFile, ModerationStore):
     """The moderation state in one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._db().executescript(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"the moderation store is busy or unavailable: {exc}") from exc
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        super().__init__(path, SCHEMA, "the moderation store")
 
     # --- uploads ---
 
@@ -375,11 +344,6 @@ class SQLiteModerationStore(ModerationStore):
             db.execute("INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
                        "value=excluded.value", (name, value))
 
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
 
 
 def _upload(db: sqlite3.Connection, where: str, args: tuple) -> Upload | None:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
+from marketplace.sqlitefile import SQLiteFile
 from marketplace.store.base import (
     FACET_FIELDS,
     FILTER_FIELDS,
@@ -27,7 +25,6 @@ from marketplace.store.base import (
     Page,
     Query,
     Store,
-    StoreError,
     query_words,
 )
 
@@ -59,39 +56,11 @@ STATUS_SQL = ("CASE WHEN deprecated THEN 'deprecated' "
               "WHEN valid IS NOT NULL AND valid < :now THEN 'expired' ELSE 'valid' END")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteFile, Store):
     """A store in one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._db().executescript(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"the store is busy or unavailable: {exc}") from exc
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        super().__init__(path, SCHEMA, "the store")
 
     def add(self, entry: Entry) -> bool:
         identifier, email, created = entry.key
@@ -120,16 +89,6 @@ class SQLiteStore(Store):
     def search(self, query: Query) -> Page:
         with self._read() as db:
             return _page(db, query)
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One snapshot for several reads, so that a page, its total and facets agree."""
-        db = self._db()
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
 
     def endorsers(self) -> list[Endorser]:
         rows = self._db().execute(
@@ -176,11 +135,6 @@ class SQLiteStore(Store):
             return False
         return True
 
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
 
 
 def _page(db: sqlite3.Connection, query: Query) -> Page:
