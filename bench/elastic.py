@@ -1,0 +1,151 @@
+"""Benchmark: the server benchmark of bench/server.py on both stores, side by side, at
+100,000 entries, plus the time to migrate those entries from SQLite to Elasticsearch.
+
+Run from the repository root:  python bench/elastic.py [--entries 100000] [--requests 1000]
+
+1. The SQLite data set of bench/server.py (``fill``: made once, kept in bench/data/).
+2. Elasticsearch: the test distribution that scripts/install.d/30-elasticsearch.sh installs,
+   one node on free 127.0.0.1 ports (heap ``--heap``, data in a temporary folder), started
+   by this script and stopped at the end; ``--es-url`` uses a running cluster instead.
+3. Migration: ``marketplace.store.migrate.migrate`` (what ``stratus-marketplace migrate``
+   runs) copies the SQLite store into a fresh index prefix, timed end to end: reading and
+   parsing every document, bulk creation, the latest copies, the final refresh.
+4. The read and upload measurements of bench/server.py (``measure_reads``,
+   ``measure_uploads``, imported, not copied), run here for SQLite and then for
+   Elasticsearch, one after the other on the same machine, so the figures are comparable.
+   The Elasticsearch server's data dir holds only a marketplace.cfg naming the cluster.
+Prints one JSON report; the prefix is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import server as server_bench  # noqa: E402  (bench/server.py)
+
+from marketplace import config  # noqa: E402
+from marketplace.store import migrate as migration  # noqa: E402
+from marketplace.store.elastic import ElasticStore  # noqa: E402
+
+
+def start_cluster(options) -> tuple[str, object | None]:
+    """The cluster's URL, and the node this script started (None for --es-url)."""
+    if options.es_url:
+        return options.es_url.rstrip("/"), None
+    from tests.elastic import ElasticServer, find_home
+    home = find_home()
+    if home is None:
+        raise SystemExit("Elasticsearch is not installed: run "
+                         "scripts/install.d/30-elasticsearch.sh as root")
+    node = ElasticServer(home, heap=f"-Xms{options.heap} -Xmx{options.heap}")
+    started = time.perf_counter()
+    node.start()
+    print(f"Elasticsearch {home.name} up in {time.perf_counter() - started:.0f} s at "
+          f"{node.url}", file=sys.stderr)
+    return node.url, node
+
+
+def elastic_data_dir(url: str, prefix: str, entries: int) -> Path:
+    """A data dir whose marketplace.cfg points the server at the cluster."""
+    data_dir = server_bench.DATA / f"elastic-{entries}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / config.CONFIG_FILE).write_text(
+        "[marketplace]\nstore = elasticsearch\n"
+        f"elasticsearch_url = {url}\nelasticsearch_index_prefix = {prefix}\n")
+    return data_dir
+
+
+def migrate(sqlite_dir: Path, url: str, prefix: str) -> dict:
+    settings = config.load(str(sqlite_dir), environ={}, store="elasticsearch",
+                           elasticsearch_url=url, elasticsearch_index_prefix=prefix)
+    store = ElasticStore.from_settings(settings)
+    try:
+        def progress(done: int, total: int) -> None:
+            print(f"\rmigrating: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+        done = migration.migrate(sqlite_dir / migration.DB_NAME, store, progress)
+        print(file=sys.stderr)
+        sizes = store.client.indices.stats(index=[store.entries, store.latest],
+                                           metric="store")["indices"]
+    finally:
+        store.close()
+    result = {**done.as_dict(), "per_s": round(done.entries / done.seconds, 1),
+              "index_mb": {name: round(v["primaries"]["store"]["size_in_bytes"] / 2**20)
+                           for name, v in sizes.items()}}
+    print(f"migration: {done.entries} entries in {done.seconds:.0f} s "
+          f"({result['per_s']}/s)", file=sys.stderr)
+    return result
+
+
+def measure(data_dir: Path, options) -> dict:
+    """bench/server.py's reads and uploads against the store of ``data_dir``, with the
+    machine's load average before and after (other work on the machine skews the figures)."""
+    load_before = os.getloadavg()
+    with server_bench.Server(data_dir, options.workers) as running:
+        reads = server_bench.measure_reads(running, options.requests, options.clients)
+    uploads = server_bench.measure_uploads(data_dir, options.workers, options.uploads,
+                                           options.clients)
+    return {"reads": reads, "uploads": uploads,
+            "load_average": {"before": load_before, "after": os.getloadavg()}}
+
+
+def drop(url: str, prefix: str) -> None:
+    settings = config.load(environ={}, store="elasticsearch", elasticsearch_url=url,
+                           elasticsearch_index_prefix=prefix)
+    store = ElasticStore.from_settings(settings)
+    store.drop()
+    store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=1000,
+                        help="requests per scenario under load (bench/server.py's meaning)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--uploads", type=int, default=400, help="documents to upload")
+    parser.add_argument("--heap", default="1g", help="Elasticsearch heap (default 1g)")
+    parser.add_argument("--es-url", help="a running cluster instead of a node of our own")
+    parser.add_argument("--only", choices=("sqlite", "elasticsearch"),
+                        help="measure one store only (the migration runs regardless)")
+    options = parser.parse_args()
+    sqlite_dir = server_bench.DATA / f"server-{options.entries}"
+    fill_seconds = server_bench.fill(sqlite_dir, options.entries)
+    url, node = start_cluster(options)
+    prefix = "bench-" + uuid.uuid4().hex[:8]
+    report = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
+                   f"Python {platform.python_version()}",
+        "command": "python " + " ".join(sys.argv), "entries": options.entries,
+        "sqlite_fill_seconds": round(fill_seconds, 1),
+    }
+    try:
+        report["migration"] = migrate(sqlite_dir, url, prefix)
+        if options.only != "elasticsearch":
+            report["sqlite"] = measure(sqlite_dir, options)
+        if options.only != "sqlite":
+            report["elasticsearch"] = measure(elastic_data_dir(url, prefix, options.entries),
+                                              options)
+    finally:
+        drop(url, prefix)
+        if node is not None:
+            node.cleanup()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
