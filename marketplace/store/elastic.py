@@ -203,7 +203,7 @@ class ElasticStore(Store):
         found = []
         for bucket in self._buckets("email", {"match_all": {}}, aggs):
             subjects = bucket["subject"]["buckets"]
-            found.append(Endorser(bucket["key"]["email"], subjects[0]["key"] if subjects else "",
+            found.append(Endorser(bucket["key"]["email"], subjects[0]["key"] if subjects else None,
                                   bucket["doc_count"],
                                   datetime.fromtimestamp(bucket["latest"]["value"] / 1000, UTC)))
         return found
@@ -246,7 +246,7 @@ class ElasticStore(Store):
             with self._calls():
                 health = self.client.options(request_timeout=5).cluster.health(
                     index=[self.entries, self.latest], timeout="2s")
-        except StoreError:
+        except Exception:  # any failure to answer is "not healthy", never a 500
             return False
         return not health["timed_out"] and health["status"] in ("green", "yellow")
 
@@ -618,6 +618,10 @@ class ElasticStore(Store):
             raise StoreError(f"Elasticsearch at {self.url or 'its address'} does not answer: "
                              f"{type(exc).__name__}: {exc.message}") from exc
         except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise StoreError(f"Elasticsearch at {self.url or 'its address'} refused this "
+                                 f"marketplace's credentials ({exc.status_code} {exc.error}): "
+                                 "check the MARKETPLACE_ELASTICSEARCH_* settings") from exc
             if exc.status_code in (408, 429) or exc.status_code >= 500:
                 raise StoreError(f"Elasticsearch at {self.url or 'its address'} cannot serve "
                                  f"now ({exc.status_code} {exc.error})") from exc

@@ -4,6 +4,7 @@ real outage (the server process stopped and started again, nothing mocked)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import threading
@@ -282,4 +283,27 @@ def test_outage_is_503_then_recovers_by_itself(elasticsearch, es_prefix, make_en
     assert [item["title"] for item in found["items"]] == ["before the outage"]
     assert client.post("/metadata", data=refused.document,
                        content_type="application/xml").status_code == 201
+    store.close()
+
+
+def test_settings_reach_the_client(tmp_path):
+    """Authentication from a file (never the command line), TLS options, several nodes."""
+    from marketplace import config
+    from marketplace.store.elastic import ElasticStore
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    store = ElasticStore.from_settings(config.load(
+        environ={}, store="elasticsearch", elasticsearch_url="https://es1:9200,https://es2:9201",
+        elasticsearch_username="marketplace", elasticsearch_password_file=str(password),
+        elasticsearch_ca_certs=str(ca), elasticsearch_index_prefix="site"))
+    nodes = sorted((n.config.host, n.config.port, n.config.scheme, n.config.ca_certs)
+                   for n in store.client.transport.node_pool.all())
+    assert nodes == [("es1", 9200, "https", str(ca)), ("es2", 9201, "https", str(ca))]
+    basic = base64.b64encode(b"marketplace:s3cret").decode()
+    assert store.client._headers["authorization"] == f"Basic {basic}"
+    assert (store.entries, store.latest) == ("site-entries", "site-latest")
+    with pytest.raises(ValueError, match="index prefix"):
+        ElasticStore(store.client, prefix="Bad*Prefix")
     store.close()
