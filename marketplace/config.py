@@ -84,7 +84,8 @@ _DEFAULTS = {s.key: s.default for s in SETTINGS}
 
 def load(data_dir: str | None = None, environ: dict[str, str] | None = None,
          **overrides: str) -> dict[str, str]:
-    """The effective settings: defaults, then the data dir's file, environment, overrides."""
+    """The effective settings: defaults, then the data dir's file, environment, then the
+    arguments (an explicit ``data_dir`` or override beats the environment)."""
     environ = os.environ if environ is None else environ
     values = dict(_DEFAULTS)
     values["DATA_DIR"] = data_dir or environ.get(ENV_PREFIX + "DATA_DIR") or values["DATA_DIR"]
@@ -92,6 +93,8 @@ def load(data_dir: str | None = None, environ: dict[str, str] | None = None,
     values.update({k[len(ENV_PREFIX):]: v for k, v in environ.items()
                    if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] in _DEFAULTS})
     values.update({k.upper(): str(v) for k, v in overrides.items() if v is not None})
+    if data_dir:
+        values["DATA_DIR"] = data_dir
     unknown = set(values) - set(_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown marketplace settings: {', '.join(sorted(unknown))}")

@@ -7,6 +7,7 @@ of the requested kind unless ``fresh_key=True``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,16 @@ import pytest
 from tests import pki
 
 INTEROP = Path(__file__).resolve().parents[2] / "shared" / "interop" / "stratuslab"
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Commands run in-process export settings (MARKETPLACE_*, PROMETHEUS_MULTIPROC_DIR) for
+    their workers; no test may leave them to the next one."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
