@@ -134,7 +134,7 @@ def test_an_unknown_identifier_exits_5(node):
 def test_verify_reports_and_removes_a_damaged_image(node):
     path = Path(node.json("pull", node.identifier)["path"])
     os.chmod(path, 0o644)
-    path.write_bytes(node.image[:-1] + b"?")
+    path.write_bytes(node.image[:-1] + bytes([node.image[-1] ^ 0xFF]))
     report = node.json("verify", code=errors.DAMAGED)
     assert report["results"][0]["status"] == "damaged" and report["results"][0]["removed"]
     assert not path.exists()
