@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     hold = path.add_mutually_exclusive_group()
     hold.add_argument("--hold-for", type=int, metavar="PID",
                       help="mark the image in use until process PID exits (default: the "
-                      "calling process, i.e. this command's parent)")
+                      "calling process, i.e. this command's parent; img=$(... path ID) in a "
+                      "shell script leases to the script)")
     hold.add_argument("--no-hold", action="store_true", help="do not mark the image in use")
     path.add_argument("--no-pull", action="store_true",
                       help="do not download on a miss (exit status 5)")
