@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
 import re
 import socket
 import sys
@@ -317,10 +316,6 @@ def run_command(name: str, *args: str, env: dict[str, str] | None = None, timeou
                           stdin=subprocess.DEVNULL, **kwargs)
 
 
-def python_command() -> list[str]:
-    return [sys.executable]
-
-
 def debris(cache: Path) -> list[str]:
     """Files in a cache that are not verified images or bookkeeping of a finished state."""
     found = []
@@ -330,10 +325,6 @@ def debris(cache: Path) -> list[str]:
     found += [str(p) for p in (cache / "records").glob(".*")]
     found += [str(p) for p in (cache / "images").glob(".*")]
     return found
-
-
-def environ_without_stratuslab() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("STRATUSLAB_")}
 
 
 # --- a lying marketplace --------------------------------------------------------------------
