@@ -9,7 +9,9 @@ per process, not per open file. So:
    (``/run/lock/stratuslab-fetcher`` or ``/tmp``), named after the cache and the lock. The
    kernel drops it when its holder dies (even by SIGKILL), and it never touches NFS. Only
    the process holding it goes on to contend for the shared lock, so the processes of one
-   host poll the shared directory once, not once each.
+   host poll the shared directory once, not once each. These small files are never
+   deleted (removing a flock file while another process opens it would split the lock);
+   ``/run`` is emptied at boot.
 
 2. **Across hosts**: a lock file in the cache's ``locks/`` directory, created atomically
    with ``link(2)`` -- the method ``open(2)`` recommends for NFS, where ``O_EXCL`` is not
@@ -164,7 +166,7 @@ class LocalLock:
 
     def __init__(self, directory: Path, scope: Path, name: str):
         key = hashlib.sha256(str(Path(scope).resolve()).encode()).hexdigest()[:16]
-        self.path = directory / f"{key}-{name}.lock"
+        self.path = directory / f"{key}-{name.removesuffix('.lock')}.lock"
         self.fd: int | None = None
 
     def try_acquire(self) -> bool:
