@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from client import cli
-from client.config import Settings
+from client.config import ConfigError, Settings
 from marketplace.metadata import document, model, validation
-from marketplace.metadata.compression import COMPRESSIONS, compression_from_name
+from marketplace.metadata.compression import COMPRESSIONS, CompressionError, compression_from_name
 from marketplace.metadata.digests import ALGORITHMS, Digests, digest_file
 from marketplace.metadata.identifier import sha1_to_identifier
 from marketplace.metadata.problems import MetadataError, Problem, fail
@@ -68,11 +68,14 @@ def measure(options: argparse.Namespace, algorithms: list[str]) -> Digests:
             raise fail("image", "required", "give an image file, or --bytes and --sha1")
         return Digests(size=options.bytes, checksums={a: given[a] for a in given})
     compression = _compression(options)
-    size = Path(options.image).stat().st_size
-    progress = cli.Progress.for_terminal(f"hashing {options.image}", size, options.quiet)
+    # The progress counts uncompressed bytes: the file's size is their total only when raw.
+    total = None if compression else Path(options.image).stat().st_size
+    progress = cli.Progress.for_terminal(f"hashing {options.image}", total, options.quiet)
     try:
         digests = digest_file(options.image, algorithms, compression=compression,
                               progress=progress)
+    except CompressionError as exc:
+        raise fail("image", "compression", f"{options.image}: {exc}") from None
     finally:
         progress.close()
     _check_given(digests, given, options.bytes)
@@ -115,11 +118,19 @@ def describe(options: argparse.Namespace, settings: Settings, digests: Digests,
         format=options.format or FORMATS.get(Path(stem).suffix.lower(), "raw"),
         creator=settings.get("author"),
         created=now,
-        valid=now + timedelta(days=int(settings.get("validity", "365"))),
+        valid=now + timedelta(days=validity_days(settings)),
         title=options.title, tag=options.tag, description=options.comment,
         hypervisor=options.hypervisor, disks_bus=options.disks_bus,
         publisher=options.publisher,
     )
+
+
+def validity_days(settings: Settings) -> int:
+    """The validity period in days (option, environment or config file; default 365)."""
+    value = str(settings.get("validity", "365")).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"validity must be a whole number of days of at least 1, not {value!r}")
+    return int(value)
 
 
 def build_metadata(options: argparse.Namespace, settings: Settings,

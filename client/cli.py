@@ -19,8 +19,12 @@ USAGE = 2
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every command takes."""
-    result = argparse.ArgumentParser(prog=prog, description=description)
+    """An argument parser with the options every command takes.
+
+    Abbreviations are off: ``--p12-password SECRET`` must be refused, not taken as
+    ``--p12-password-file`` (which would then print the secret in its error).
+    """
+    result = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
     result.add_argument("--config", metavar="FILE",
                         help="user config file (default ~/.stratuslab/stratuslab-user.cfg)")
     result.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -75,21 +79,29 @@ class Progress:
     def __init__(self, label: str, total: int | None, enabled: bool):
         self.label, self.total, self.enabled = label, total, enabled
         self.started = self.shown = time.monotonic()
+        self.done = 0
 
     @classmethod
     def for_terminal(cls, label: str, total: int | None, quiet: bool) -> Progress:
         return cls(label, total, enabled=not quiet and sys.stderr.isatty())
 
     def __call__(self, done: int) -> None:
+        self.done = done
         now = time.monotonic()
         if not self.enabled or now - self.shown < 0.2:
             return
         self.shown = now
+        self._show(now)
+
+    def _show(self, now: float) -> None:
+        done = self.done
         rate = done / max(now - self.started, 1e-9) / 1e6
         share = f"{100 * done / self.total:5.1f}% " if self.total else ""
         sys.stderr.write(f"\r{self.label}: {share}{done / 1e9:.2f} GB  {rate:.0f} MB/s ")
         sys.stderr.flush()
 
     def close(self) -> None:
+        """Show the final count (however quick the work was) and end the line."""
         if self.enabled:
+            self._show(time.monotonic())
             sys.stderr.write("\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import functools
 import os
 from pathlib import Path
 
@@ -27,7 +28,11 @@ class Settings:
     def __init__(self, options: argparse.Namespace, environ: dict[str, str] | None = None):
         self.options = options
         self.environ = os.environ if environ is None else environ
-        self.file = read_config_file(self._config_path())
+
+    @functools.cached_property
+    def file(self) -> dict[str, str]:
+        """The config file's settings, read when first needed (copy-config never needs them)."""
+        return read_config_file(self._config_path())
 
     def _config_path(self) -> Path:
         given = getattr(self.options, "config", None) or self.environ.get(ENV_PREFIX + "CONFIG")

@@ -1,8 +1,9 @@
 """Finding the signer's credentials and their password without ever taking it as an argument.
 
-A password comes from the environment (``STRATUSLAB_P12_PASSWORD`` or
-``STRATUSLAB_PEM_PASSWORD``), from a file named by ``--p12-password-file`` /
-``--pem-password-file`` (or the config file), or from a prompt on a terminal.
+A password comes from a file named by ``--p12-password-file`` / ``--pem-password-file``,
+from the environment (``STRATUSLAB_P12_PASSWORD`` or ``STRATUSLAB_PEM_PASSWORD``), from a
+password file named in the environment or the config file, or from a prompt on a terminal:
+the usual order, option > environment > config file.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def load(settings: Settings) -> Credentials:
 
 
 def password(settings: Settings, kind: str, required: bool) -> bytes | None:
-    """The password for a ``p12`` or ``pem`` key, from environment, file or prompt."""
-    value = settings.environ.get(f"STRATUSLAB_{kind.upper()}_PASSWORD")
+    """The password for a ``p12`` or ``pem`` key: from a password file given as an option,
+    else the environment, else a password file named by the environment or config file,
+    else a prompt."""
+    option = getattr(settings.options, f"{kind}_password_file", None)
+    value = None if option else settings.environ.get(f"STRATUSLAB_{kind.upper()}_PASSWORD")
     if value is None:
         file = settings.get(f"{kind}_password_file")
         if file:

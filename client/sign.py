@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from client import cli, credentials
-from client.config import Settings
+from client.config import ConfigError, Settings
 from marketplace.files import write_atomic
 from marketplace.metadata import document, model, signature, validation
 
@@ -25,10 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def profile(settings: Settings) -> str:
+    """The signature profile (option, environment or config file), checked by name."""
+    name = settings.get("profile", "default")
+    if name not in signature.PROFILES:
+        raise ConfigError(f"unknown signature profile {name!r}; known: "
+                          f"{', '.join(sorted(signature.PROFILES))}")
+    return name
+
+
 def sign_file(source: Path, settings: Settings) -> tuple[model.Appliance, bytes]:
     """Sign a document and return the entry and the signed bytes, checked valid and verified."""
     root = document.parse(source.read_bytes())
-    signature.sign(root, credentials.load(settings), profile=settings.get("profile", "default"),
+    signature.sign(root, credentials.load(settings), profile=profile(settings),
                    email=settings.get("email"))
     data = document.serialize(root)
     signed = validation.check(data)
