@@ -8,6 +8,7 @@ Elements the table does not know (foreign namespaces) are kept as XML text in ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -178,16 +179,38 @@ class Appliance:
         """A JSON-ready dict: dates as ``YYYY-MM-DDTHH:MM:SSZ`` strings."""
         return _jsonable(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Appliance:
+        """The appliance :meth:`as_dict` gave ``data`` for."""
+        values = {**data, **{name: _date(data[name]) for name in _DATES if data.get(name)}}
+        endorsement = data["endorsement"]
+        values["endorsement"] = Endorsement(
+            created=_date(endorsement["created"]) if endorsement["created"] else None,
+            email=endorsement["email"], subject=endorsement["subject"],
+            issuers=tuple(endorsement["issuers"]))
+        return cls(**values)
+
+
+_DATES = tuple(f.name for f in FIELDS if f.kind is datetime)
+_fields = functools.cache(dataclasses.fields)
+
+
+def _date(text: str) -> datetime:
+    """A date as :func:`format_date` wrote it (fast: no format checks for our own text)."""
+    return datetime.fromisoformat(text)
+
 
 def _jsonable(value):
-    if dataclasses.is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if value is None or isinstance(value, str | int):
+        return value
     if isinstance(value, datetime):
         return format_date(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in _fields(type(value))}
     return value
 
 
