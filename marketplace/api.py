@@ -294,7 +294,7 @@ def entry_url(entry: Entry) -> str:
 
 def entry_json(entry: Entry, now: datetime) -> dict:
     """The entry as JSON: the appliance's fields plus email, status and url."""
-    return {**entry.appliance.as_dict(), "email": entry.email,
+    return {**entry.as_dict(), "email": entry.email,
             "status": entry.appliance.status(now), "url": entry_url(entry)}
 
 

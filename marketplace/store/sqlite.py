@@ -2,14 +2,17 @@
 
 Table ``documents`` holds the signed documents byte for byte and is the only truth; table
 ``entries`` and its full-text index ``entries_fts`` are derived from it and rebuilt by
-:meth:`SQLiteStore.reindex`. A write is one ``BEGIN IMMEDIATE`` transaction, so an upload is
+:meth:`SQLiteStore.reindex`, or on opening a file whose derived tables have an older shape.
+A write is one ``BEGIN IMMEDIATE`` transaction, so an upload is
 either wholly there after a crash or not at all.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,29 +31,45 @@ from marketplace.store.base import (
     query_words,
 )
 
-SCHEMA = """
+DOCUMENTS = """
 CREATE TABLE IF NOT EXISTS documents (
     identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL,
     document BLOB NOT NULL, PRIMARY KEY (identifier, email, created));
-CREATE TABLE IF NOT EXISTS entries (
+CREATE TABLE IF NOT EXISTS generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+INSERT OR IGNORE INTO generation VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS document_added AFTER INSERT ON documents
+    BEGIN UPDATE generation SET value = value + 1; END;
+CREATE TRIGGER IF NOT EXISTS document_removed AFTER DELETE ON documents
+    BEGIN UPDATE generation SET value = value + 1; END;
+"""
+# The derived tables. `summary` is the entry read from its document, as JSON, so that a page
+# of results needs no XML parsing.
+INDEX = """
+CREATE TABLE entries (
     id INTEGER PRIMARY KEY, identifier TEXT NOT NULL, email TEXT NOT NULL,
     created TEXT NOT NULL, latest INTEGER NOT NULL, deprecated INTEGER NOT NULL,
     valid TEXT, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT, type TEXT, format TEXT,
     hypervisor TEXT, tag TEXT, title TEXT, description TEXT, subject TEXT, bytes INTEGER,
-    web INTEGER NOT NULL, pdisk INTEGER NOT NULL, UNIQUE (identifier, email, created));
-CREATE INDEX IF NOT EXISTS entries_by_created ON entries (latest, created, deprecated, valid);
-CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5(
+    web INTEGER NOT NULL, pdisk INTEGER NOT NULL, summary TEXT NOT NULL,
+    UNIQUE (identifier, email, created));
+CREATE INDEX entries_by_created ON entries (latest, created, deprecated, valid);
+CREATE INDEX entries_by_valid ON entries (valid);
+CREATE VIRTUAL TABLE entries_fts USING fts5(
     identifier, email, subject, title, description, os, tag,
     content='entries', content_rowid='id');
 """
 # One narrow covering index per filter/facet column, (latest, column, created, status
 # columns): a facet count reads the index alone, and a filtered page walks it in date order
 # and stops after a page of matches instead of sorting every match.
-SCHEMA += "".join(f"CREATE INDEX IF NOT EXISTS entries_by_{name} ON entries "
-                  f"(latest, {name}, created, deprecated, valid);\n"
-                  for name in FACET_FIELDS if name != "status")
-SCHEMA += ("CREATE INDEX IF NOT EXISTS entries_by_status ON entries "
-           "(latest, deprecated, valid);\n")
+INDEX += "".join(f"CREATE INDEX entries_by_{name} ON entries "
+                 f"(latest, {name}, created, deprecated, valid);\n"
+                 for name in FACET_FIELDS if name != "status")
+INDEX += "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid);\n"
+# The shape of the derived tables, kept in the file's user_version: a store whose index has
+# another shape (made by another version) gets it rebuilt from the documents when opened.
+INDEX_VERSION = 2
+log = logging.getLogger(__name__)
 INDEXED = ("identifier", "email", "subject", "title", "description", "os", "tag")
 STATUS_SQL = ("CASE WHEN deprecated THEN 'deprecated' "
               "WHEN valid IS NOT NULL AND valid < :now THEN 'expired' ELSE 'valid' END")
@@ -60,7 +79,10 @@ class SQLiteStore(SQLiteFile, Store):
     """A store in one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
-        super().__init__(path, SCHEMA, "the store")
+        super().__init__(path, DOCUMENTS, "the store")
+        self._counts = CountCache()
+        if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
+            self._rebuild_index(only_if_outdated=True)
 
     def add(self, entry: Entry) -> bool:
         identifier, email, created = entry.key
@@ -88,7 +110,7 @@ class SQLiteStore(SQLiteFile, Store):
 
     def search(self, query: Query) -> Page:
         with self._read() as db:
-            return _page(db, query)
+            return _page(db, query, self._counts)
 
     def endorsers(self) -> list[Endorser]:
         rows = self._db().execute(
@@ -111,9 +133,22 @@ class SQLiteStore(SQLiteFile, Store):
         return bool(gone)
 
     def reindex(self) -> int:
+        return self._rebuild_index(only_if_outdated=False)
+
+    def _rebuild_index(self, only_if_outdated: bool) -> int:
+        """Drop the derived tables and make them again from the documents."""
         with self._write() as db:
-            db.execute("DELETE FROM entries")
-            db.execute("INSERT INTO entries_fts(entries_fts) VALUES ('delete-all')")
+            if only_if_outdated and (db.execute("PRAGMA user_version").fetchone()[0]
+                                     == INDEX_VERSION):
+                return self.count()  # another process rebuilt it meanwhile
+            if only_if_outdated and _has_table(db, "entries"):
+                log.warning("%s: rebuilding the search index from the stored documents "
+                            "(it was made by another version)", self.path)
+            db.execute("DROP TABLE IF EXISTS entries_fts")
+            db.execute("DROP TABLE IF EXISTS entries")
+            for statement in INDEX.split(";"):
+                if statement.strip():
+                    db.execute(statement)
             rows = db.execute("SELECT identifier, email, document FROM documents "
                               "ORDER BY identifier, email, created")
             count = 0
@@ -122,6 +157,8 @@ class SQLiteStore(SQLiteFile, Store):
                 for position, data in enumerate(documents, start=1):
                     _index(db, Entry.from_document(data), latest=position == len(documents))
                 count += len(documents)
+            db.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+            db.execute("UPDATE generation SET value = value + 1")
         self._db().execute("ANALYZE")
         return count
 
@@ -137,9 +174,13 @@ class SQLiteStore(SQLiteFile, Store):
 
 
 
-def _page(db: sqlite3.Connection, query: Query) -> Page:
-    """The page's keys are chosen on the narrow index table first and only their documents
-    fetched: sorting joined rows would drag every matching document through the sorter."""
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
+
+
+def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
+    """The page's ids are chosen on the narrow index first and only their rows then fetched:
+    sorting joined rows would drag every matching document through the sorter."""
     where, params = _where(query)
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
@@ -147,11 +188,53 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
         f"SELECT e.id FROM entries e WHERE {where} "
         f"ORDER BY e.{order} {direction}, e.id {direction} LIMIT :limit OFFSET :offset",
         {**params, "limit": query.limit, "offset": query.offset}).fetchall()
-    total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}", params).fetchone()[0]
-    facets = _facets(db, query) if query.facets else {}
-    keys = [db.execute("SELECT identifier, email, created FROM entries WHERE id=?", row)
-            .fetchone() for row in rows]
-    return Page([_entry(db, tuple(key)) for key in keys], total, facets)
+    total, facets = counts.get(db, query, where, params)
+    ids = [row[0] for row in rows]
+    found = db.execute(
+        "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
+        f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
+    entries = {row[0]: Entry.from_summary(bytes(row[1]), row[2]) for row in found}
+    return Page([entries[rowid] for rowid in ids], total, facets)
+
+
+@dataclass(frozen=True)
+class _Counted:
+    generation: int
+    until: str | None
+    total: int
+    facets: dict[str, dict[str, int]] | None
+
+
+class CountCache:
+    """The totals and facet counts of recent queries: the pages of one query share them, and
+    they are counted again once a document was added or removed (in any process: the
+    ``generation`` row counts such writes) or once an entry's validity ended (its status
+    changed) after the moment they were counted for."""
+
+    SIZE = 512
+
+    def __init__(self):
+        self._kept: dict[tuple, _Counted] = {}
+
+    def get(self, db: sqlite3.Connection, query: Query, where: str,
+            params: dict) -> tuple[int, dict[str, dict[str, int]]]:
+        now = params["now"]
+        key = (where, tuple(sorted((k, v) for k, v in params.items() if k != "now")))
+        generation = db.execute("SELECT value FROM generation").fetchone()[0]
+        kept = self._kept.get(key)
+        if (kept is not None and kept.generation == generation
+                and (kept.until is None or now <= kept.until)
+                and (kept.facets is not None or not query.facets)):
+            return kept.total, kept.facets or {}
+        total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
+                           params).fetchone()[0]
+        facets = _facets(db, query) if query.facets else None
+        until = db.execute("SELECT min(valid) FROM entries WHERE valid >= ?",
+                           (now,)).fetchone()[0]
+        if len(self._kept) >= self.SIZE:
+            self._kept.clear()
+        self._kept[key] = _Counted(generation, until, total, facets)
+        return total, facets or {}
 
 
 def _entry(db: sqlite3.Connection, key: tuple[str, str, str]) -> Entry | None:
@@ -172,6 +255,7 @@ def _index(db: sqlite3.Connection, entry: Entry, latest: bool) -> None:
         "description": a.description, "subject": a.endorsement.subject, "bytes": a.bytes,
         "web": int(any(not u.startswith("pdisk:") for u in locations)),
         "pdisk": int(any(u.startswith("pdisk:") for u in locations)),
+        "summary": entry.summary(),
     }
     columns = ", ".join(values)
     cursor = db.execute(f"INSERT INTO entries ({columns}) VALUES "

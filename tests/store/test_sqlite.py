@@ -1,0 +1,103 @@
+"""What only the SQLite store has: the index rebuilt when its shape changed, and the counts
+it reuses between the pages of one query, which must never outlive a change."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from marketplace.store.base import Query
+from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore
+from tests.store.conftest import moment
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "marketplace.db"
+
+
+@pytest.fixture
+def first(path):
+    """One process's store; ``second`` is another on the same file."""
+    opened = SQLiteStore(path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def second(path, first):
+    opened = SQLiteStore(path)
+    yield opened
+    opened.close()
+
+
+def titles(page) -> list[str]:
+    return sorted(entry.appliance.title for entry in page.entries)
+
+
+def test_an_index_of_an_older_shape_is_rebuilt_when_the_file_is_opened(path, first,
+                                                                        make_entry, caplog):
+    assert "rebuilding" not in caplog.text  # a new file is not rebuilt
+    first.add(make_entry(title="kept", os="debian"))
+    first.close()
+    with sqlite3.connect(path) as db:  # as an older version left it: no summaries
+        db.execute("ALTER TABLE entries DROP COLUMN summary")
+        db.execute("PRAGMA user_version = 1")
+    reopened = SQLiteStore(path)
+    assert "rebuilding the search index" in caplog.text
+    page = reopened.search(Query(filters={"os": "debian"}, facets=True))
+    assert titles(page) == ["kept"] and page.total == 1
+    assert page.facets["os"] == {"debian": 1}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == INDEX_VERSION
+        assert db.execute("SELECT summary FROM entries").fetchone()[0].startswith("{")
+
+
+def test_a_page_read_from_the_index_equals_the_document(first, make_entry):
+    entry = make_entry(title="Café <b>", description="ü ✓", inbound_ports=[22],
+                       locations=["http://a.example/i", "pdisk:h:1/x"])
+    first.add(entry)
+    (found,) = first.search(Query()).entries
+    assert found.document == entry.document
+    assert found.appliance == entry.appliance
+    assert found.as_dict() == entry.appliance.as_dict()
+
+
+def test_counts_follow_an_add_by_another_process(first, second, make_entry):
+    first.add(make_entry(title="one", os="debian"))
+    query = Query(filters={"os": "debian"}, facets=True, limit=1)
+    assert first.search(query).total == 1
+    second.add(make_entry(title="two", os="debian"))
+    page = first.search(query)
+    assert page.total == 2 and page.facets["os"] == {"debian": 2}
+    assert first.search(Query(filters={"os": "debian"}, limit=1, offset=1)).total == 2
+
+
+def test_counts_follow_a_removal_by_another_process(first, second, make_entry):
+    gone = make_entry(title="gone")
+    first.add(gone)
+    first.add(make_entry(title="stays"))
+    assert first.search(Query(facets=True)).facets["os"] == {"ubuntu": 2}
+    assert second.remove(gone.identifier, gone.email, gone.created)
+    page = first.search(Query(facets=True))
+    assert (titles(page), page.total, page.facets["os"]) == (["stays"], 1, {"ubuntu": 1})
+
+
+def test_counts_follow_the_end_of_a_validity(first, make_entry):
+    now = moment()
+    first.add(make_entry(title="ends", valid=now + timedelta(hours=1)))
+    first.add(make_entry(title="lasts", valid=now + timedelta(days=9)))
+    assert first.search(Query(now=now, facets=True)).facets["status"] == {"valid": 2}
+    assert first.search(Query(now=now + timedelta(minutes=59))).total == 2
+    later = first.search(Query(now=now + timedelta(hours=2), facets=True))
+    assert later.total == 1
+    assert later.facets["status"] == {"expired": 1, "valid": 1}
+    assert first.search(Query(now=now + timedelta(hours=2), status="expired")).total == 1
+
+
+def test_facets_asked_after_a_count_without_them_are_counted(first, make_entry):
+    first.add(make_entry(title="one", os="debian"))
+    assert first.search(Query()).facets == {}
+    assert first.search(Query(facets=True)).facets["os"] == {"debian": 1}
