@@ -9,10 +9,13 @@ data dir) and Flask's test client sends each request: the time measured is the s
 from the request to the last byte of the rendered page (WSGI, view, store, template), with
 no network or browser. The first request after the app is created is reported apart
 ("cold": templates compiled, store connection and caches empty); then each page is asked
-``--requests`` times in turn and the median and 99th percentile are reported.
+``--requests`` times in turn and the median and 99th percentile are reported, both as it is
+(the store reuses a query's total and facet counts until a document changes) and with
+the store's change counter bumped from another connection before each request ("new
+counts": every count made anew, as for the first visitor after an upload elsewhere).
 
 Target (issue 4): the first render of the search page (``GET /``: facet counts for the
-eight filters, 20 rows, the pager) under 300 ms of server time.
+eight filters, 20 rows, the pager) under 300 ms of server time, judged on "new counts".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -55,6 +59,13 @@ def timed(client, path: str) -> tuple[float, float]:
     if response.status_code != 200 or b"appliance" not in body:
         raise SystemExit(f"GET {path} answered {response.status_code}")
     return elapsed, cpu_ms
+
+
+def store_changed(data_dir: Path) -> None:
+    """Bump the store's change counter from another connection, as an upload by another
+    process would: every count the app kept is then made anew."""
+    with sqlite3.connect(data_dir / "marketplace.db") as db:
+        db.execute("UPDATE generation SET value = value + 1")
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -97,16 +108,20 @@ def main() -> int:
     pages = {**PAGES, "appliance detail": detail_path(client)}
     if options.first_only:
         pages = {name: path for name, path in pages.items() if path == "/"}
+    pages.update({f"{name}, new counts": path for name, path in pages.items()
+                  if name.startswith("search")})
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pages}
     for path in pages.values():  # warm-up: one of each
         timed(client, path)
     for _ in range(options.requests):
         for name, path in pages.items():
+            if name.endswith("new counts"):
+                store_changed(data_dir)
             samples[name].append(timed(client, path))
     results = {name: summary(values) for name, values in samples.items()}
     marketplace_of(app).store.close()
 
-    first = results["search, first page (GET /)"]
+    first = results["search, first page (GET /), new counts"]
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
