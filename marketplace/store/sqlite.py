@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,16 +60,20 @@ CREATE VIRTUAL TABLE entries_fts USING fts5(
     identifier, email, subject, title, description, os, tag,
     content='entries', content_rowid='id');
 """
-# One narrow covering index per filter/facet column, (latest, column, created, status
-# columns): a facet count reads the index alone, and a filtered page walks it in date order
-# and stops after a page of matches instead of sorting every match.
+COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
+# One narrow covering index per facet column, (latest, column, created, status columns): a
+# filtered page walks it in date order and stops after a page of matches instead of sorting
+# every match, and the count of the matches reads the index alone.
 INDEX += "".join(f"CREATE INDEX entries_by_{name} ON entries "
                  f"(latest, {name}, created, deprecated, valid);\n"
-                 for name in FACET_FIELDS if name != "status")
+                 for name in COLUMN_FACETS)
 INDEX += "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid);\n"
+# All facet columns in one index: the facet counts walk it once (see _facets).
+INDEX += (f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
+          "deprecated, valid, created);\n")
 # The shape of the derived tables, kept in the file's user_version: a store whose index has
 # another shape (made by another version) gets it rebuilt from the documents when opened.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 log = logging.getLogger(__name__)
 INDEXED = ("identifier", "email", "subject", "title", "description", "os", "tag")
 # Each status as plain conditions on the columns (a CASE expression per row costs a third
@@ -76,6 +81,7 @@ INDEXED = ("identifier", "email", "subject", "title", "description", "os", "tag"
 STATUS_WHERE = {"deprecated": "e.deprecated != 0",
                 "expired": "e.deprecated = 0 AND e.valid < :now",
                 "valid": "e.deprecated = 0 AND (e.valid IS NULL OR e.valid >= :now)"}
+STATUS_SUMS = {status: f"sum({where})" for status, where in STATUS_WHERE.items()}
 
 
 class SQLiteStore(SQLiteFile, Store):
@@ -288,16 +294,16 @@ def _unindex(db: sqlite3.Connection, rowid: int) -> None:
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
 
-def _where(query: Query, without: str | None = None) -> tuple[str, dict]:
-    """SQL conditions and parameters for a query, leaving out the filter named ``without``."""
+def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
+    """SQL conditions and parameters for a query, leaving out the filters named ``without``."""
     clauses, params = [], {"now": format_date(query.now)}
     if query.latest_only and query.created is None:
         clauses.append("e.latest = 1")
     for name, value in query.filters.items():
-        if name in FILTER_FIELDS and value and name != without:
+        if name in FILTER_FIELDS and value and name not in without:
             clauses.append(f"e.{name} = :f_{name}")
             params[f"f_{name}"] = value
-    if query.status != "all" and without != "status":
+    if query.status != "all" and "status" not in without:
         clauses.append(f"({STATUS_WHERE[query.status]})")
     if query.location in ("web", "pdisk"):
         clauses.append(f"e.{query.location} = 1")
@@ -324,34 +330,34 @@ def fts_query(text: str) -> str:
 
 
 def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:
-    """Counts per value of each facet, each counted without its own filter."""
-    facets = {"status": _status_counts(db, query)}
-    for name in FACET_FIELDS:
-        if name == "status":
+    """Counts per value of each facet, each counted without its own filter.
+
+    One walk of the ``entries_by_facets`` index groups the matching entries by every facet
+    column at once, with their counts per status; each facet is then summed here from the
+    groups that pass the other facets' filters (eight GROUP BY queries took twice as long).
+    """
+    where, params = _where(query, without=FACET_FIELDS)
+    groups = db.execute(
+        f"SELECT {', '.join(COLUMN_FACETS)}, {', '.join(STATUS_SUMS.values())} "
+        f"FROM entries e WHERE {where} GROUP BY {', '.join(COLUMN_FACETS)}", params)
+    wanted = [(i, query.filters[name]) for i, name in enumerate(COLUMN_FACETS)
+              if query.filters.get(name)]
+    shown = [i for i, status in enumerate(STATUS_SUMS)
+             if query.status in ("all", status)]
+    counts: dict[str, dict] = {name: {} for name in FACET_FIELDS}
+    for row in groups:
+        missed = [i for i, value in wanted if row[i] != value]
+        if len(missed) > 1:
             continue
-        where, params = _where(query, without=name)
-        # With another filter on, "+" keeps SQLite from grouping along this column's index
-        # (a walk over every row) and lets it use the filter's index instead.
-        group = f"+e.{name}" if _filtered(query, name) else f"e.{name}"
-        rows = db.execute(f"SELECT {group} AS value, count(*) FROM entries e WHERE {where} "
-                          "GROUP BY value ORDER BY count(*) DESC, value", params).fetchall()
-        facets[name] = {r[0]: r[1] for r in rows if r[0] is not None}
-    return facets
-
-
-def _filtered(query: Query, facet: str) -> bool:
-    return any(value and name != facet for name, value in query.filters.items())
-
-
-def _status_counts(db: sqlite3.Connection, query: Query) -> dict[str, int]:
-    """The status facet in one pass: three sums instead of grouping on an expression."""
-    where, params = _where(query, without="status")
-    row = db.execute(
-        "SELECT sum(deprecated != 0), sum(deprecated = 0 AND valid IS NOT NULL AND valid < :now),"
-        " sum(deprecated = 0 AND (valid IS NULL OR valid >= :now)) FROM entries e "
-        f"WHERE {where}", params).fetchone()
-    counts = dict(zip(("deprecated", "expired", "valid"), row, strict=True))
-    return dict(sorted(((k, v) for k, v in counts.items() if v),
-                       key=lambda item: (-item[1], item[0])))
-
-
+        by_status = row[len(COLUMN_FACETS):]
+        if not missed:
+            for status, count in zip(STATUS_SUMS, by_status, strict=True):
+                counts["status"][status] = counts["status"].get(status, 0) + count
+        total = sum(by_status[i] for i in shown)
+        for i in missed or range(len(COLUMN_FACETS)):
+            if total and row[i] is not None:
+                facet = counts[COLUMN_FACETS[i]]
+                facet[row[i]] = facet.get(row[i], 0) + total
+    return {name: dict(sorted(((value, n) for value, n in values.items() if n),
+                              key=lambda item: (-item[1], item[0])))
+            for name, values in counts.items()}
