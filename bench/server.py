@@ -317,6 +317,7 @@ def measure_uploads(data_dir: Path, workers: int, count: int, clients: int) -> d
     scratch = data_dir.with_name(data_dir.name + "-upload")
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(data_dir, scratch)
+    os.sync()  # else the first checkpoint's fsync writes the whole fresh copy, in a request
     try:
         with Server(scratch, workers) as server:
             def post(session, n):
