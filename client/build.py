@@ -63,6 +63,10 @@ def wanted_algorithms(options: argparse.Namespace) -> list[str]:
 def measure(options: argparse.Namespace, algorithms: list[str]) -> Digests:
     """Size and checksums: hashed from the image, or as given (and then checked)."""
     given = {a: getattr(options, o).lower() for a, o in GIVEN.items() if getattr(options, o)}
+    for dropped in given.keys() - set(algorithms):
+        option = GIVEN[dropped]
+        raise fail("slreq:checksum", "given-checksum",
+                   f"--{option} gives the {dropped} that --no-{option} leaves out")
     if options.image is None:
         if options.bytes is None or "SHA-1" not in given:
             raise fail("image", "required", "give an image file, or --bytes and --sha1")

@@ -36,8 +36,9 @@ def load(settings: Settings) -> Credentials:
         return load_pkcs12(Path(p12).expanduser(), password(settings, "p12", required=True))
     key, certificate = settings.get("pem_key"), settings.get("pem_cert")
     if key and certificate:
-        return load_pem(Path(key).expanduser(), Path(certificate).expanduser(),
-                        password(settings, "pem", required=_is_encrypted(Path(key))))
+        # a password set for other keys (e.g. in the environment) is no use to a plain key
+        secret = password(settings, "pem", required=True) if _is_encrypted(Path(key)) else None
+        return load_pem(Path(key).expanduser(), Path(certificate).expanduser(), secret)
     raise ConfigError("no signing credentials: give --p12-cert, or --pem-key and --pem-cert "
                       "(or set them in the config file)")
 

@@ -920,3 +920,30 @@ def test_the_installed_commands_end_to_end(tmp_path, home, content, rsa_signer):
     assert result.returncode == 1
     assert [r["valid"] for r in json.loads(result.stdout)] == [True, False]
     assert xmlsec1_verify(document, rsa_signer.certificate, tmp_path).returncode == 0
+
+
+# --- contradictions and stray passwords ------------------------------------------------------
+
+
+def test_a_given_checksum_that_is_also_left_out_is_an_error(capsys, tmp_path, images,
+                                                            content):
+    md5 = hashlib.md5(content).hexdigest()
+    output = tmp_path / "meta.xml"
+    code, out, err = run(capsys, build.main, images[".gz"], "--md5", md5, "--no-md5",
+                         "--output", output)
+    assert (code, out) == (1, "")
+    assert err == ("error: slreq:checksum: --md5 gives the MD5 that --no-md5 leaves out "
+                   "[given-checksum]\n")
+    assert not output.exists()
+
+
+def test_a_pem_password_in_the_environment_does_not_stop_a_plain_key(monkeypatch, capsys,
+                                                                     tmp_path, unsigned,
+                                                                     rsa_signer):
+    monkeypatch.setenv("STRATUSLAB_PEM_PASSWORD", "meant for another key")
+    key, certificate = pki.write_pem(rsa_signer, tmp_path)
+    code, _, err = run(capsys, sign.main, unsigned, "--pem-key", key, "--pem-cert",
+                       certificate)
+    assert (code, err) == (0, "")
+    assert text(unsigned, f"{ENDORSER}/slreq:email")
+    assert run(capsys, validate.main, unsigned)[0] == 0
