@@ -9,7 +9,6 @@ endorser; listings show only those unless a date is asked for.
 from __future__ import annotations
 
 import abc
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +46,7 @@ class Entry:
 
     document: bytes
     appliance: model.Appliance
-    summary_dict: dict | None = field(default=None, compare=False, repr=False)
+    fields: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def identifier(self) -> str:
@@ -70,21 +69,15 @@ class Entry:
         """Re-read a stored document (verified when it was accepted, so only parsed here)."""
         return cls(document, model.from_document(xml.parse(document)))
 
-    def as_dict(self) -> dict:
-        """The appliance as a JSON-ready dict (kept from the index when read from there)."""
-        if self.summary_dict is not None:
-            return dict(self.summary_dict)
-        return self.appliance.as_dict()
-
-    def summary(self) -> str:
-        """:meth:`as_dict` as JSON text: what an index keeps of the entry."""
-        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":"))
-
     @classmethod
-    def from_summary(cls, document: bytes, summary: str) -> Entry:
-        """The entry again from its document and :meth:`summary`, without parsing the XML."""
-        data = json.loads(summary)
+    def from_dict(cls, document: bytes, data: dict) -> Entry:
+        """The entry from its document and the :meth:`as_dict` an index kept of it, without
+        parsing the XML again."""
         return cls(document, model.Appliance.from_dict(data), data)
+
+    def as_dict(self) -> dict:
+        """The appliance as a JSON-ready dict: what an index keeps to serve it from."""
+        return dict(self.fields) if self.fields is not None else self.appliance.as_dict()
 
 
 @dataclass

@@ -72,7 +72,7 @@ from marketplace.store.base import (
     query_words,
 )
 
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2  # 2: the entry as JSON in `summary`, served without parsing XML
 DATE_FORMAT = "strict_date_time_no_millis"
 KEYWORD = {"type": "keyword", "ignore_above": 8191}
 FLAG = {"type": "boolean"}
@@ -89,6 +89,7 @@ MAPPING = {
         "bytes": {"type": "long"}, "seq": {"type": "long"},
         "text": {"type": "text", "analyzer": "whitespace", "norms": False},
         "document": {"type": "binary"},
+        "summary": {"type": "object", "enabled": False},
     },
 }
 TEXT_FIELDS = ("identifier", "email", "subject", "title", "description", "os", "tag")
@@ -192,8 +193,8 @@ class ElasticStore(Store):
         body = search_body(query)
         with self._calls():
             found = self.client.search(index=index, **body)
-        entries = [Entry.from_document(base64.b64decode(hit["_source"]["document"]))
-                   for hit in found["hits"]["hits"]]
+        entries = [Entry.from_dict(base64.b64decode(hit["_source"]["document"]),
+                                   hit["_source"]["summary"]) for hit in found["hits"]["hits"]]
         facets = read_facets(found.get("aggregations", {})) if query.facets else {}
         return Page(entries, found["hits"]["total"]["value"], facets)
 
@@ -658,6 +659,7 @@ def fields(entry: Entry, seq: int) -> dict:
         "pdisk": any(u.startswith("pdisk:") for u in locations),
         "text": [" ".join(tokens(values[name])) for name in TEXT_FIELDS if values[name]],
         "document": base64.b64encode(entry.document).decode("ascii"),
+        "summary": entry.as_dict(),
     }
     return {k: v for k, v in source.items() if v is not None}
 
@@ -687,7 +689,7 @@ def search_body(query: Query) -> dict:
     sort = query.sort if query.sort in SORT_FIELDS else "created"
     body = {
         "from": query.offset, "size": query.limit, "track_total_hits": True,
-        "source": ["document"],
+        "source": ["document", "summary"],
         "sort": [{sort: {"order": order, "missing": "_last" if query.descending else "_first"}},
                  {"seq": {"order": order}}, {"key": {"order": order}}],
     }

@@ -10,6 +10,7 @@ either wholly there after a crash or not at all.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import sqlite3
 from collections.abc import Collection
@@ -202,7 +203,7 @@ def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
         f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
-    entries = {row[0]: Entry.from_summary(bytes(row[1]), row[2]) for row in found}
+    entries = {row[0]: Entry.from_dict(bytes(row[1]), json.loads(row[2])) for row in found}
     return Page([entries[rowid] for rowid in ids], total, facets)
 
 
@@ -264,7 +265,7 @@ def _index(db: sqlite3.Connection, entry: Entry, latest: bool) -> None:
         "description": a.description, "subject": a.endorsement.subject, "bytes": a.bytes,
         "web": int(any(not u.startswith("pdisk:") for u in locations)),
         "pdisk": int(any(u.startswith("pdisk:") for u in locations)),
-        "summary": entry.summary(),
+        "summary": json.dumps(entry.as_dict(), ensure_ascii=False, separators=(",", ":")),
     }
     columns = ", ".join(values)
     cursor = db.execute(f"INSERT INTO entries ({columns}) VALUES "

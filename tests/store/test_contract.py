@@ -35,6 +35,17 @@ def test_add_new_then_get_gives_the_same_bytes(store, make_entry):
     assert store.count() == 1
 
 
+def test_a_page_is_served_from_the_index_and_equals_the_document(store, make_entry):
+    entry = make_entry(title="Café <b>", description="ü ✓", inbound_ports=[22],
+                       locations=["http://a.example/i", "pdisk:h:1/x"])
+    store.add(entry)
+    (found,) = store.search(Query()).entries
+    assert found.fields is not None  # read from the index, not parsed from the XML
+    assert found.document == entry.document
+    assert found.appliance == entry.appliance
+    assert found.as_dict() == entry.appliance.as_dict()
+
+
 def test_replay_of_the_same_document_is_not_new(store, make_entry):
     entry = make_entry()
     assert store.add(entry) is True

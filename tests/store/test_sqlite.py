@@ -55,16 +55,6 @@ def test_an_index_of_an_older_shape_is_rebuilt_when_the_file_is_opened(path, fir
         assert db.execute("SELECT summary FROM entries").fetchone()[0].startswith("{")
 
 
-def test_a_page_read_from_the_index_equals_the_document(first, make_entry):
-    entry = make_entry(title="Café <b>", description="ü ✓", inbound_ports=[22],
-                       locations=["http://a.example/i", "pdisk:h:1/x"])
-    first.add(entry)
-    (found,) = first.search(Query()).entries
-    assert found.document == entry.document
-    assert found.appliance == entry.appliance
-    assert found.as_dict() == entry.appliance.as_dict()
-
-
 def test_counts_follow_an_add_by_another_process(first, second, make_entry):
     first.add(make_entry(title="one", os="debian"))
     query = Query(filters={"os": "debian"}, facets=True, limit=1)
