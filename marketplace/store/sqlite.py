@@ -183,7 +183,6 @@ class SQLiteStore(SQLiteFile, Store):
         return True
 
 
-
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
 
@@ -210,6 +209,7 @@ def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
 @dataclass(frozen=True)
 class _Counted:
     generation: int
+    since: str  # the moment counted for, and the first validity end from then (None: none)
     until: str | None
     total: int
     facets: dict[str, dict[str, int]] | None
@@ -233,7 +233,7 @@ class CountCache:
         generation = db.execute("SELECT value FROM generation").fetchone()[0]
         kept = self._kept.get(key)
         if (kept is not None and kept.generation == generation
-                and (kept.until is None or now <= kept.until)
+                and kept.since <= now and (kept.until is None or now <= kept.until)
                 and (kept.facets is not None or not query.facets)):
             return kept.total, kept.facets or {}
         total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
@@ -243,7 +243,7 @@ class CountCache:
                            (now,)).fetchone()[0]
         if len(self._kept) >= self.SIZE:
             self._kept.clear()
-        self._kept[key] = _Counted(generation, until, total, facets)
+        self._kept[key] = _Counted(generation, now, until, total, facets)
         return total, facets or {}
 
 

@@ -87,6 +87,13 @@ def test_counts_follow_the_end_of_a_validity(first, make_entry):
     assert first.search(Query(now=now + timedelta(hours=2), status="expired")).total == 1
 
 
+def test_counts_for_an_earlier_moment_are_made_anew(first, make_entry):
+    now = moment()
+    first.add(make_entry(title="ended", valid=now - timedelta(hours=1)))
+    assert first.search(Query(now=now)).total == 0
+    assert first.search(Query(now=now - timedelta(hours=2))).total == 1
+
+
 def test_facets_asked_after_a_count_without_them_are_counted(first, make_entry):
     first.add(make_entry(title="one", os="debian"))
     assert first.search(Query()).facets == {}
