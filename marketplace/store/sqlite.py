@@ -191,19 +191,30 @@ def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
     """The page's ids are chosen on the narrow index first and only their rows then fetched:
     sorting joined rows would drag every matching document through the sorter."""
     where, params = _where(query)
+    total, facets = counts.get(db, query, where, params)
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
     rows = db.execute(
-        f"SELECT e.id FROM entries e WHERE {where} "
+        f"SELECT e.id FROM entries e {_text_plan(query, order, total)} WHERE {where} "
         f"ORDER BY e.{order} {direction}, e.id {direction} LIMIT :limit OFFSET :offset",
         {**params, "limit": query.limit, "offset": query.offset}).fetchall()
-    total, facets = counts.get(db, query, where, params)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
         f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
     entries = {row[0]: Entry.from_dict(bytes(row[1]), json.loads(row[2])) for row in found}
     return Page([entries[rowid] for rowid in ids], total, facets)
+
+
+def _text_plan(query: Query, order: str, total: int) -> str:
+    """For free text in date order, walk the date index and test each entry against the
+    text's matches when they are many (a page is found after a few hundred entries), rather
+    than sort every match by date (10,000 matches: 27 ms against 2.5 ms); with few matches
+    sorting them wins (a rare word would make the walk read every entry)."""
+    walk = (query.q and order == "created" and query.latest_only and query.created is None
+            and not any(query.filters.values())
+            and total >= 10 * (query.offset + query.limit))
+    return "INDEXED BY entries_by_created" if walk else ""
 
 
 @dataclass(frozen=True)

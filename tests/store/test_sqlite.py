@@ -98,3 +98,17 @@ def test_facets_asked_after_a_count_without_them_are_counted(first, make_entry):
     first.add(make_entry(title="one", os="debian"))
     assert first.search(Query()).facets == {}
     assert first.search(Query(facets=True)).facets["os"] == {"debian": 1}
+
+
+def test_free_text_pages_agree_whichever_way_they_are_found(first, make_entry):
+    """Many matches walk the date index, few are sorted: pages of both kinds must agree."""
+    for n in range(12):
+        first.add(make_entry(title=f"word {n}", when=moment(n / 24),
+                             description="other" if n % 4 == 0 else "word"))
+    everything = [e.appliance.title for e in first.search(Query(q="word", limit=50)).entries]
+    assert everything == [f"word {n}" for n in range(12)]
+    pages = [first.search(Query(q="word", limit=1, offset=n)) for n in range(12)]
+    assert [page.entries[0].appliance.title for page in pages] == everything
+    assert {page.total for page in pages} == {12}
+    other = first.search(Query(q="other word", limit=1))
+    assert [e.appliance.title for e in other.entries] == ["word 0"] and other.total == 3
