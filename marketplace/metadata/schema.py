@@ -1,9 +1,9 @@
-"""The XML Schema of the metadata profile (``schemas/metadata.xsd``), loaded once."""
+"""The XML Schema of the metadata profile (``schemas/metadata.xsd``), compiled once per thread."""
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
 from pathlib import Path
 
 from lxml import etree
@@ -16,11 +16,25 @@ SCHEMA_FILE = SCHEMA_DIR / "metadata.xsd"
 _CLARK = re.compile(r"\{([^}'\s]*)\}([A-Za-z_][\w.-]*)")
 
 
-@functools.cache
+_compiling = threading.Lock()
+_this_thread = threading.local()
+
+
 def metadata_schema() -> etree.XMLSchema:
-    """The compiled schema; imports are resolved from local files only."""
-    parser = etree.XMLParser(no_network=True, resolve_entities=False)
-    return etree.XMLSchema(etree.parse(str(SCHEMA_FILE), parser))
+    """This thread's compiled schema; imports are resolved from local files only.
+
+    One per thread, because a validator keeps the error log of its last run in itself;
+    compiled one at a time, because libxml2 sets up its built-in types on the first compile,
+    and two threads doing that at once corrupt them for good ("Document is not valid XML
+    Schema" on every later compile in that process).
+    """
+    schema = getattr(_this_thread, "schema", None)
+    if schema is None:
+        with _compiling:
+            parser = etree.XMLParser(no_network=True, resolve_entities=False)
+            schema = etree.XMLSchema(etree.parse(str(SCHEMA_FILE), parser))
+        _this_thread.schema = schema
+    return schema
 
 
 def schema_problems(root: etree._Element) -> list[Problem]:
