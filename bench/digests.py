@@ -14,7 +14,6 @@ machine may be shared, so a run during which other processes used CPU is repeate
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import subprocess
@@ -22,7 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from marketplace.metadata.digests import ALGORITHMS, CHUNK_SIZE, digest_file, hashlib_name
+from machine import busy_seconds, cpu_model, hash_file, own_seconds, read_pass
+
+from marketplace.metadata.digests import ALGORITHMS, digest_file, hashlib_name
 
 DATA = Path(__file__).resolve().parent / "data"
 BLOCK = 64 << 20
@@ -48,38 +49,10 @@ def make_file(size: int) -> Path:
     return path
 
 
-def read_pass(path: Path) -> None:
-    """Read the whole file once so every variant reads it from memory."""
-    buffer = bytearray(CHUNK_SIZE)
-    with open(path, "rb", buffering=0) as raw:
-        while raw.readinto(buffer):
-            pass
-
-
-def single_thread(path: Path, algorithm: str) -> None:
-    digest = hashlib.new(hashlib_name(algorithm))
-    buffer = memoryview(bytearray(CHUNK_SIZE))
-    with open(path, "rb", buffering=0) as raw:
-        while count := raw.readinto(buffer):
-            digest.update(buffer[:count])
-
-
 def coreutils(path: Path) -> None:
     runs = [subprocess.Popen([tool, str(path)], stdout=subprocess.DEVNULL) for tool in TOOLS]
     if any(run.wait() for run in runs):
         raise SystemExit("a coreutils checksum command failed")
-
-
-def busy_seconds() -> float:
-    """CPU seconds spent by the whole machine (all processes, all cores), steal included."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_seconds() -> float:
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 def timed(action: Callable[[], object]) -> tuple[float, float, float]:
@@ -121,13 +94,6 @@ def medians(variants: dict[str, Callable[[], object]], runs: int) -> dict[str, t
     }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=2.0)
@@ -139,7 +105,7 @@ def main() -> None:
     read_pass(path)
 
     variants: dict[str, Callable[[], object]] = {
-        f"single-thread {a}": lambda a=a: single_thread(path, a) for a in ALGORITHMS
+        f"single-thread {a}": lambda a=a: hash_file(path, hashlib_name(a)) for a in ALGORITHMS
     }
     variants["coreutils x4 in parallel"] = lambda: coreutils(path)
     variants["ours: digest_file"] = lambda: digest_file(path)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import http.server
 import json
 import os
@@ -48,6 +47,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from machine import busy_seconds, cpu_model, hash_file, own_seconds, read_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -190,12 +191,6 @@ def start_marketplace(work: Path) -> tuple[subprocess.Popen, str]:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def busy_seconds() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def process_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -203,11 +198,6 @@ def process_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def own_seconds() -> float:
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 class Meter:
@@ -243,28 +233,6 @@ def run(argv: list[str], **kwargs) -> None:
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
     if done.returncode:
         raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
-
-
-def hashlib_sha256(path: Path) -> None:
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(1 << 20))
-    with open(path, "rb", buffering=0) as raw:
-        while count := raw.readinto(buffer):
-            digest.update(buffer[:count])
-
-
-def read_pass(path: Path) -> None:
-    buffer = bytearray(1 << 20)
-    with open(path, "rb", buffering=0) as raw:
-        while raw.readinto(buffer):
-            pass
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:
@@ -335,7 +303,7 @@ def measure(args, meter: Meter, url: str, image: Path, size: int, sums: dict[str
     places = {k: v for k, v in places.items() if k in args.places.split(",")}
     variants: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
         "curl-null": (lambda: run(["curl", "-sS", "-o", "/dev/null", url]), None),
-        "hashlib": (lambda: hashlib_sha256(image), None),
+        "hashlib": (lambda: hash_file(image, "sha256"), None),
     }
     for place, directory in places.items():
         variants.update(file_variants(place, directory, work, url, size, sums, identifier,
