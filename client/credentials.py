@@ -33,17 +33,17 @@ def load(settings: Settings) -> Credentials:
     """The credentials the settings point at: PKCS#12 first, else a PEM key and certificate."""
     p12 = settings.get("p12_cert")
     if p12:
-        return load_pkcs12(Path(p12).expanduser(), password(settings, "p12", required=True))
+        return load_pkcs12(Path(p12).expanduser(), password(settings, "p12"))
     key, certificate = settings.get("pem_key"), settings.get("pem_cert")
     if key and certificate:
         # a password set for other keys (e.g. in the environment) is no use to a plain key
-        secret = password(settings, "pem", required=True) if _is_encrypted(Path(key)) else None
+        secret = password(settings, "pem") if _is_encrypted(Path(key)) else None
         return load_pem(Path(key).expanduser(), Path(certificate).expanduser(), secret)
     raise ConfigError("no signing credentials: give --p12-cert, or --pem-key and --pem-cert "
                       "(or set them in the config file)")
 
 
-def password(settings: Settings, kind: str, required: bool) -> bytes | None:
+def password(settings: Settings, kind: str) -> bytes:
     """The password for a ``p12`` or ``pem`` key: from a password file given as an option,
     else the environment, else a password file named by the environment or config file,
     else a prompt."""
@@ -53,12 +53,12 @@ def password(settings: Settings, kind: str, required: bool) -> bytes | None:
         file = settings.get(f"{kind}_password_file")
         if file:
             value = Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-    if value is None and required:
+    if value is None:
         if not sys.stdin.isatty():
             raise ConfigError(f"the {kind} password is needed: set STRATUSLAB_{kind.upper()}_"
                               f"PASSWORD or --{kind}-password-file (no terminal to prompt on)")
         value = getpass.getpass(f"{kind.upper()} password: ")
-    return None if value is None else value.encode()
+    return value.encode()
 
 
 def _is_encrypted(key: Path) -> bool:

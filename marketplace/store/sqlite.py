@@ -219,8 +219,11 @@ def _text_plan(query: Query, order: str, total: int) -> str:
 
 @dataclass(frozen=True)
 class _Counted:
+    """Counts made at store ``generation`` for the moment ``since``; they hold until the first
+    validity end from then, ``until`` (None: no entry ends)."""
+
     generation: int
-    since: str  # the moment counted for, and the first validity end from then (None: none)
+    since: str
     until: str | None
     total: int
     facets: dict[str, dict[str, int]] | None
