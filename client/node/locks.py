@@ -237,32 +237,28 @@ class SharedLock:
 
     def break_stale(self, holder: Owner | None) -> None:
         """Remove the lock of ``holder`` (judged stale); leave any other owner's lock be."""
-        grave = self.path.with_name(f"{self.path.name}.stale.{self.owner.token}")
-        try:
-            os.rename(self.path, grave)
-        except FileNotFoundError:
-            return
-        taken = read_owner(grave)
-        if holder is not None and (taken is None or taken.token != holder.token):
-            with contextlib.suppress(FileExistsError):
-                os.link(grave, self.path)  # not the one judged stale: give it back
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(grave)
+        self._remove("stale", None if holder is None else holder.token)
 
     def release(self) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
             self._beat = None
-        grave = self.path.with_name(f"{self.path.name}.released.{self.owner.token}")
+        self._remove("released", self.owner.token)
+
+    def _remove(self, why: str, token: str | None) -> None:
+        """Remove the lock file if its owner has ``token`` (None: whoever owns it). It is
+        first renamed aside, an atomic take; a lock found to be someone else's is linked
+        back under its name."""
+        grave = self.path.with_name(f"{self.path.name}.{why}.{self.owner.token}")
         try:
             os.rename(self.path, grave)
         except FileNotFoundError:
             return
         taken = read_owner(grave)
-        if taken is None or taken.token != self.owner.token:
+        if token is not None and (taken is None or taken.token != token):
             with contextlib.suppress(FileExistsError):
-                os.link(grave, self.path)
+                os.link(grave, self.path)  # not the one meant: give it back
         with contextlib.suppress(FileNotFoundError):
             os.unlink(grave)
 
