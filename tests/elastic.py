@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,18 +28,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import free_port, group_alive, stop_group
+
 CACHE = Path(os.environ.get("MARKETPLACE_ES_CACHE", "/var/cache/marketplace-es"))
 USER = "elastic"
 HEAP = "-Xms512m -Xmx512m"
 START_TIMEOUT = 240.0
 STOP_TIMEOUT = 60.0
 INSTALL_HINT = "run scripts/install.d/30-elasticsearch.sh as root (or `make install`)"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def find_home() -> Path | None:
@@ -148,16 +143,11 @@ class ElasticServer:
         if self.process is None or self.process.poll() is not None:
             return
         group = self.process.pid
-        os.killpg(group, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(group, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT)
+        stop_group(self.process, STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _group_alive(group) and time.monotonic() < deadline:
+        while group_alive(group) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _group_alive(group):
+        if group_alive(group):
             os.killpg(group, signal.SIGKILL)
 
     def cleanup(self) -> None:
@@ -233,16 +223,6 @@ class Cluster:
         if found.json():  # names, not a wildcard: action.destructive_requires_name
             requests.delete(f"{self.url}/{','.join(found.json())}",
                             timeout=60).raise_for_status()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_prefix() -> str:

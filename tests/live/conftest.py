@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,11 @@ import pytest
 import requests
 
 from tests import factories, pki
+from tests.processes import free_port, group_alive, stop_group
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def script(name: str) -> str:
@@ -66,16 +59,6 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -132,14 +115,8 @@ class LiveServer:
         """SIGTERM to the whole group, then SIGKILL if it does not go in time."""
         if self.process is None or self.process.poll() is not None:
             return
-        pgid = self.process.pid
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT)
-        self._wait_group_gone(pgid)
+        stop_group(self.process, STOP_TIMEOUT)
+        self._wait_group_gone(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (the whole process group)."""
