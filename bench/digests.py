@@ -21,32 +21,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from machine import busy_seconds, cpu_model, hash_file, own_seconds, read_pass
+from machine import busy_seconds, cpu_model, hash_file, own_seconds, random_file, read_pass
 
 from marketplace.metadata.digests import ALGORITHMS, digest_file, hashlib_name
 
-DATA = Path(__file__).resolve().parent / "data"
-BLOCK = 64 << 20
 TOOLS = ("md5sum", "sha1sum", "sha256sum", "sha512sum")
 DISTURBANCE = 0.05  # of one core
 MAX_TRIES = 30
 QUIET_WAIT = 5.0
-
-
-def make_file(size: int) -> Path:
-    """A file of `size` random-ish bytes in bench/data, reused when already there."""
-    path = DATA / f"random-{size}.img"
-    if path.exists() and path.stat().st_size == size:
-        return path
-    DATA.mkdir(exist_ok=True)
-    block = bytearray(os.urandom(BLOCK))
-    with open(path.with_suffix(".tmp"), "wb") as out:
-        for index in range(size // BLOCK):
-            block[:8] = index.to_bytes(8, "little")  # no two blocks alike
-            out.write(block)
-        out.write(os.urandom(size % BLOCK))
-    path.with_suffix(".tmp").rename(path)
-    return path
 
 
 def coreutils(path: Path) -> None:
@@ -99,7 +81,7 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    path = make_file(int(args.size_gib * (1 << 30)))
+    path = random_file("random", int(args.size_gib * (1 << 30)))
     size = path.stat().st_size
     print(f"file {path} ({size / 2**30:.2f} GiB); nproc {os.cpu_count()}; {cpu_model()}")
     read_pass(path)

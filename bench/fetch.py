@@ -48,14 +48,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from machine import busy_seconds, cpu_model, hash_file, own_seconds, read_pass
+from machine import DATA, busy_seconds, cpu_model, hash_file, own_seconds, random_file, read_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT / "bench" / "data"
 SHM = Path("/dev/shm")
-BLOCK = 64 << 20
 DISTURBANCE = 0.10  # of one core
 MAX_TRIES = 3
 QUIET_WAIT = 2.0
@@ -92,21 +90,6 @@ def serve(path: Path, port: int) -> None:
 
 
 # --- set-up ------------------------------------------------------------------------------------
-
-
-def make_image(size: int) -> Path:
-    path = DATA / f"fetch-{size}.img"
-    if path.exists() and path.stat().st_size == size:
-        return path
-    DATA.mkdir(exist_ok=True)
-    block = bytearray(os.urandom(BLOCK))
-    with open(path.with_suffix(".tmp"), "wb") as out:
-        for index in range(size // BLOCK):
-            block[:8] = index.to_bytes(8, "little")
-            out.write(block)
-        out.write(os.urandom(size % BLOCK))
-    path.with_suffix(".tmp").rename(path)
-    return path
 
 
 def checksums(path: Path) -> dict[str, str]:
@@ -249,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the servers
     size = int(args.size_gib * (1 << 30))
-    image = make_image(size)
+    image = random_file("fetch", size)
     sums = checksums(image)
     read_pass(image)
     print(f"image {image} ({size / 2**30:.2f} GiB), SHA-256 {sums['SHA-256']}")

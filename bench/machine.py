@@ -9,6 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
+DATA = Path(__file__).resolve().parent / "data"  # git-ignored
 BLOCK = 1 << 20  # read size of every pass below
 
 
@@ -48,3 +49,19 @@ def hash_file(path: Path, algorithm: str) -> str:
         while count := raw.readinto(buffer):
             digest.update(buffer[:count])
     return digest.hexdigest()
+
+
+def random_file(kind: str, size: int) -> Path:
+    """``bench/data/KIND-SIZE.img``: ``size`` random bytes, made once and then reused."""
+    path = DATA / f"{kind}-{size}.img"
+    if path.exists() and path.stat().st_size == size:
+        return path
+    DATA.mkdir(exist_ok=True)
+    block = bytearray(os.urandom(64 << 20))
+    with open(path.with_suffix(".tmp"), "wb") as out:
+        for index in range(size // len(block)):
+            block[:8] = index.to_bytes(8, "little")  # no two blocks alike
+            out.write(block)
+        out.write(os.urandom(size % len(block)))
+    path.with_suffix(".tmp").rename(path)
+    return path
