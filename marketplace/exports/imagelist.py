@@ -120,7 +120,8 @@ def build(definition: Definition, summaries, endorser: Endorser, version: str,
 
 
 def image_of(summary: dict, base_url: str) -> dict | str:
-    """One ``hv:image`` from an entry's summary, or the reason it cannot be listed."""
+    """One ``hv:image`` from an entry's summary, or the reason it cannot be listed. The
+    EGI AppDB keys are filled from the endorsement (atrope requires every one of them)."""
     sha512 = summary["checksums"].get("SHA-512")
     if not sha512:
         return "without SHA-512"
@@ -129,6 +130,7 @@ def image_of(summary: dict, base_url: str) -> dict | str:
         return "without a web location"
     identifier = summary["identifier"]
     endorsement = summary["endorsement"]
+    email = quote(summary["email"], safe="@+")
     image = {
         "dc:identifier": image_uuid(identifier),
         OUR_IDENTIFIER: identifier,
@@ -144,8 +146,12 @@ def image_of(summary: dict, base_url: str) -> dict | str:
         "sl:osversion": summary.get("os_version") or "",
         "sl:arch": summary.get("os_arch") or "",
         "sl:comments": summary.get("tag") or "",
-        "ad:mpuri": f"{base_url}/metadata/{identifier}/{quote(summary['email'], safe='@+')}/"
-                    f"{endorsement['created']}",
+        "sl:osname": summary.get("os") or "",
+        "ad:mpuri": f"{base_url}/metadata/{identifier}/{email}/{endorsement['created']}",
+        "ad:group": summary.get("tag") or "",
+        "ad:user:fullname": endorsement.get("subject") or summary["email"],
+        "ad:user:guid": summary["email"],
+        "ad:user:uri": f"{base_url}/publishers/{email}",
     }
     if summary.get("valid"):
         image["dc:date:expires"] = summary["valid"]

@@ -19,7 +19,7 @@ DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # The name of our own identifier in a list image, beside the UUID that HEPiX requires.
 OUR_IDENTIFIER = "sl:identifier"
 # UUID namespace of the identifiers of this format: uuid5(NAMESPACE, our identifier).
-NAMESPACE = uuid.UUID("8c5b3f0e-2d4a-5e61-9b7c-53747261747573")
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:stratuslab:marketplace")
 # OpenSSL's short names where they differ from RFC 4514's (the slash form is OpenSSL's).
 _SHORT_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress", NameOID.SERIAL_NUMBER: "serialNumber",
                 NameOID.GIVEN_NAME: "GN", NameOID.SURNAME: "SN", NameOID.TITLE: "title",
