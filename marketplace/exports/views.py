@@ -265,12 +265,11 @@ def _feed(query: Query, title: str, key: list) -> Response:
 
 @blueprint.app_errorhandler(NotConfigured)
 def not_configured(exc: NotConfigured) -> Response:
-    return negotiation.error(503, str(exc), [{"element": name, "rule": "setting",
-                                              "message": "not set"} for name in exc.settings],
-                             negotiation.JSON)
+    return api.error_response(503, str(exc), [{"element": name, "rule": "setting",
+                                               "message": "not set"} for name in exc.settings])
 
 
 @blueprint.app_errorhandler(SigningFailed)
 @blueprint.app_errorhandler(imagelist.DefinitionError)
 def misconfigured(exc: Exception) -> Response:
-    return negotiation.error(503, str(exc), [], negotiation.JSON)
+    return api.error_response(503, str(exc))
