@@ -115,7 +115,7 @@ def build(definition: Definition, summaries, endorser: Endorser, version: str,
         "hv:endorser": endorser.as_json(),
         "hv:images": images,
     }}
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
     return Built(text, len(images), {k: v for k, v in left_out.items() if v})
 
 

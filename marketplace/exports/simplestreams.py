@@ -82,4 +82,4 @@ def index(products_document: dict, updated: datetime, signed: bool = False) -> d
 
 
 def dump(document: dict) -> bytes:
-    return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode()
+    return (json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n").encode()

@@ -156,21 +156,27 @@ def _gpg() -> GPGSigner:
     return GPGSigner.from_settings(settings["GPG_HOME"], settings["GPG_KEY"])
 
 
-def _products(now: datetime) -> dict:
+def _products(version: str, now: datetime) -> dict:
+    """The products document of this store state; the index and the products file share it."""
+    kept = _kept().get("products")
+    if kept is not None and kept[0] == version:
+        return kept[1]
     summaries = list(all_matching(_store(), Query(status="valid", now=now)))
     newest = max((s["endorsement"]["created"] for s in summaries), default=None)
     updated = datetime.fromisoformat(newest) if newest else now
-    return simplestreams.products(summaries, updated)
+    document = simplestreams.products(summaries, updated)
+    _kept()["products"] = (version, document)
+    return document
 
 
 def _stream(name: str, signed: bool) -> Response:
     signer = _gpg() if signed else None
     now = datetime.now(UTC)
-    tag = etag("streams", name, signed, marker(_store(), now).version, _base_url(),
-               signer.key if signer else None)
+    version = marker(_store(), now).version
+    tag = etag("streams", name, signed, version, _base_url(), signer.key if signer else None)
 
     def make() -> Rendered:
-        products = _products(now)
+        products = _products(version, now)
         document = products if name == "images" else simplestreams.index(
             products, now, signed=signed)
         body = simplestreams.dump(document)
