@@ -14,7 +14,6 @@ from flask import Blueprint, Response, abort, current_app, redirect, request
 from werkzeug.datastructures import MultiDict
 
 from marketplace import api, negotiation
-from marketplace.app import marketplace_of
 from marketplace.exports import feed, imagelist, simplestreams
 from marketplace.exports.changes import Marker, Rendered, Renders, etag, marker
 from marketplace.exports.entries import all_matching, web_location
@@ -23,9 +22,8 @@ from marketplace.store.base import Query, Store
 
 blueprint = Blueprint("exports", __name__)
 FEED_SEARCHES = ("/", "/api/v1/appliances")
-SIGNED_LIST = "text/plain; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"  # signed lists and .sjson: MIME or PGP text
 JSON = "application/json"
-SIGNED_JSON = "text/plain; charset=utf-8"
 
 
 def install(app) -> None:
@@ -39,7 +37,7 @@ def _kept() -> dict:
 
 
 def _store() -> Store:
-    return marketplace_of(current_app).store
+    return api.store()
 
 
 def _settings() -> dict[str, str]:
@@ -51,7 +49,13 @@ def _base_url() -> str:
 
 
 def _answer(tag: str, make) -> Response:
-    """The render of ``tag`` (made once), or 304 when the client holds it."""
+    """304 when the client holds ``tag`` (nothing rendered, in whichever worker process),
+    else the render of ``tag``, made once."""
+    if request.if_none_match.contains(tag):
+        unchanged = Response(status=304)
+        unchanged.set_etag(tag)
+        unchanged.cache_control.no_cache = True
+        return unchanged
     rendered = _kept()["renders"].get(tag, make)
     response = Response(rendered.body, content_type=rendered.content_type)
     response.headers.extend(rendered.headers)
@@ -75,9 +79,14 @@ def _definitions() -> dict[str, imagelist.Definition]:
     path = _settings()["IMAGELISTS"]
     if not path:
         return {}
-    definitions = _once("definitions", lambda: imagelist.load_definitions(Path(path)))
+    return _once("definitions", lambda: _checked(imagelist.load_definitions(Path(path))))
+
+
+def _checked(definitions: dict[str, imagelist.Definition]) -> dict[str, imagelist.Definition]:
+    """The definitions, once each search was found valid (a bad one is the operator's to
+    fix: every list answers 503 naming it until then)."""
     for definition in definitions.values():
-        _list_query(definition)  # a bad search in the file is the operator's to fix: 503
+        _list_query(definition)
     return definitions
 
 
@@ -141,7 +150,7 @@ def _imagelist(definition: imagelist.Definition) -> Response:
         built = imagelist.build(definition, all_matching(_store(), _list_query(definition)),
                                 signer.endorser(), version, created, lifetime, base)
         left_out = ", ".join(f"{n} {why}" for why, n in built.left_out.items()) or "none"
-        return Rendered(signer.sign(built.text.encode()), SIGNED_LIST, now,
+        return Rendered(signer.sign(built.text.encode()), TEXT, now,
                         (("X-Image-List-Images", str(built.images)),
                          ("X-Image-List-Left-Out", left_out)))
 
@@ -182,7 +191,7 @@ def _stream(name: str, signed: bool) -> Response:
         body = simplestreams.dump(document)
         if signer is None:
             return Rendered(body, JSON, now)
-        return Rendered(signer.clearsign(body), SIGNED_JSON, now)
+        return Rendered(signer.clearsign(body), TEXT, now)
 
     return _answer(tag, make)
 
