@@ -202,3 +202,28 @@ def test_atrope_subscribes_to_the_list(live, live_publish, list_signer, ca_dir, 
     finally:
         cfg.CONF.clear_override("ca_path")
         cfg.CONF.clear_override("download_ca_file")
+
+
+def test_our_node_follows_our_own_list(live, list_signer, rsa_signer, ca_dir, tmp_path):
+    """The marketplace's list, served by the real server, followed by ``stratus-image-cache
+    subscribe`` into a cache, each image checked against the list's SHA-512."""
+    from tests.exports.test_simplestreams import publish_live
+    from tests.node.conftest import Origin, command_env, image_bytes, run_command
+
+    origin = Origin()
+    try:
+        published = publish_live(live, rsa_signer, origin, "ours.img", image_bytes(3000, 11))
+        config = tmp_path / "fetcher.cfg"
+        config.write_text(f"[fetcher]\ncache_dir = {tmp_path / 'cache'}\n"
+                          f"local_lock_dir = {tmp_path / 'locks'}\n")
+        done = run_command("stratus-image-cache", "--config", str(config), "--json",
+                           "subscribe", live.url + "imagelists/ubuntu", "--endorser-dn",
+                           slash_dn(list_signer.subject), "--ca-dir", str(ca_dir),
+                           env=command_env())
+    finally:
+        origin.stop()
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)["subscriptions"]
+    (image,) = report["images"]
+    assert image["uuid"] == image_uuid(published.identifier)
+    assert image["digests"]["SHA-512"] == published.checksums["SHA-512"]
