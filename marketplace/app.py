@@ -38,6 +38,8 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     moderation_api.install(app)
     moderation_pages.install(app)
     logs.install()
+    from marketplace.exports import views as exports
+    exports.install(app)
     return app
 
 

@@ -78,6 +78,18 @@ SETTINGS = (
             "URL: uploads are refused (403) and `serve` follows the primary"),
     Setting("REPLICATE_INTERVAL", "60", "seconds between two pulls of a replica that `serve` "
             "runs; 0: `serve` does not pull (run `replicate --once` yourself)"),
+    # Exports for other tools (marketplace.exports).
+    Setting("IMAGELISTS", "", "INI file of the HEPiX image lists served at /imagelists/NAME: "
+            "a [NAME] section each, with title, description and search parameters as "
+            "/api/v1/appliances takes (os = ubuntu); one list per endorser is always there"),
+    Setting("IMAGELIST_CERTIFICATE", "", "PEM certificate that signs the image lists "
+            "(S/MIME); its subject and issuer are the lists' hv:endorser"),
+    Setting("IMAGELIST_KEY", "", "PEM private key (unencrypted) of that certificate"),
+    Setting("IMAGELIST_LIFETIME_DAYS", "7", "days an image list is valid after it is signed "
+            "(dc:date:expires); lists are signed again when half of it has passed"),
+    Setting("GPG_HOME", "", "GnuPG home holding the key that clearsigns the simplestreams "
+            ".sjson files (empty: gpg's default)"),
+    Setting("GPG_KEY", "", "that key's id or fingerprint (no passphrase); empty: no .sjson"),
 )
 _DEFAULTS = {s.key: s.default for s in SETTINGS}
 

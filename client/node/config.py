@@ -270,5 +270,9 @@ def template() -> str:
               "#    CN=Jane Doe,OU=Grid,O=Example,C=EU", "#blacklistendorsers =", "",
               "[images]", "#whitelistimages =", "#blacklistimages =", "",
               "[checksums]", "#whitelistchecksums =", "#blacklistchecksums =", "",
-              "[trust]", "#certificates = /etc/grid-security/certificates", "#crls ="]
+              "[trust]", "#certificates = /etc/grid-security/certificates", "#crls =",
+              "", "# Signed HEPiX image lists `stratus-image-cache subscribe` follows, one each:",
+              "#[subscription NAME]", "#url = https://appdb.example.org/image.list",
+              "#endorser_dn = /DC=EU/DC=Example/CN=appdb.example.org",
+              "#ca_dir = /etc/grid-security/certificates"]
     return "\n".join(lines) + "\n"

@@ -65,7 +65,7 @@ def test_every_documented_route_exists(app, document):
     adapter = app.url_map.bind("localhost")
     for path, method, _ in operations(document):
         concrete = path.format(identifier="A" * 27, email=JANE, created="2026-01-01T00:00:00Z",
-                               tag="t")
+                               tag="t", name="n")
         adapter.match(concrete, method=method.upper())
 
 
@@ -84,7 +84,8 @@ def entry(publish):
     """A stored entry whose key and tag fill the path parameters."""
     _, location = publish(tag="latest", when=moment(1))
     identifier, _, created = location.split("/")[2:]
-    return {"identifier": identifier, "email": JANE, "created": created, "tag": "latest"}
+    return {"identifier": identifier, "email": JANE, "created": created, "tag": "latest",
+            "name": "none"}
 
 
 def calls(document, operation, entry):
@@ -127,7 +128,9 @@ def test_every_operation_answers_as_documented(document, client, entry, rsa_sign
                             "content_type": "application/xml"}
                 response = client.open(url, method=method.upper(), query_string=query,
                                        headers={"Accept": accept}, **body)
-                assert response.status_code < 500, what
+                # 503 naming a setting: an export this unconfigured app does not sign
+                assert response.status_code < 500 or (
+                    response.status_code == 503 and b"MARKETPLACE_" in response.data), what
                 check_response(document, operation, response, what)
                 checked += 1
     assert checked > 100
