@@ -163,6 +163,30 @@ def test_the_admin_area_holds_when_the_documents_headers_are_gone(browser, hosti
     requested, _ = visit_as_operator(browser, server, entry, strip=True)
     assert any(r.endswith("/xss-ran") for r in requested), \
         "the stripped answer should have let the script run (else this test shows nothing)"
+    assert any(r.endswith("/xss-popup-closed") for r in requested), \
+        "the admin popup should be cut off from the script that opened it"
     read = [r for r in requested if "/xss-read-by-" in r]
     assert read == [], f"the script read the admin page: {read}"
     assert admin_state(server) == before, json.dumps(admin_state(server))
+
+
+def test_the_pages_own_scripts_and_styles_pass_their_policy(browser, hostile):
+    """The strict CSP must not cost the UI anything: no violation on any page."""
+    server, entry = hostile
+    context, page = open_page(browser, http_credentials={"username": OPERATOR,
+                                                         "password": PASSWORD})
+    violations = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    try:
+        for link in [link for link in links_showing(entry) if "media=html" in link
+                     or "media" not in link]:
+            response = page.goto(server.url + link)
+            assert response.headers["content-security-policy"].startswith("default-src 'none'")
+            assert page.evaluate("getComputedStyle(document.body).marginTop") != "", link
+        page.goto(server.url + "?q=hostile")
+        page.fill("#search input[name=q]", "image")
+        page.wait_for_timeout(1000)
+    finally:
+        context.close()
+    assert violations == []
