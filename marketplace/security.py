@@ -97,11 +97,13 @@ def untrusted_host(exc: SecurityError) -> Response:
 
 
 def guarded() -> bool:
-    """Requests a browser sends with an operator's credentials or a link's token."""
+    """Requests a browser sends with an operator's credentials or a link's token; an admin
+    request with a bearer token is a program's, never a browser's own doing."""
     path = request.path
-    in_area = path == ADMIN or path.startswith((ADMIN + "/", LINKS))
+    if path.startswith(LINKS):
+        return True
     bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
-    return in_area and not bearer
+    return (path == ADMIN or path.startswith(ADMIN + "/")) and not bearer
 
 
 def check_browser_request() -> None:

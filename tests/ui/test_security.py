@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pytest
 from lxml import etree
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
 from werkzeug.security import generate_password_hash
 
 from marketplace.metadata import document, model, signature
@@ -190,3 +191,25 @@ def test_the_pages_own_scripts_and_styles_pass_their_policy(browser, hostile):
     finally:
         context.close()
     assert violations == []
+
+
+def test_an_operator_still_blocks_and_unblocks_from_the_admin_page(browser, hostile):
+    """The checks that stop the script let the real forms through (run last: it changes
+    the admin state the tests above compare)."""
+    server, _ = hostile
+    context, page = open_page(browser, http_credentials={"username": OPERATOR,
+                                                         "password": PASSWORD})
+    try:
+        page.goto(server.url + "admin/")
+        page.fill("#b-endorser", EVE)
+        page.fill("#b-reason", "tested from the admin page")
+        page.click("form[action='/admin/block'] button")
+        expect(page.locator("body")).to_contain_text("The endorser is blocked.")
+        assert [b["endorser"] for b in admin_state(server)[0]] == [EVE]
+        unblock = page.locator("form[action='/admin/unblock']")
+        unblock.locator("input[name=reason]").fill("test over")
+        unblock.locator("button").click()
+        expect(page.locator("body")).to_contain_text("no longer blocked")
+    finally:
+        context.close()
+    assert admin_state(server)[0] == []
