@@ -59,7 +59,11 @@ SETTINGS = (
     Setting("PENDING_HOURS", "48", "hours an upload awaits its emailed confirmation before "
             "it is discarded"),
     Setting("PUBLIC_URL", "", "this marketplace's address as people reach it (the links of "
-            "confirmation mails); required with UNLISTED_ENDORSERS=confirm"),
+            "confirmation mails, the commands shown on pages); required with "
+            "UNLISTED_ENDORSERS=confirm"),
+    Setting("TRUSTED_HOSTS", "", "host names this marketplace answers to, separated by "
+            "commas (.example.org admits its subdomains); any other Host header gets 400; "
+            "empty: the host of PUBLIC_URL when set, else any"),
     Setting("MODERATION_DB", "", "SQLite file of pending uploads, blocked endorsers, the audit "
             "log and the change feed; empty: DATA_DIR/moderation.db"),
     Setting("SMTP_HOST", "", "mail server of the confirmation mails"),
