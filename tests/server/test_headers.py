@@ -18,7 +18,7 @@ from tests import factories
 
 SAMPLE = {"identifier": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "email": "jane.tester@example.org",
           "created": "2024-01-02T03:04:05Z", "tag": "web", "action": "confirm",
-          "filename": "app.css"}
+          "filename": "app.css", "name": "default"}
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
 HTML_PAGES = ("/", "/publishers", "/upload", "/appliances/AAAAAAAAAAAAAAAAAAAAAAAAAAA",
               "/metadata?media=html", "/endorsers?media=html", "/nowhere",
