@@ -28,7 +28,7 @@ lint:
 	ruff check .
 
 demo: $(INSTALLED)
-	$(PYTHON) -m marketplace.cli demo --host $(HOST) --port $(PORT) --data-dir $(DEMO_DIR)
+	$(PYTHON) -m marketplace demo --host $(HOST) --port $(PORT) --data-dir $(DEMO_DIR)
 
 bench: $(INSTALLED)
 	$(PYTHON) bench/digests.py
