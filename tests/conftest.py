@@ -56,6 +56,7 @@ def markers_of(item: pytest.Item) -> set[str]:
 FIXTURES_OF = {"elasticsearch": "tests.elastic", "browser": "tests.ui.conftest"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test, then deselect the marked tests whose outside part is missing."""
     for item in items:
