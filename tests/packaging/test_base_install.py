@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,30 +33,32 @@ DISTRIBUTION = ("pyproject.toml", "README.md", "marketplace", "client", "schemas
 INSTALL_TIMEOUT = 600
 
 
-def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run(command: list[str], timeout: float = COMMAND_TIMEOUT, **kwargs):
     return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=COMMAND_TIMEOUT, **kwargs)
+                          timeout=timeout, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
-    """The bin folder of a fresh virtualenv holding the project installed without extras."""
-    root = tmp_path_factory.mktemp("base-install")
-    source = root / "source"
-    source.mkdir()
+def copy_distribution(source: Path) -> None:
     for name in DISTRIBUTION:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name,
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(REPO / name, source / name)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """The bin folder of a fresh virtualenv holding the project installed without extras."""
+    root = tmp_path_factory.mktemp("base-install")
+    (root / "source").mkdir()
+    copy_distribution(root / "source")
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True,
                    timeout=COMMAND_TIMEOUT)
     bin_dir = root / "venv" / "bin"
-    done = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q",
-                           "--disable-pip-version-check", str(source)],
-                          capture_output=True, text=True, env=base_environ(root), cwd=root,
-                          timeout=INSTALL_TIMEOUT)
+    done = run([str(bin_dir / "python"), "-m", "pip", "install", "-q",
+                "--disable-pip-version-check", str(root / "source")],
+               timeout=INSTALL_TIMEOUT, env=base_environ(root), cwd=root)
     assert done.returncode == 0, done.stderr
     return bin_dir
 
@@ -82,7 +84,7 @@ def command(venv, tmp_path) -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="module")
-def marketplace(tmp_path_factory) -> LiveServer:
+def marketplace(tmp_path_factory) -> Iterator[LiveServer]:
     """A real marketplace (this environment's, with the server extra) to upload to."""
     root = tmp_path_factory.mktemp("base-install-marketplace")
     server = LiveServer(root / "data", root).start()
