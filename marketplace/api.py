@@ -593,7 +593,8 @@ def bad_media(exc: BadMedia) -> Response:
 
 @blueprint.app_errorhandler(MetadataError)
 def refused(exc: MetadataError) -> Response:
-    count = len(exc.problems)
+    """400 with the problems listed once: the message names the first and counts them."""
+    count = exc.total
     return error_response(400, f"the document was refused: {count} problem"
                           f"{'s' if count != 1 else ''}: {exc}",
                           [p.as_dict() for p in exc.problems])
