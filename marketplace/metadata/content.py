@@ -1,14 +1,9 @@
-"""What a document may carry at all, before any rule of the profile is asked.
+"""Active content: what a browser would run or apply, refused anywhere in a document.
 
-Two layers of :mod:`marketplace.metadata.validation`, both a single walk of the tree:
-
-- the size of the tree (:func:`tree_problems`): a metadata document has a few dozen
-  elements, so a megabyte of attributes, elements or namespace declarations is an attack on
-  the validator's memory, refused before the other layers build a problem per node;
-- active content (:func:`active_content_problems`): stored documents are served to
-  browsers, which run XHTML, SVG and MathML scripts, apply XSLT and ``xml-stylesheet``
-  instructions and follow XLink ``javascript:`` links on the marketplace's origin. None of
-  that belongs in image metadata, so it is refused wherever it appears.
+Stored documents are served to browsers, which run XHTML, SVG and MathML scripts, apply
+XSLT and ``xml-stylesheet`` instructions and follow XLink and ``javascript:`` links, on the
+marketplace's origin. None of that belongs in image metadata. The first layer of
+:mod:`marketplace.metadata.validation`, one walk of the tree.
 """
 
 from __future__ import annotations
@@ -21,11 +16,6 @@ from lxml import etree
 from marketplace.metadata.document import prefixed, qname
 from marketplace.metadata.problems import Problem
 
-MAX_ELEMENTS = 4096
-MAX_ATTRIBUTES = 4096
-MAX_NAMESPACE_DECLARATIONS = 256
-MAX_DEPTH = 32
-TREE_LIMIT = "tree-limit"
 ACTIVE_CONTENT = "active-content"
 
 # Lower case, without a trailing "/" or "#", http for https: a browser acts only on the
@@ -41,37 +31,6 @@ ACTIVE_NAMESPACES = {
 }
 _SCRIPT_URL = re.compile(r"(?:javascript|vbscript):", re.IGNORECASE)
 _IGNORED_IN_SCHEME = re.compile(r"[\x00-\x20]+")
-
-
-def tree_problems(root: etree._Element) -> list[Problem]:
-    """The first limit the tree passes, if any: at most one problem, found without
-    building anything per node."""
-    elements = attributes = declarations = depth = 0
-    for event, node in etree.iterwalk(root, events=("start", "end", "start-ns")):
-        if event == "start-ns":
-            declarations += 1
-        elif event == "end":
-            depth -= 1
-            continue
-        else:
-            elements += 1
-            attributes += len(node.attrib)
-            depth += 1
-        if elements > MAX_ELEMENTS:
-            return [_too_big(f"the document has more than {MAX_ELEMENTS} elements")]
-        if attributes > MAX_ATTRIBUTES:
-            return [_too_big(f"the document has more than {MAX_ATTRIBUTES} attributes")]
-        if declarations > MAX_NAMESPACE_DECLARATIONS:
-            return [_too_big(f"the document has more than {MAX_NAMESPACE_DECLARATIONS} "
-                             "namespace declarations")]
-        if depth > MAX_DEPTH:
-            return [_too_big(f"elements are nested more than {MAX_DEPTH} deep")]
-    return []
-
-
-def _too_big(message: str) -> Problem:
-    return Problem("document", TREE_LIMIT,
-                   f"{message}; metadata documents are far smaller, so it is not read further")
 
 
 def active_content_problems(root: etree._Element) -> Iterator[Problem]:

@@ -1,10 +1,10 @@
 """Is a metadata document valid? Every rule of the StratusLab profile, in one place.
 
 :func:`validate` runs the document through its layers and returns the problems found:
-the size of the tree and active content (:mod:`~marketplace.metadata.content`), the
-document's outline (``xml:base``, one Description, the Signature last), the RDF/XML
-grammar, the XML Schema in ``schemas/`` (element order, types, dates, email, hex), and the
-rules across elements that a schema cannot say (identifier, checksums, cardinalities).
+active content (:mod:`~marketplace.metadata.content`), the document's outline
+(``xml:base``, one Description, the Signature last), the RDF/XML grammar, the XML Schema
+in ``schemas/`` (element order, types, dates, email, hex), and the rules across elements
+that a schema cannot say (identifier, checksums, cardinalities).
 An expired ``valid`` date and ``deprecated`` are statuses of a valid entry, not errors.
 """
 
@@ -18,7 +18,7 @@ from lxml import etree
 
 from marketplace.metadata import document as doc
 from marketplace.metadata import model as m
-from marketplace.metadata.content import active_content_problems, tree_problems
+from marketplace.metadata.content import active_content_problems
 from marketplace.metadata.digests import ALGORITHMS
 from marketplace.metadata.identifier import identifier_to_sha1, same_sha1, sha1_to_identifier
 from marketplace.metadata.problems import MetadataError, Problem, reported
@@ -45,12 +45,8 @@ def check(data: bytes) -> etree._Element:
 
 
 def _problems(root: etree._Element) -> Iterator[Problem]:
-    """Every problem, layer by layer; nothing past a tree that is too big, so that no
-    layer makes a problem per node of a hostile megabyte."""
-    too_big = tree_problems(root)
-    if too_big:
-        yield from too_big
-        return
+    """Every problem, layer by layer, as a generator: past the first MAX_PROBLEMS they are
+    only counted (and the parser keeps the tree small enough to count them all)."""
     yield from active_content_problems(root)
     outline = _outline_problems(root)
     yield from outline
