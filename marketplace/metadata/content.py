@@ -8,6 +8,7 @@ marketplace's origin. None of that belongs in image metadata. The first layer of
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -49,6 +50,7 @@ def active_content_problems(root: etree._Element) -> Iterator[Problem]:
         yield from _instruction_problems(node)
 
 
+@functools.lru_cache(maxsize=512)
 def active_namespace(uri: str | None) -> str | None:
     """The name of the browser language ``uri`` stands for (XHTML, SVG...), else None."""
     if not uri:
@@ -58,14 +60,19 @@ def active_namespace(uri: str | None) -> str | None:
         "http://"))
 
 
+def _namespace(name: str) -> str | None:
+    """The namespace of a ``{namespace}local`` name (None without one)."""
+    return name[1:name.index("}")] if name.startswith("{") else None
+
+
 def _element_problems(element: etree._Element) -> Iterator[Problem]:
-    language = active_namespace(etree.QName(element).namespace)
+    language = active_namespace(_namespace(element.tag))
     if language:
         yield Problem(qname(element), ACTIVE_CONTENT,
                       f"{qname(element)} is an element of {language}, which browsers execute "
                       "or render; it is not allowed in metadata")
     for name, value in element.attrib.items():
-        language = active_namespace(etree.QName(name).namespace)
+        language = active_namespace(_namespace(name))
         if language:
             yield Problem(qname(element), ACTIVE_CONTENT,
                           f"attribute {prefixed(name)} of {qname(element)} belongs to "
