@@ -486,3 +486,21 @@ def test_long_values_are_not_quoted_whole():
                         f'slterms#">{"9" * 500_000}x</slterms:serial-number>')
     problems = validation.validate(document.parse(data))
     assert problems and all(len(str(p)) < 1000 for p in problems)
+
+
+def test_every_caller_of_the_pipeline_refuses_a_signed_script(rsa_signer, tmp_path):
+    """Upload, replica and node call check_document; the validate command reports it."""
+    from client.validate import verdict
+    from marketplace.metadata.checks import check_document
+    from tests import factories
+
+    signed = factories.signed(rsa_signer, factories.appliance(
+        extra=[f'<h:script xmlns:h="{XHTML}">alert(1)</h:script>']))
+    with pytest.raises(MetadataError) as caught:
+        check_document(signed)
+    assert "active-content" in {p.rule for p in caught.value.problems}
+    path = tmp_path / "signed.xml"
+    path.write_bytes(signed)
+    report = verdict(path, None, None, require_signature=True)
+    assert not report["valid"]
+    assert "active-content" in {p["rule"] for p in report["problems"]}
