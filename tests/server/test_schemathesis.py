@@ -97,7 +97,7 @@ def test_the_api_keeps_its_openapi_document(server, tmp_path):
          live.url + "openapi.json", "--workers", "1", "--no-color",
          "--seed", "11", "--header", f"Authorization: Bearer {token}"],
         capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL,
-        cwd=REPOSITORY, env=clean_environ(HOME=str(tmp_path), PYTHONPATH=python_path()))
+        cwd=tmp_path, env=clean_environ(HOME=str(tmp_path), PYTHONPATH=python_path()))
     report = run.stdout[-12000:] + run.stderr[-3000:]
     assert run.returncode == 0, report
     selected = re.search(r"Selected: (\d+)/(\d+)", run.stdout)
