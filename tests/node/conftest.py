@@ -41,7 +41,8 @@ class Fault:
     kind: ``drop`` (close after ``after`` bytes of the body), ``status`` (answer ``status``),
     ``wrong`` (flip a byte at ``after``), ``short`` (serve only ``after`` bytes, announced so),
     ``long`` (append ``extra`` bytes), ``slow`` (wait ``delay`` s before the body),
-    ``trickle`` (``delay`` s between chunks of ``chunk`` bytes), ``no-range`` (ignore Range).
+    ``trickle`` (``delay`` s between chunks of ``chunk`` bytes), ``no-range`` (ignore Range),
+    ``redirect`` (answer 302 to ``to``).
     """
 
     kind: str
@@ -51,6 +52,7 @@ class Fault:
     extra: int = 100
     delay: float = 0.0
     chunk: int = 64 * 1024
+    to: str = ""
     used: int = 0
 
     def active(self) -> bool:
@@ -76,7 +78,7 @@ class QuietServer(http.server.ThreadingHTTPServer):
 class Origin:
     """A threaded HTTP server on 127.0.0.1 serving in-memory files; counts what it serves."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.files: dict[str, Served] = {}
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
@@ -94,13 +96,14 @@ class Origin:
             def do_GET(self):
                 origin.handle(self)
 
-        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def add(self, name: str, data: bytes, *faults: Fault) -> str:
         with self.lock:
@@ -122,6 +125,12 @@ class Origin:
         if served is None:
             return self._answer(handler, 404, b"not found")
         kinds = {f.kind: f for f in faults}
+        if "redirect" in kinds:
+            handler.send_response(302)
+            handler.send_header("Location", kinds["redirect"].to)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
         if "status" in kinds:
             return self._answer(handler, kinds["status"].status, b"injected failure")
         data = self._body(served.data, kinds)
