@@ -297,7 +297,8 @@ def node_settings(tmp_path, marketplace) -> dict[str, str]:
     return {"cache_dir": str(tmp_path / "cache"), "marketplace_endpoint": marketplace.url,
             "connect_timeout": "5", "read_timeout": "5", "retries": "3", "backoff": "0.01",
             "backoff_max": "0.05", "lock_stale_after": "2", "lock_wait": "120",
-            "local_lock_dir": str(tmp_path / "local-locks")}
+            "local_lock_dir": str(tmp_path / "local-locks"),
+            "allow_private_addresses": "127.0.0.1/32"}  # the origin serves on loopback
 
 
 @pytest.fixture

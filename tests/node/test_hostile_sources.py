@@ -32,8 +32,11 @@ LOOPBACK_ORIGIN = ["127.0.0.1/32"]
 
 
 def node(**rules) -> Settings:
-    """The fast test settings with some of the node's rules set."""
+    """The fast test settings, with the node's default rules except those given."""
     settings = copy.copy(FAST)
+    defaults = Settings()
+    rules = {"location_schemes": defaults.location_schemes,
+             "allow_private_addresses": defaults.allow_private_addresses, **rules}
     for key, value in rules.items():
         setattr(settings, key, value)
     return settings
@@ -279,13 +282,14 @@ def test_redirects_within_allowed_addresses_are_followed(origin, tmp_path):
     assert data == IMAGE and result.location == url
 
 
+@pytest.mark.parametrize("schemes", ["http https", "http https file"])
 def test_the_failure_event_of_a_file_location_does_not_carry_its_size(
-        make_config, marketplace, rsa_signer, tmp_path):
+        make_config, marketplace, rsa_signer, tmp_path, schemes):
     secret = tmp_path / "shadow"
     secret.write_bytes(b"root:$6$secret:19000:0:99999:7:::\n")
-    image = image_bytes(4096, seed=int(time.time()))
+    image = image_bytes(4096, seed=int(time.time()) * 10 + len(schemes))
     identifier = marketplace.publish(rsa_signer, image, [secret.as_uri()])
-    fetcher = Fetcher(make_config())
+    fetcher = Fetcher(make_config(location_schemes=schemes))
     with pytest.raises(DownloadFailed):
         fetcher.pull(identifier)
     event = fetcher.events.sent[-1]
