@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+from client.node import entries
 from client.node.config import parse_networks
 from marketplace.metadata.compression import (
     COMPRESSIONS,
@@ -301,7 +302,12 @@ class Sink:
 
     def __init__(self, path: Path, keep: bool = False):
         self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = entries.open_fd(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            entries.check(self.path, os.fstat(self.fd), "file", None)
+        except entries.UnsafeEntry:
+            self.close()
+            raise
         if not keep:
             os.ftruncate(self.fd, 0)
         self.size = os.fstat(self.fd).st_size
