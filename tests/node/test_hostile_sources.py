@@ -211,6 +211,17 @@ def test_a_location_past_its_deadline_is_given_up_on(origin, tmp_path):
     assert "did not finish within 1 s (location_timeout)" in str(outcome["error"])
 
 
+def test_a_pull_leaves_a_trickling_location_for_the_next(make_config, marketplace, origin,
+                                                        rsa_signer):
+    image = image_bytes(300_000, seed=int(time.time()) % 10**6 + 77)
+    slow = origin.add("slow-pull.img", image, Fault("trickle", chunk=1, delay=0.05))
+    good = origin.add("good-pull.img", image)
+    identifier = marketplace.publish(rsa_signer, image, [slow, good])
+    fetcher = Fetcher(make_config(min_rate="10K", rate_window="1"))
+    outcome = fetcher.pull(identifier)
+    assert outcome.record["location"] == good and outcome.path.read_bytes() == image
+
+
 # --- finding 12: signed locations cannot probe the node's files and internal network ---------
 
 
