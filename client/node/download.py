@@ -786,8 +786,9 @@ def _guarded_pools(private_networks: list) -> dict:
             if getattr(self, "proxy", None) is None and \
                     not address_allowed(peer, private_networks):
                 sock.close()
+                where = peer if self.host == peer else f"{self.host} ({peer})"
                 raise AddressRefused(
-                    f"{self.host} is at {peer}, a loopback, link-local or private address; "
+                    f"{where} is a loopback, link-local or private address; "
                     "the node fetches images from public addresses only "
                     "(allow_private_addresses names the networks of the node's mirrors)")
             return sock
