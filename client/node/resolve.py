@@ -11,6 +11,7 @@ entry that passes is chosen; every other one comes back with the reasons it was 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin
@@ -29,6 +30,7 @@ from marketplace.metadata.problems import MetadataError
 PAGE = 100
 MAX_PAGES = 20
 MAX_LISTING_BYTES = 64 << 20  # all pages of one image's listing together
+ANSWER_SECONDS = 300.0  # the longest one answer may take, however it trickles in
 XML_ACCEPT = "application/rdf+xml, application/xml;q=0.9"
 
 
@@ -148,8 +150,9 @@ def fetch_documents(target: Target, session,
                     timeout: tuple[float, float]) -> list[tuple[str, bytes]]:
     """The signed documents the marketplace offers for the target, with their URLs.
 
-    Its answers are streamed and together capped at MAX_LISTING_BYTES: an untrusted server
-    must not be able to make the node hold more than that in memory.
+    Its answers are streamed and together capped at MAX_LISTING_BYTES, and each must end
+    within ANSWER_SECONDS: an untrusted server must not be able to make the node hold more
+    than that in memory, nor keep it waiting by sending a byte now and then.
     """
     if target.entry is not None:
         email, created = target.entry
@@ -196,19 +199,25 @@ def _get(session, url: str, timeout: tuple[float, float], params: dict,
 
 
 def _read_capped(response, url: str, room: int) -> bytes:
-    import requests
+    """The body, read as it comes (one read of the connection at a time, so that neither the
+    cap nor the deadline waits for a buffer to fill)."""
+    import urllib3
 
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > room:
         raise _too_large(url)
+    deadline = time.monotonic() + ANSWER_SECONDS
     chunks, size = [], 0
     try:
-        for chunk in response.iter_content(1 << 20):
+        while chunk := response.raw.read1(1 << 20, decode_content=True):
             size += len(chunk)
             if size > room:
                 raise _too_large(url)
+            if time.monotonic() > deadline:
+                raise FetchError(f"the marketplace's answer to {url} took longer than "
+                                 f"{ANSWER_SECONDS:g} s")
             chunks.append(chunk)
-    except requests.RequestException as exc:
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
         raise FetchError(f"the marketplace's answer to {url} broke off: {exc}") from None
     return b"".join(chunks)
 

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.node import download
+from client.node import download, resolve
 from client.node.download import DownloadError, Settings, Sink
-from client.node.errors import DownloadFailed
+from client.node.errors import DownloadFailed, FetchError
 from client.node.fetcher import Fetcher
 from client.node.resolve import MAX_LISTING_BYTES
+from client.node.target import Target
 from tests.node.conftest import Fault, Origin, QuietServer, image_bytes
 from tests.node.test_download import FAST, IMAGE, expected, failed, fetch
 
@@ -160,6 +161,20 @@ def test_an_answer_declaring_a_huge_length_is_refused_before_reading(flood, rest
     result = resolve_in_a_child(flood.url)
     assert str(MAX_LISTING_BYTES) in result["outcome"] and flood.url in result["outcome"]
     assert result["peak"] - resting_peak < 32 << 20
+
+
+def test_a_marketplace_trickling_its_answer_is_given_up_on(liar, monkeypatch):
+    trickler = Origin()
+    trickler.add(f"metadata/{IDENTIFIER}", liar.body * 100, Fault("trickle", chunk=1, delay=0.05))
+    monkeypatch.setattr(resolve, "ANSWER_SECONDS", 1.0)
+    session = download.make_session(download.Settings())
+    began = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="took longer than 1 s"):
+            resolve.fetch_documents(Target(IDENTIFIER, trickler.base), session, (5.0, 5.0))
+    finally:
+        trickler.stop()
+    assert time.monotonic() - began < 30
 
 
 # --- finding 10: a slow location is given up on, the next one is tried ---------------------
