@@ -125,6 +125,7 @@ class FetcherConfig:
     def as_dict(self) -> dict:
         shown = {k: str(v) if isinstance(v, Path) else v for k, v in self.values.items()}
         shown["ca_bundle"] = [str(p) for p in self.values["ca_bundle"]]
+        shown["allow_private_addresses"] = [str(n) for n in self.values["allow_private_addresses"]]
         return {"settings": shown, "policy": self.policy, "hostname": self.hostname,
                 "files": self.files}
 

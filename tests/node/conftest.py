@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ipaddress
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from client.node import config as fetcher_config
-from tests import factories
+from tests import factories, pki
 from tests.live.conftest import LiveServer, clean_environ, script, wait_for  # noqa: F401
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -215,6 +220,45 @@ def origin() -> Iterator[Origin]:
     server = Origin()
     yield server
     server.stop()
+
+
+# --- the origin over HTTPS ------------------------------------------------------------------
+
+
+def _server_certificate(ca: pki.Issued, directory: Path) -> tuple[Path, Path]:
+    key = pki.make_key(pki.EC)
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca.key, hashes.SHA256()))
+    key_path, cert_path = directory / "server-key.pem", directory / "server-cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.fixture
+def https_origin(origin, ca, tmp_path):
+    """The origin's files over HTTPS, with a certificate from the test CA."""
+    key_path, cert_path = _server_certificate(ca, tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = QuietServer(("127.0.0.1", 0), origin.server.RequestHandlerClass)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ca_file = tmp_path / "test-ca.pem"
+    ca_file.write_bytes(ca.certificate_pem())
+    yield f"https://127.0.0.1:{server.server_address[1]}", ca_file
+    server.shutdown()
+    server.server_close()
 
 
 # --- the real marketplace --------------------------------------------------------------

@@ -330,3 +330,13 @@ def test_the_sink_is_left_empty_after_a_refused_location(origin, tmp_path):
         download.fetch([url], expected(), sink, node())
     sink.close()
     assert (tmp_path / "image.part").stat().st_size == 0
+
+
+def test_a_redirect_from_https_down_to_http_is_not_followed(origin, https_origin, tmp_path):
+    base, ca_file = https_origin
+    plain = origin.add("plain.img", IMAGE)
+    origin.add("a.img", IMAGE, Fault("redirect", to=plain))
+    error = failed([f"{base}/a.img"], tmp_path, settings=node(
+        allow_private_addresses=LOOPBACK_ORIGIN, ca_bundle=[ca_file]))
+    assert "from https down to http" in str(error)
+    assert origin.requests["plain.img"] == 0
