@@ -766,15 +766,47 @@ def _adapter(context, private_networks: list | None):
             if pools is not None:
                 self.poolmanager.pool_classes_by_scheme = pools
 
+        def send(self, request, *args, **kwargs):
+            if private_networks is not None:
+                _check_proxied_name(request.url, kwargs.get("proxies") or {}, private_networks)
+            return super().send(request, *args, **kwargs)
+
     return NodeAdapter()
+
+
+def _check_proxied_name(url: str, proxies: dict, private_networks: list) -> None:
+    """Through a proxy the connection's peer is the proxy (the operator's choice), so check
+    what the location's name resolves to here. A name this host cannot resolve is left to
+    the proxy, which then decides."""
+    import socket
+
+    from requests.utils import select_proxy
+
+    if not select_proxy(url, proxies):
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return
+    for address in sorted(addresses):
+        if not address_allowed(address, private_networks):
+            raise _address_refused(host, address)
+
+
+def _address_refused(host: str, address: str) -> AddressRefused:
+    where = address if host == address else f"{host} ({address})"
+    return AddressRefused(f"{where} is a loopback, link-local or private address; the node "
+                          "fetches images from public addresses only (allow_private_addresses "
+                          "names the networks of the node's mirrors)")
 
 
 def _guarded_pools(private_networks: list) -> dict:
     """urllib3 pool classes whose connections refuse a peer outside the allowed addresses.
 
     The check is on the socket's peer after connecting, so it holds whatever the name
-    resolved to (DNS rebinding included) and for every redirect. Through an HTTP proxy the
-    peer is the proxy, which the node's operator chose; the proxy then decides.
+    resolved to (DNS rebinding included) and for every redirect. Through a proxy the peer
+    is the proxy: see :func:`_check_proxied_name`.
     """
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -786,11 +818,7 @@ def _guarded_pools(private_networks: list) -> dict:
             if getattr(self, "proxy", None) is None and \
                     not address_allowed(peer, private_networks):
                 sock.close()
-                where = peer if self.host == peer else f"{self.host} ({peer})"
-                raise AddressRefused(
-                    f"{where} is a loopback, link-local or private address; "
-                    "the node fetches images from public addresses only "
-                    "(allow_private_addresses names the networks of the node's mirrors)")
+                raise _address_refused(self.host, peer)
             return sock
 
     class GuardedHTTP(Guard, HTTPConnection):

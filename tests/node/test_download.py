@@ -47,9 +47,9 @@ def fetch(locations, tmp_path, want: Expected | None = None, settings: Settings 
 
 
 def failed(locations, tmp_path, want: Expected | None = None,
-           settings: Settings = FAST) -> DownloadError:
+           settings: Settings = FAST, **kw) -> DownloadError:
     with pytest.raises(DownloadError) as raised:
-        fetch(locations, tmp_path, want, settings)
+        fetch(locations, tmp_path, want, settings, **kw)
     assert (tmp_path / "image.part").stat().st_size == 0, "unverified bytes were left"
     return raised.value
 

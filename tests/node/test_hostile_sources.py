@@ -340,3 +340,12 @@ def test_a_redirect_from_https_down_to_http_is_not_followed(origin, https_origin
         allow_private_addresses=LOOPBACK_ORIGIN, ca_bundle=[ca_file]))
     assert "from https down to http" in str(error)
     assert origin.requests["plain.img"] == 0
+
+
+def test_through_a_proxy_the_name_of_the_location_is_checked(origin, internal, tmp_path):
+    session = download.location_session(node())
+    session.proxies = {"http": origin.base}  # the origin stands in for the operator's proxy
+    error = failed([f"{internal.base}/admin/api/audit"], tmp_path, settings=node(),
+                   session=session)
+    assert "127.0.0.2" in str(error) and "allow_private_addresses" in str(error)
+    assert sum(origin.requests.values()) == 0 and sum(internal.requests.values()) == 0
