@@ -133,7 +133,7 @@ class Cache:
         """The entry's status when it is a regular file of a trusted owner, else None."""
         try:
             return entries.lstat(path, "file", self.trusted)
-        except (UnsafeEntry, FileNotFoundError):
+        except UnsafeEntry:
             return None
 
     def local_lock_dir(self) -> Path:
