@@ -215,7 +215,8 @@ def test_our_node_follows_our_own_list(live, list_signer, rsa_signer, ca_dir, tm
         published = publish_live(live, rsa_signer, origin, "ours.img", image_bytes(3000, 11))
         config = tmp_path / "fetcher.cfg"
         config.write_text(f"[fetcher]\ncache_dir = {tmp_path / 'cache'}\n"
-                          f"local_lock_dir = {tmp_path / 'locks'}\n")
+                          f"local_lock_dir = {tmp_path / 'locks'}\n"
+                          "allow_private_addresses = 127.0.0.1/32\n")
         done = run_command("stratus-image-cache", "--config", str(config), "--json",
                            "subscribe", live.url + "imagelists/ubuntu", "--endorser-dn",
                            slash_dn(list_signer.subject), "--ca-dir", str(ca_dir),
