@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from marketplace.metadata.identifier import sha1_to_identifier
 from marketplace.metadata.problems import MetadataError, Problem, fail
 
 GIVEN = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
+UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 FORMATS = {".qcow2": "qcow2", ".vmdk": "vmdk", ".vdi": "vdi", ".iso": "iso", ".vhd": "vpc"}
 
 
@@ -49,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--no-{option}", action="store_true", help=f"omit the {option} checksum")
     p.add_argument("--validity", type=int, metavar="DAYS",
                    help="days the entry stays valid (default 365)")
-    p.add_argument("-o", "--output", help="output file (default: standard output; with "
-                   "--json only the entry as JSON is printed)")
+    p.add_argument("-o", "--output", help="output file, - for standard output (default: "
+                   "OS-OSVERSION-ARCH-TYPE-VERSION.xml in the current directory, as the original "
+                   "command named it; with --json and -o - only the entry as JSON is printed)")
     return p
 
 
@@ -147,14 +150,30 @@ def build_metadata(options: argparse.Namespace, settings: Settings,
     return appliance, data
 
 
+def default_output(appliance: model.Appliance) -> str:
+    """The original command's file name, ``<os>-<os-version>-<os-arch>-<type>-<version>.xml``
+    (e.g. ``SL-6.6-x86_64-base-1.0.xml``); unknown parts are left out, and characters that
+    do not belong in a file name become ``_``."""
+    parts = (appliance.os, appliance.os_version, appliance.os_arch, appliance.type,
+             appliance.version)
+    name = "-".join(UNSAFE_IN_NAME.sub("_", p) for p in parts if p)
+    return f"{name or appliance.identifier}.xml"
+
+
 def run(options: argparse.Namespace, settings: Settings) -> int:
     appliance, data = build_metadata(options, settings)
-    if not options.json:
-        cli.write_output(data, options.output)
+    output = options.output or default_output(appliance)
+    if output == "-":
+        if options.json:
+            cli.emit_json({"output": None, "appliance": appliance.as_dict()})
+        else:
+            cli.write_output(data, None)
         return 0
-    if options.output:
-        cli.write_output(data, options.output)
-    cli.emit_json({"output": options.output, "appliance": appliance.as_dict()})
+    cli.write_output(data, output)
+    if options.json:
+        cli.emit_json({"output": output, "appliance": appliance.as_dict()})
+    elif not options.output and not options.quiet:
+        print(f"wrote {output}")  # a name the user did not choose: say which
     return 0
 
 

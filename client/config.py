@@ -1,8 +1,15 @@
 """Settings for the commands, in the original StratusLab client's order of precedence.
 
 command-line option > ``STRATUSLAB_<KEY>`` environment variable > the user's config file
-(``~/.stratuslab/stratuslab-user.cfg``, section ``[default]``, or ``--config`` /
-``STRATUSLAB_CONFIG``) > built-in default.
+(``~/.stratuslab/stratuslab-user.cfg``, or ``-c/--config`` / ``STRATUSLAB_CONFIG``) >
+built-in default.
+
+The config file has the original client's layout: ``[default]`` holds the defaults and may
+name a ``selected_section`` whose keys override them; ``-S/--user-config-section`` (or
+``STRATUSLAB_USER_CONFIG_SECTION``) chooses another section. Values follow the original's
+ConfigParser rule that a literal ``%`` is written ``%%`` (as in passwords); a lone ``%`` is
+kept as written. The original key names (``p12_certificate``, ``pem_certificate``) are
+read as ours (``p12_cert``, ``pem_cert``), in the file and in the environment.
 """
 
 from __future__ import annotations
@@ -10,12 +17,18 @@ from __future__ import annotations
 import argparse
 import configparser
 import functools
+import logging
 import os
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 USER_CONFIG = Path("~/.stratuslab/stratuslab-user.cfg")
 SECTION = "default"
+SELECTED_SECTION = "selected_section"
 ENV_PREFIX = "STRATUSLAB_"
+SECTION_VARIABLE = ENV_PREFIX + "USER_CONFIG_SECTION"
+# our key -> the original client's name for the same setting
+ORIGINAL_KEYS = {"p12_cert": "p12_certificate", "pem_cert": "pem_certificate"}
 
 
 class ConfigError(ValueError):
@@ -32,9 +45,15 @@ class Settings:
     @functools.cached_property
     def file(self) -> dict[str, str]:
         """The config file's settings, read when first needed (copy-config never needs them)."""
-        return read_config_file(self._config_path())
+        section = getattr(self.options, "user_config_section", None) or \
+            self.environ.get(SECTION_VARIABLE)
+        path = self.config_path()
+        values = read_config_file(path, section)
+        log.info("settings file %s%s: %d setting(s)", path,
+                 f" [{section}]" if section else "", len(values))
+        return values
 
-    def _config_path(self) -> Path:
+    def config_path(self) -> Path:
         given = getattr(self.options, "config", None) or self.environ.get(ENV_PREFIX + "CONFIG")
         return Path(given).expanduser() if given else USER_CONFIG.expanduser()
 
@@ -43,15 +62,32 @@ class Settings:
         value = getattr(self.options, key, None)
         if value is not None:
             return value
-        value = self.environ.get(ENV_PREFIX + key.upper())
-        if value is not None:
-            return value
-        return self.file.get(key, default)
+        names = (key, ORIGINAL_KEYS[key]) if key in ORIGINAL_KEYS else (key,)
+        for name in names:
+            value = self.environ.get(ENV_PREFIX + name.upper())
+            if value is not None:
+                return value
+        for name in names:
+            value = self.file.get(name)
+            if value is not None:
+                return value
+        return default
 
 
-def read_config_file(path: Path) -> dict[str, str]:
-    """The ``[default]`` section of an INI config file; empty when the file is absent."""
-    parser = configparser.ConfigParser(interpolation=None)
+class _DoubledPercent(configparser.Interpolation):
+    """``%%`` reads as ``%``, as in the original's ConfigParser; nothing else is expanded."""
+
+    def before_get(self, parser, section, option, value, defaults):
+        return value.replace("%%", "%")
+
+
+def read_config_file(path: Path, section: str | None = None) -> dict[str, str]:
+    """``[default]`` overlaid with the selected section; empty when the file is absent.
+
+    ``section`` (the option or variable) wins over ``selected_section`` in ``[default]``;
+    a section that is named but missing is an error, as in the original client.
+    """
+    parser = configparser.ConfigParser(interpolation=_DoubledPercent())
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -59,4 +95,12 @@ def read_config_file(path: Path) -> dict[str, str]:
         return {}
     except configparser.Error as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+    values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+    chosen = section or values.pop(SELECTED_SECTION, None)
+    values.pop(SELECTED_SECTION, None)
+    if chosen and chosen != SECTION:
+        if not parser.has_section(chosen):
+            raise ConfigError(f"config file {path} has no section [{chosen}] (selected by "
+                              f"{'-S/' + SECTION_VARIABLE if section else SELECTED_SECTION})")
+        values.update(parser[chosen])
+    return values

@@ -10,22 +10,33 @@ from client.config import USER_CONFIG, ConfigError, Settings
 from marketplace.files import write_atomic
 
 TEMPLATE = """\
-# StratusLab user configuration, read by every stratus-* command.
+# StratusLab user configuration, read by every stratus-* command (the original client's
+# layout: original files work as they are).
 # Precedence: command-line option > STRATUSLAB_<KEY> environment variable > this file
 # > built-in default. Keys are the long option names with '_' for '-'.
-# Passwords never go here: use STRATUSLAB_P12_PASSWORD, a password file or the prompt.
+# As in the original client, a literal '%' in a value is written '%%' (e.g. in passwords).
 
+# Defaults for every section.
 [default]
 
-# Marketplace to upload to and search (STRATUSLAB_MARKETPLACE_ENDPOINT).
+# The section whose keys override [default]; -S/--user-config-section NAME or
+# STRATUSLAB_USER_CONFIG_SECTION choose another for one command.
+selected_section = marketplace
+
+[marketplace]
+
+# Marketplace to upload to and search (STRATUSLAB_MARKETPLACE_ENDPOINT); an original
+# address with its /marketplace context path works too.
 #marketplace_endpoint = http://127.0.0.1:8080
 
-# Signing credentials: a PKCS#12 file...
-#p12_cert = ~/.globus/usercert.p12
+# Signing credentials: a PKCS#12 file (the original key name; p12_cert works too)...
+#p12_certificate = ~/.globus/usercert.p12
+# ...and its password, best from a file only you can read (or STRATUSLAB_P12_PASSWORD,
+# or the prompt). The original p12_password key is read too, if this file is yours alone.
 #p12_password_file = ~/.stratuslab/p12-password
 # ...or a PEM key and certificate.
 #pem_key = ~/.globus/userkey.pem
-#pem_cert = ~/.globus/usercert.pem
+#pem_certificate = ~/.globus/usercert.pem
 
 # Endorser email, when the certificate carries none.
 #email = jane.tester@example.org

@@ -4,10 +4,12 @@
 ``demo`` fills an empty store with signed demo entries, then serves; ``reindex`` rebuilds
 the indexes from the stored documents; ``init-store`` creates an empty store (and, on
 Elasticsearch, migrates indices of an older mapping); ``migrate`` copies a SQLite store into
-Elasticsearch; ``replicate`` pulls a primary into a replica (see :mod:`marketplace.replica`);
-``admin-account`` prints a line of the admin accounts file. Settings come
-from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line
-sets the data dir, and every setting reaches the gunicorn workers through the environment.
+Elasticsearch; ``import`` takes over an original StratusLab marketplace's documents (see
+:mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
+:mod:`marketplace.replica`); ``admin-account`` prints a line of the admin accounts file.
+Settings come from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the
+command line sets the data dir, and every setting reaches the gunicorn workers through the
+environment.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 4
 METRICS_DIR = "prometheus"
+SOME_REFUSED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--to", dest="target", default="elasticsearch",
                      metavar="elasticsearch[:URL]", help="the Elasticsearch of the "
                      "MARKETPLACE_ELASTICSEARCH_* settings (URL overrides theirs)")
+    text = ("take over an original StratusLab marketplace: judge each DIR/metadata/<id>/"
+            "<email>/<created>.xml as of its endorsement date and store those that pass "
+            "(run it again: nothing is added twice). Exit status 0: every file is in; "
+            f"{SOME_REFUSED}: done, but some files were refused (each with its rule)")
+    sub = commands.add_parser("import", parents=[common, output], help=text, description=text,
+                              epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("directory", metavar="DIR", help="the original's data directory (the "
+                     "folder holding metadata/)")
     _moderation_commands(commands, common, output, epilog)
     return p
 
@@ -165,6 +176,38 @@ def migrate(options: argparse.Namespace, settings: dict[str, str]) -> int:
               f"{done.seconds:.1f} s: {done.new} new, {done.already_there} already there; it "
               f"holds {done.target_total} entries")
     return 0
+
+
+def import_original(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``import DIR``: a verdict per file (JSON lines with --json), then a summary."""
+    from marketplace.app import open_store
+    from marketplace.importer import ACCEPTED, REFUSED, import_directory
+    from marketplace.service import Marketplace
+    show = not options.quiet and not options.json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rimporting: {done}/{total} files", end="", file=sys.stderr, flush=True)
+
+    marketplace = Marketplace.from_settings(settings, open_store(settings))
+    counts = {ACCEPTED: 0, "already there": 0, REFUSED: 0}
+    try:
+        for verdict in import_directory(marketplace, Path(options.directory),
+                                        progress if show else None):
+            counts[verdict.outcome] += 1
+            if options.json:
+                print(json.dumps(verdict.as_dict()), flush=True)
+            elif verdict.outcome == REFUSED and not options.quiet:
+                start = "\n" if show else ""  # off the progress line
+                print(f"{start}refused {verdict.path}: {verdict.message} [{verdict.rule}]",
+                      file=sys.stderr)
+    finally:
+        marketplace.close()
+    if show:
+        print(file=sys.stderr)
+    if not options.json and not options.quiet:
+        print(f"imported {options.directory}: {counts[ACCEPTED]} accepted, "
+              f"{counts['already there']} already there, {counts[REFUSED]} refused")
+    return SOME_REFUSED if counts[REFUSED] else 0
 
 
 def report(options: argparse.Namespace, text: str, **data) -> None:
@@ -341,6 +384,8 @@ def run(options: argparse.Namespace) -> int:
         return demo(options, settings)
     if options.command == "migrate":
         return migrate(options, settings)
+    if options.command == "import":
+        return import_original(options, settings)
     if options.command == "replicate":
         return replicate(options, settings)
     if options.command == "reindex":

@@ -105,6 +105,11 @@ FIELDS: tuple[Field, ...] = (
     Field("is_version_of", DCTERMS, "isVersionOf"),
 )
 _BY_TAG = {f.tag: f for f in FIELDS}
+# Written even when unknown (empty), as the original template did: the original client
+# refuses a document without any of them ("Missing element 'description'"). It also needs
+# dcterms:created and dcterms:valid, which have no empty form: the build always sets them.
+ALWAYS_WRITTEN = frozenset({"type", "os", "os_version", "os_arch", "version", "compression",
+                            "description"})
 RDF_TYPE = f"{{{RDF}}}type"
 RESOURCE = f"{{{RDF}}}resource"
 IDENTIFIER = f"{{{DCTERMS}}}identifier"
@@ -271,7 +276,7 @@ def _read_fields(appliance: Appliance, description: etree._Element) -> None:
             appliance.extra.append(_standalone(child))
             continue
         text = _text(child)
-        if not text and spec.kind is not str:
+        if not text:  # an empty element, as the original template wrote: unknown
             continue
         value = spec.decode(text)
         if spec.many:
@@ -305,6 +310,8 @@ def to_document(appliance: Appliance) -> etree._Element:
     _write_endorsement(description, appliance.endorsement)
     for spec in FIELDS:
         value = getattr(appliance, spec.name)
+        if value is None and spec.name in ALWAYS_WRITTEN:
+            etree.SubElement(description, spec.tag).text = ""
         for item in value if spec.many else ([] if value is None else [value]):
             etree.SubElement(description, spec.tag).text = spec.encode(item)
     etree.indent(root, space="    ")

@@ -34,7 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
-from client import build, copy_config, sign, upload, validate
+from client import build, config, copy_config, sign, upload, validate
+from marketplace.metadata import model, validation
 from tests import pki
 from tests.live.conftest import COMMAND_TIMEOUT, clean_environ, script
 
@@ -64,10 +65,12 @@ CONFIG = Path(".stratuslab") / "stratuslab-user.cfg"
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Path:
-    """A HOME of this test alone, and no STRATUSLAB_* setting from the caller's environment."""
+    """A HOME of this test alone, and no STRATUSLAB_* setting from the caller's environment;
+    the test runs in it (build writes its default file name in the current folder)."""
     directory = tmp_path / "home"
     directory.mkdir()
     monkeypatch.setenv("HOME", str(directory))
+    monkeypatch.chdir(directory)
     for key in list(os.environ):
         if key.startswith("STRATUSLAB_"):
             monkeypatch.delenv(key)
@@ -431,15 +434,45 @@ def test_no_options_leave_checksums_out(skipped, capsys, tmp_path, images, conte
                                    if a not in left_out}
 
 
-def test_without_output_the_document_goes_to_standard_output(capsys, tmp_path, images,
-                                                             content):
-    code, out, err = run(capsys, build.main, images[".xz"], "--title", "to stdout")
+def test_dash_output_sends_the_document_to_standard_output(capsys, tmp_path, home, images,
+                                                         content):
+    code, out, err = run(capsys, build.main, images[".xz"], "--title", "to stdout", "-o", "-")
     assert (code, err) == (0, "")
     assert out.startswith("<?xml")
     data = out.encode()
     assert checksums(data) == expected_checksums(content)
     assert text(data, f"{DESCRIPTION}/dcterms:title") == "to stdout"
-    assert list(tmp_path.iterdir()) == [tmp_path / "home"]
+    assert list(tmp_path.iterdir()) == [home]
+    assert list(home.iterdir()) == []
+
+
+def test_without_output_the_original_file_name_is_used(capsys, tmp_path, images, content,
+                                                       monkeypatch):
+    """The original command wrote OS-OSVERSION-ARCH-TYPE-VERSION.xml in the current folder
+    (the OpenStack@LAL talk shows SL-6.6-x86_64-base-1.0.xml)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, build.main, images[""], "--os", "SL", "--os-version", "6.6",
+                         "--os-arch", "x86_64", "--image-version", "1.0")
+    assert (code, out, err) == (0, "wrote SL-6.6-x86_64-base-1.0.xml\n", "")
+    assert checksums(tmp_path / "SL-6.6-x86_64-base-1.0.xml") == expected_checksums(content)
+
+    code, out, err = run(capsys, build.main, images[""], "--os", "../../etc/x", "-q")
+    assert (code, out, err) == (0, "", "")
+    assert (tmp_path / ".._.._etc_x-base.xml").is_file()  # no path in a default name
+
+
+def test_every_element_the_original_client_requires_is_written(capsys, tmp_path, images):
+    """The original uploader and nodes require these; unknown ones are written empty, as the
+    original template did, and read back as unknown."""
+    document = built(capsys, images[""], tmp_path / "meta.xml")
+    for element in ("dcterms:description", "dcterms:compression", "slterms:os",
+                    "slterms:os-version", "slterms:os-arch", "slterms:version",
+                    "dcterms:type", "dcterms:created", "dcterms:valid"):
+        assert len(texts(document, f"{DESCRIPTION}/{element}")) == 1, element
+    assert text(document, f"{DESCRIPTION}/slterms:os-version") is None  # empty element
+    assert run(capsys, validate.main, document)[0] == 0
+    entry = model.from_document(validation.check(document.read_bytes()))
+    assert (entry.os_version, entry.description, entry.compression) == (None, None, None)
 
 
 def test_build_json_prints_the_entry(capsys, tmp_path, images, content):
@@ -575,21 +608,47 @@ def test_without_credentials_the_error_names_the_options(capsys, unsigned):
 
 
 @pytest.mark.parametrize("argv", [
-    ["--p12-password", "s3cret"], ["--p12-password=s3cret"], ["--p12-pass", "s3cret"],
-    ["--pem-password", "s3cret"], ["--password", "s3cret"], ["--pass", "s3cret"]])
-def test_there_is_no_password_option(argv, capsys, unsigned, p12):
+    ["--p12-pass", "s3cret"], ["--p12-pass=s3cret"], ["--pem-password", "s3cret"],
+    ["--password", "s3cret"], ["--pass", "s3cret"]])
+def test_unknown_password_options_are_refused_without_echoing_the_value(argv, capsys,
+                                                                        unsigned, p12):
     with pytest.raises(SystemExit) as exited:
         sign.main([str(unsigned), *p12, *argv])
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "unrecognized arguments: " + argv[0] in err
+    assert "unrecognized arguments: " + argv[0].split("=")[0] in err
+    assert "s3cret" not in err
     assert not unsigned.with_name(unsigned.name + ".orig").exists()
 
 
-def test_the_only_password_options_name_files():
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_the_original_password_option_works_with_a_warning(form, capsys, tmp_path, unsigned,
+                                                           rsa_signer, monkeypatch):
+    """Old scripts pass --p12-password VALUE: accepted, with a warning that others can
+    read it; the value itself is never printed."""
+    monkeypatch.delenv("STRATUSLAB_P12_PASSWORD", raising=False)
+    path = pki.write_pkcs12(rsa_signer, tmp_path / "jane.p12")
+    secret = pki.PASSWORD.decode()
+    option = ["--p12-password", secret] if form == "separate" else [f"--p12-password={secret}"]
+    code, out, err = run(capsys, sign.main, unsigned, "--p12-cert", path, *option)
+    assert code == 0
+    assert err.startswith("warning: --p12-password shows the password to every user")
+    assert secret not in err + out
+    assert text(unsigned, f"{ENDORSER}/slreq:email") == "jane.tester@example.org"
+
+
+def test_a_missing_p12_file_is_reported_before_any_password_is_asked(capsys, tmp_path,
+                                                                     unsigned):
+    code, out, err = run(capsys, sign.main, unsigned, "--p12-cert", tmp_path / "absent.p12")
+    assert (code, out) == (1, "")
+    assert err == f"error: the PKCS#12 file {tmp_path / 'absent.p12'} does not exist\n"
+
+
+def test_the_password_options(capsys):
     options = [o for a in sign.build_parser()._actions for o in a.option_strings]
-    assert [o for o in options if "pass" in o] == ["--p12-password-file", "--pem-password-file"]
+    assert [o for o in options if "pass" in o] == ["--p12-password-file", "--p12-password",
+                                                   "--pem-password-file"]
 
 
 def test_an_unknown_profile_from_the_environment_is_a_clear_error(capsys, unsigned, p12,
@@ -697,18 +756,22 @@ def test_copy_config_writes_a_commented_user_config(capsys, home):
     assert (code, out, err) == (0, f"wrote {path}\n", "")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     lines = path.read_text().splitlines()
-    assert [line for line in lines if line and not line.startswith("#")] == ["[default]"]
+    # The original layout: [default] selects a section, which holds the settings.
+    assert [line for line in lines if line and not line.startswith("#")] == \
+        ["[default]", "selected_section = marketplace", "[marketplace]"]
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(path)
-    assert dict(parser["default"]) == {}
+    assert dict(parser["marketplace"]) == {}
 
-    # Every commented setting is a real option of the commands that read it.
+    # Every commented setting is a real option of the commands that read it (the original
+    # key names stand for ours).
     keys = [m.group(1) for line in lines if (m := re.match(r"#(\w+) = ", line))]
-    assert {"author", "validity", "p12_cert", "p12_password_file", "pem_key", "pem_cert",
-            "email", "profile", "marketplace_endpoint"} <= set(keys)
+    assert {"author", "validity", "p12_certificate", "p12_password_file", "pem_key",
+            "pem_certificate", "email", "profile", "marketplace_endpoint"} <= set(keys)
+    ours = {original: key for key, original in config.ORIGINAL_KEYS.items()}
     options = {o for p in (build.build_parser(), sign.build_parser(), upload.build_parser())
                for a in p._actions for o in a.option_strings}
-    assert [k for k in keys if "--" + k.replace("_", "-") not in options] == []
+    assert [k for k in keys if "--" + ours.get(k, k).replace("_", "-") not in options] == []
 
 
 def test_copy_config_refuses_to_overwrite_without_force(capsys, home):
@@ -892,7 +955,7 @@ def test_the_installed_commands_end_to_end(tmp_path, home, content, rsa_signer):
     result = command("stratus-copy-config")
     assert (result.returncode, result.stdout) == (0, f"wrote {home / CONFIG}\n")
     uncomment(home, "author", "Config Author")
-    uncomment(home, "p12_cert", str(p12_path))
+    uncomment(home, "p12_certificate", str(p12_path))
 
     document = tmp_path / "appliance.xml"
     result = command("stratus-build-metadata", image, "--output", document, "--os", "ttylinux")
@@ -902,9 +965,10 @@ def test_the_installed_commands_end_to_end(tmp_path, home, content, rsa_signer):
     assert text(document, f"{DESCRIPTION}/dcterms:creator") == "Config Author"
     assert text(document, f"{DESCRIPTION}/dcterms:compression") == "xz"
 
-    result = command("stratus-sign-metadata", document, "--p12-password", "s3cret")
+    result = command("stratus-sign-metadata", document, "--p12-pass", "s3cret")
     assert result.returncode == 2
-    assert "unrecognized arguments: --p12-password" in result.stderr
+    assert "unrecognized arguments: --p12-pass" in result.stderr
+    assert "s3cret" not in result.stderr
 
     result = command("stratus-sign-metadata", document)
     assert (result.returncode, result.stderr) == (0, "")
