@@ -47,13 +47,16 @@ def markers_of(item: pytest.Item) -> set[str]:
     if ("elastic" in item.path.stem or "elasticsearch" in item.fixturenames
             or "elasticsearch" in params):
         found.add("elasticsearch")
+    if "go_verifier" in item.fixturenames:
+        found.add("golang")
     return found
 
 
 # Marker -> the module of its fixtures, whose ``missing()`` says why they cannot run here.
 # Imported only when a collected test carries the marker (pytest imports them as plugins and
 # conftests itself, rewriting their asserts).
-FIXTURES_OF = {"elasticsearch": "tests.elastic", "browser": "tests.ui.conftest"}
+FIXTURES_OF = {"elasticsearch": "tests.elastic", "browser": "tests.ui.conftest",
+               "golang": "tests.tlog.conftest"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by these markers

@@ -9,8 +9,6 @@ import base64
 import functools
 import http.server
 import json
-import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -19,19 +17,7 @@ import pytest
 
 from marketplace.metadata import note, tlog
 
-VERIFIER = Path(__file__).with_name("verifier")
 ORIGIN = "marketplace.test/log"
-
-
-@pytest.fixture(scope="session")
-def go_verifier(tmp_path_factory) -> Path:
-    """The Go verifier, built once (the module proxy serves golang.org/x/mod)."""
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    binary = tmp_path_factory.mktemp("go") / "verifier"
-    environment = {**os.environ, "GOFLAGS": "-buildvcs=false"}
-    subprocess.run([go, "build", "-o", str(binary), "."], cwd=VERIFIER, check=True,
-                   env=environment, timeout=600)
-    return binary
 
 
 def publish(directory: Path, entries: list[bytes], signer: note.Signer) -> bytes:
