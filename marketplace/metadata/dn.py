@@ -23,14 +23,24 @@ _SEPARATORS = ",;+"
 Key = list[frozenset[tuple[str, str]]]
 
 
-def same_dn(text: str | None, name: x509.Name) -> bool:
-    """True when ``text`` names the same DN as ``name`` (most specific RDN first in text)."""
-    if not text:
-        return False
+def same_dn(a: str | x509.Name | None, b: str | x509.Name | None) -> bool:
+    """True when ``a`` and ``b`` name the same DN: THE DN equality of the project.
+
+    Either side is RFC 2253 text (most specific RDN first) or a certificate's name; text
+    that is not a DN equals nothing.
+    """
+    first, second = key(a), key(b)
+    return first is not None and first == second
+
+
+def key(name: str | x509.Name | None) -> tuple | None:
+    """The comparable form of a DN given as text or as a name; None for no DN or bad text."""
+    if isinstance(name, x509.Name):
+        return tuple(name_key(name))
     try:
-        return parse(text) == name_key(name)
+        return tuple(parse(name)) if name else None
     except ValueError:
-        return False
+        return None
 
 
 def name_key(name: x509.Name) -> Key:
