@@ -247,12 +247,14 @@ def stored_titles(replicator) -> list[str]:
 
 def test_a_replica_judges_the_certificate_no_earlier_than_the_endorsement(
         hostile, follower, make_signer):
-    """The feed claims a publication time when the certificate was valid; the endorsement
-    is dated after the certificate expired. An upload would be refused: so is the copy."""
+    """The feed claims a publication time (within the clock skew before the endorsement)
+    when the certificate was valid; the endorsement is dated after the certificate expired.
+    An upload would be refused: so is the copy."""
+    endorsed = moment(2)
     expired = make_signer("Old Key", email="old@example.org", not_before=moment(20),
-                          not_after=moment(10))
-    late = factories.signed(expired, factories.appliance(title="late"), now=moment(2))
-    hostile.publish(late, at=moment(15))
+                          not_after=endorsed - timedelta(minutes=1))
+    late = factories.signed(expired, factories.appliance(title="late"), now=endorsed)
+    hostile.publish(late, at=endorsed - timedelta(minutes=2))
     good = signed(make_signer("Good", email="good@example.org"), title="good")
     hostile.publish(good, at=moment())
 

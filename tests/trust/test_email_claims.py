@@ -62,7 +62,7 @@ def test_a_certificate_without_email_cannot_take_over_an_endorsers_tag(server, r
     tag = server.get(f"tag/{JANE}/prod", headers={"Accept": "application/json"}).json()
     assert tag["title"] == "Jane's image"
     publisher = server.get(f"endorsers/{JANE}", headers={"Accept": "application/json"}).json()
-    assert [i["title"] for i in publisher["items"]] == ["Jane's image"]
+    assert [e["title"] for e in publisher["entries"]] == ["Jane's image"]
 
 
 def test_under_confirm_an_unproven_email_waits_for_the_mail_even_when_whitelisted(
