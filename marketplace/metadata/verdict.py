@@ -184,8 +184,8 @@ def check_not_blocked(identity: Identity, blocked: Iterable[Endorser]) -> None:
     """Raise Refused when a blocked endorser names ``identity`` (by any email it claims)."""
     found = first_naming(blocked, identity, claimed=True)
     if found is not None:
-        raise Refused("blocked", f"the endorser {found.text} is blocked: its endorsements "
-                      "are refused")
+        raise Refused("blocked", f"the endorser {found.text} is blocked by the operators: its "
+                      "endorsements are refused")
 
 
 @dataclass(frozen=True)
