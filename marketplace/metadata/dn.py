@@ -7,16 +7,17 @@ sides are reduced to a list of RDNs, each a set of (OID, value folded for case a
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
-KEYWORDS = {
-    "CN": NameOID.COMMON_NAME, "L": NameOID.LOCALITY_NAME, "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "C": NameOID.COUNTRY_NAME, "STREET": NameOID.STREET_ADDRESS, "DC": NameOID.DOMAIN_COMPONENT,
-    "UID": NameOID.USER_ID, "EMAILADDRESS": NameOID.EMAIL_ADDRESS, "E": NameOID.EMAIL_ADDRESS,
-    "SERIALNUMBER": NameOID.SERIAL_NUMBER, "GIVENNAME": NameOID.GIVEN_NAME,
-    "SN": NameOID.SURNAME, "SURNAME": NameOID.SURNAME, "TITLE": NameOID.TITLE,
+if TYPE_CHECKING:  # standard library only at run time: a node's cache hit compares DNs
+    from cryptography import x509
+
+KEYWORDS = {  # the attribute types' OIDs (cryptography's NameOID values)
+    "CN": "2.5.4.3", "L": "2.5.4.7", "ST": "2.5.4.8", "O": "2.5.4.10", "OU": "2.5.4.11",
+    "C": "2.5.4.6", "STREET": "2.5.4.9", "DC": "0.9.2342.19200300.100.1.25",
+    "UID": "0.9.2342.19200300.100.1.1", "EMAILADDRESS": "1.2.840.113549.1.9.1",
+    "E": "1.2.840.113549.1.9.1", "SERIALNUMBER": "2.5.4.5", "GIVENNAME": "2.5.4.42",
+    "SN": "2.5.4.4", "SURNAME": "2.5.4.4", "TITLE": "2.5.4.12",
 }
 _SEPARATORS = ",;+"
 
@@ -35,7 +36,7 @@ def same_dn(a: str | x509.Name | None, b: str | x509.Name | None) -> bool:
 
 def key(name: str | x509.Name | None) -> tuple | None:
     """The comparable form of a DN given as text or as a name; None for no DN or bad text."""
-    if isinstance(name, x509.Name):
+    if name is not None and not isinstance(name, str):
         return tuple(name_key(name))
     try:
         return tuple(parse(name)) if name else None
@@ -74,7 +75,7 @@ def _keyword(text: str, position: int) -> tuple[str, int]:
         raise ValueError(f"no '=' after position {position} in {text!r}")
     keyword = text[position:end].strip()
     if keyword.upper() in KEYWORDS:
-        return KEYWORDS[keyword.upper()].dotted_string, end + 1
+        return KEYWORDS[keyword.upper()], end + 1
     if keyword.upper().startswith("OID."):
         keyword = keyword[4:]
     if not keyword.replace(".", "").isdigit():

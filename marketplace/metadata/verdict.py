@@ -30,29 +30,27 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from lxml import etree
 
-from marketplace.metadata import dn, model, signature, validation
+from marketplace.metadata import model, signature, validation
+from marketplace.metadata.identity import (
+    CERTIFICATE,
+    EMAIL,
+    MAIL,
+    SUBJECT,
+    UNPROVEN_RULE,
+    Endorser,
+    Identity,
+    Refused,
+    check_not_blocked,
+    first_naming,
+)
 from marketplace.metadata.keys import certificate_emails
 from marketplace.metadata.problems import fail
 from marketplace.metadata.trust import TrustStore, check_validity
 
 CLOCK_SKEW = timedelta(minutes=5)
-CERTIFICATE = "certificate"  # how an email was proven: the certificate carries it
-MAIL = "mail"  # ... or its owner followed the marketplace's mailed link
-EMAIL, SUBJECT = "email", "subject"
-UNPROVEN_RULE = "endorser-email-unproven"
-
-
-class Refused(Exception):
-    """An endorser this judge does not take (blocked, not listed), or an upload a
-    read-only replica does not take."""
-
-    def __init__(self, rule: str, message: str, element: str = "slreq:endorser"):
-        self.rule, self.element, self.message = rule, element, message
-        super().__init__(message)
-
-    @property
-    def problems(self) -> list[dict[str, str]]:
-        return [{"element": self.element, "rule": self.rule, "message": self.message}]
+__all__ = ["CERTIFICATE", "CLOCK_SKEW", "EMAIL", "MAIL", "SUBJECT", "UNPROVEN_RULE", "Checked",
+           "Endorser", "Identity", "Moment", "Refused", "Verdict", "check_not_blocked",
+           "first_naming", "identity_of", "judge", "judge_signed"]
 
 
 @dataclass(frozen=True)
@@ -104,91 +102,6 @@ class Moment:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """Who endorsed: the endorsement's email, the emails the certificate carries, and the
-    certificate's subject (as text, and comparable)."""
-
-    email: str | None
-    certified: frozenset[str]
-    subject: str | None
-
-    @classmethod
-    def of(cls, email: str | None, certificate: x509.Certificate) -> Identity:
-        return cls((email or "").lower() or None,
-                   frozenset(e.lower() for e in certificate_emails(certificate)),
-                   certificate.subject.rfc4514_string())
-
-    @property
-    def email_proof(self) -> str | None:
-        """CERTIFICATE when the certificate carries the endorsement's email, else None."""
-        return CERTIFICATE if self.email and self.email in self.certified else None
-
-    def proven_emails(self) -> frozenset[str]:
-        return frozenset({self.email}) if self.email_proof else frozenset()
-
-    def require_proven_email(self) -> None:
-        """Refuse (MetadataError) an endorsement whose email the certificate does not carry,
-        for a judge that cannot prove it by mail."""
-        if self.email_proof is None:
-            raise fail("slreq:email", UNPROVEN_RULE,
-                       f"the endorsement claims the email {self.email}, which the certificate "
-                       f"of {self.subject} does not carry (as an rfc822 SubjectAltName or "
-                       "an emailAddress): sign with a certificate that carries it")
-
-
-@dataclass(frozen=True)
-class Endorser:
-    """An entry of an endorser list: an email address (lower case) or a DN."""
-
-    kind: str
-    text: str
-    key: tuple
-
-    @classmethod
-    def parse(cls, text: str) -> Endorser:
-        """``name@domain`` or an RFC 2253 DN; ValueError saying which rule it breaks."""
-        text = " ".join(text.split())
-        if not text:
-            raise ValueError("an endorser is an email address or a subject DN; got nothing")
-        if "@" in text and "=" not in text:
-            if text.count("@") != 1 or " " in text or len(text) > 254:
-                raise ValueError(f"{text[:80]!r} is not an email address")
-            return cls(EMAIL, text.lower(), (text.lower(),))
-        try:
-            key = tuple(dn.parse(text))
-        except ValueError as exc:
-            raise ValueError(f"{text[:80]!r} is neither an email address nor a DN "
-                             f"(RFC 2253, e.g. CN=Jane Doe,O=Lab,C=EU): {exc}") from None
-        return cls(SUBJECT, text, key)
-
-    def names(self, identity: Identity, claimed: bool = False,
-              proven: Iterable[str] = ()) -> bool:
-        """True when this entry names the endorser: by subject, or by an email the
-        certificate proves (or ``proven`` by other means); with ``claimed`` (a block
-        list), by any email the document or the certificate names."""
-        if self.kind == SUBJECT:
-            return self.key == dn.key(identity.subject)
-        emails = identity.proven_emails() | set(proven)
-        if claimed:
-            emails |= identity.certified | {identity.email}
-        return self.key[0] in emails
-
-
-def first_naming(endorsers: Iterable[Endorser], identity: Identity,
-                 claimed: bool = False) -> Endorser | None:
-    """The first endorser of a list that names ``identity``."""
-    return next((e for e in endorsers if e.names(identity, claimed)), None)
-
-
-def check_not_blocked(identity: Identity, blocked: Iterable[Endorser]) -> None:
-    """Raise Refused when a blocked endorser names ``identity`` (by any email it claims)."""
-    found = first_naming(blocked, identity, claimed=True)
-    if found is not None:
-        raise Refused("blocked", f"the endorser {found.text} is blocked by the operators: its "
-                      "endorsements are refused")
-
-
-@dataclass(frozen=True)
 class Verdict:
     """A document that may be trusted: what it says, who signed it, as of when, and
     whether the whitelist (if any) names its endorser."""
@@ -209,6 +122,13 @@ class Verdict:
     @property
     def email_proof(self) -> str | None:
         return self.identity.email_proof if self.identity else None
+
+
+def identity_of(email: str | None, certificate: x509.Certificate) -> Identity:
+    """The endorsement's email with what the certificate vouches for."""
+    return Identity((email or "").lower() or None,
+                    frozenset(e.lower() for e in certificate_emails(certificate)),
+                    certificate.subject.rfc4514_string())
 
 
 def judge(data: bytes, moment: Moment, trust_store: TrustStore | None = None,
@@ -241,7 +161,7 @@ def judge_signed(root: etree._Element, moment: Moment, trust_store: TrustStore |
     check_validity(certificate, at)
     if trust_store is not None:
         trust_store.check(certificate, at)
-    identity = Identity.of(appliance.endorsement.email, certificate)
+    identity = identity_of(appliance.endorsement.email, certificate)
     check_not_blocked(identity, blocked)
     listed = None if whitelist is None else first_naming(whitelist, identity) is not None
     return Verdict(Checked(root, appliance, certificate), identity, at, listed)
