@@ -22,6 +22,7 @@ from marketplace.metadata.model import format_date, parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.trust import TrustStore
 from marketplace.metadata.verdict import (
+    MAIL,
     Endorser,
     Moment,
     Refused,
@@ -126,6 +127,13 @@ class Moderation:
         whitelist."""
         whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
         return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+
+    def email_proof(self, key: Key, verdict: Verdict) -> str | None:
+        """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
+        stored before emails had to be proven)."""
+        if verdict.email_proof is not None:
+            return verdict.email_proof
+        return MAIL if self.db.confirmed(key) else None
 
     def blocked(self) -> list[Endorser]:
         return [Endorser.parse(b.endorser) for b in self.db.blocked()]
