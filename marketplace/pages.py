@@ -345,33 +345,7 @@ def verify_now(entry: Entry, now: datetime) -> Verification:
 
 def email_proof(entry: Entry, verdict: Verdict) -> str | None:
     """How the entry's email was proven: by its certificate, by the mailed link, or not."""
-    moderation = api.service().moderation
-    return moderation.email_proof(entry.key, verdict) if moderation else verdict.email_proof
-
-
-def signer(entry: Entry) -> tuple[str | None, str | None]:
-    """(certificate subject, how the email was proven) of a stored entry, as signed."""
-    try:
-        verdict = judge(entry.document, Moment.endorsement(None))
-    except MetadataError:
-        return None, None
-    return verdict.identity.subject, email_proof(entry, verdict)
-
-
-def unmixed(entries: list[Entry]) -> tuple[list[Entry], list[dict]]:
-    """The entries one email may show together, and who signed them with what proof.
-
-    Entries of several certificate subjects appear under one email only when each proved
-    it (certificate or mail); an unproven one (stored before emails had to be proven) is
-    then left out, so no one else's certificate speaks under that address.
-    """
-    signed = [(entry, *signer(entry)) for entry in entries]
-    mixed = len({subject for _, subject, _ in signed}) > 1
-    kept = [entry for entry, _, proof in signed if proof or not mixed]
-    signers = {subject: proof for _, subject, proof in signed
-               if subject and (proof or not mixed)}
-    return kept, [{"subject": s, "proof": PROOFS[p], "proven": bool(p)}
-                  for s, p in signers.items()]
+    return api.service().moderation.email_proof(entry.key, verdict.identity)
 
 
 def certificate_facts(certificate: x509.Certificate | None) -> dict | None:
@@ -493,7 +467,8 @@ def publisher(email: str) -> Response:
     page = store().search(query)
     if not page.total:
         raise NotFound(f"Nobody with the email {email} has published an appliance here.")
-    entries, signers = unmixed(page.entries)
+    entries, signed_by = api.service().moderation.unmixed(page.entries)
+    signers = [{"subject": s, "proof": PROOFS[p], "proven": bool(p)} for s, p in signed_by]
     values = {"limit": str(query.limit)} if query.limit != api.SEARCH_LIMIT else {}
     tags = [{"tag": tag, "count": count,
              "url": search_url({"endorser": email, "tag": tag, "status": "all"})}

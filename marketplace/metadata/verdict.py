@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from lxml import etree
 
+from marketplace.metadata import document as doc
 from marketplace.metadata import model, signature, validation
 from marketplace.metadata.identity import (
     CERTIFICATE,
@@ -50,7 +51,7 @@ from marketplace.metadata.trust import TrustStore, check_validity
 CLOCK_SKEW = timedelta(minutes=5)
 __all__ = ["CERTIFICATE", "CLOCK_SKEW", "EMAIL", "MAIL", "SUBJECT", "UNPROVEN_RULE", "Checked",
            "Endorser", "Identity", "Moment", "Refused", "Verdict", "check_not_blocked",
-           "first_naming", "identity_of", "judge", "judge_signed"]
+           "first_naming", "identify", "identity_of", "judge", "judge_signed"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,14 @@ def identity_of(email: str | None, certificate: x509.Certificate) -> Identity:
     return Identity((email or "").lower() or None,
                     frozenset(e.lower() for e in certificate_emails(certificate)),
                     certificate.subject.rfc4514_string())
+
+
+def identify(data: bytes) -> Identity:
+    """Who signed a stored document (signature and endorser checked; not whether the
+    certificate is trusted, or was valid): for showing who speaks under an email."""
+    root = validation.check(data)
+    certificate = signature.verify(root)
+    return identity_of(model.read_endorsement(doc.description_of(root)).email, certificate)
 
 
 def judge(data: bytes, moment: Moment, trust_store: TrustStore | None = None,

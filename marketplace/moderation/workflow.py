@@ -24,9 +24,11 @@ from marketplace.metadata.trust import TrustStore
 from marketplace.metadata.verdict import (
     MAIL,
     Endorser,
+    Identity,
     Moment,
     Refused,
     Verdict,
+    identify,
     judge,
 )
 from marketplace.moderation.endorsers import Whitelist
@@ -128,12 +130,36 @@ class Moderation:
         whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
         return judge(data, moment, self.trust_store, self.blocked(), whitelist)
 
-    def email_proof(self, key: Key, verdict: Verdict) -> str | None:
+    def email_proof(self, key: Key, identity: Identity) -> str | None:
         """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
-        stored before emails had to be proven)."""
-        if verdict.email_proof is not None:
-            return verdict.email_proof
+        stored before emails had to be proven, or not through the upload path)."""
+        if identity.email_proof is not None:
+            return identity.email_proof
         return MAIL if self.db.confirmed(key) else None
+
+    def signer(self, entry: Entry) -> tuple[str | None, str | None]:
+        """(certificate subject, how the email was proven) of a stored entry, as signed."""
+        try:
+            identity = identify(entry.document)
+        except MetadataError:
+            return None, None
+        return identity.subject, self.email_proof(entry.key, identity)
+
+    def unmixed(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[str, str | None]]]:
+        """The entries one email may show together (a page, a tag), and who signed them with
+        what proof.
+
+        Entries of several certificate subjects appear under one email only when each proved
+        it (certificate or mail); an unproven one (stored before emails had to be proven, or
+        not through the upload path) is then left out, so no other certificate speaks under
+        that address.
+        """
+        signed = [(entry, *self.signer(entry)) for entry in entries]
+        mixed = len({subject for _, subject, _ in signed}) > 1
+        kept = [entry for entry, _, proof in signed if proof or not mixed]
+        signers = {subject: proof for _, subject, proof in signed
+                   if subject and (proof or not mixed)}
+        return kept, list(signers.items())
 
     def blocked(self) -> list[Endorser]:
         return [Endorser.parse(b.endorser) for b in self.db.blocked()]

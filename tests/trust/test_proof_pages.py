@@ -3,6 +3,8 @@ another signer's unproven entries beside the proven ones under the same address.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from marketplace.app import marketplace_of
 from marketplace.store.base import Entry
 from tests import factories, pki
@@ -58,3 +60,20 @@ def test_a_publisher_page_leaves_out_an_unproven_signer_beside_a_proven_one(
     assert 'id="left-out"' in text
     mallory_page = page(client, f"/appliances/{Entry.from_document(claim).identifier}")
     assert "not proven" in mallory_page
+
+
+def test_a_tag_does_not_resolve_to_another_signers_unproven_entry(make_app, rsa_signer, ca):
+    """An entry stored without the upload path (before the rule, or by ``migrate``) whose
+    certificate does not carry the email cannot take the tag of the one who proved it."""
+    app = make_app()
+    client = app.test_client()
+    jane = factories.signed(rsa_signer, factories.appliance(title="Jane's", tag="prod"))
+    assert upload(client, jane).status_code == 201
+    mallory = pki.make_certificate(ca, "Mallory")
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    claim = factories.signed(mallory, factories.appliance(title="Mallory's", tag="prod",
+                                                          created=when), email=JANE, now=when)
+    marketplace_of(app).store.add(Entry.from_document(claim))
+
+    tagged = client.get(f"/tag/{JANE}/prod", headers={"Accept": "application/json"})
+    assert tagged.status_code == 200 and tagged.get_json()["title"] == "Jane's"
