@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from marketplace.metadata import (
+    dn,
     document,
     identifier,
     keys,
@@ -35,7 +36,7 @@ from marketplace.metadata import (
     verdict,
 )
 from marketplace.metadata.problems import MetadataError
-from tests import pki
+from tests import factories, pki
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 DS = f"{{{DSIG}}}"
@@ -795,3 +796,33 @@ def test_comments_added_after_signing_do_not_change_the_verified_model(
         original = model.from_document(document.parse(data))
         assert getattr(read, field) == getattr(original, field)
         assert read.status() == original.status() == model.DEPRECATED
+
+
+# --- the one definition of a certificate's emails, the one DN equality -----------------------
+
+
+def test_certificate_emails_are_the_alt_names_then_the_subjects_email_address(ca):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sue Subject"),
+                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "Sue@Example.org")])
+    only_subject = pki.make_certificate(ca, subject=subject)
+    assert keys.certificate_emails(only_subject.certificate) == ("Sue@Example.org",)
+    both = pki.make_certificate(ca, subject=subject, email="sue@example.org")
+    assert keys.certificate_emails(both.certificate) == ("sue@example.org",)
+    assert keys.certificate_emails(pki.make_certificate(ca).certificate) == ()
+
+
+def test_an_email_only_in_the_subject_is_proven_by_the_certificate(ca):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sue Subject"),
+                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "sue@example.org")])
+    sue = pki.make_certificate(ca, subject=subject)
+    data = factories.signed(sue, factories.appliance())
+    judged = verdict.judge(data, verdict.Moment.endorsement(None))
+    assert judged.email_proof == verdict.CERTIFICATE
+    assert judged.identity.email == "sue@example.org"
+
+
+def test_dn_equality_takes_text_or_names_on_either_side():
+    text = "cn=jane  tester, OU=Testing Department,o=stratuslab project, c=EU"
+    assert dn.same_dn(text, JANE) and dn.same_dn(JANE, text) and dn.same_dn(JANE, JANE)
+    assert dn.same_dn(text, text.upper())
+    assert not dn.same_dn("not a dn", "not a dn") and not dn.same_dn(None, JANE)
