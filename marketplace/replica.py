@@ -194,17 +194,23 @@ class Replicator:
             if since:
                 params["created_from"] = since
             items = self._get("/api/v1/appliances", **params)["items"]
+            keys = []
             for item in items:
-                self._publish((item["identifier"], item["email"],
-                               item["endorsement"]["created"]), report)
-            if len(items) < BATCH:
+                try:
+                    keys.append((item["identifier"], item["email"],
+                                 item["endorsement"]["created"]))
+                except (KeyError, TypeError) as exc:
+                    self._malformed(item, report, f"a listed entry without {exc}")
+            for key in keys:
+                self._publish(key, report)
+            if len(items) < BATCH or not keys:
                 return
-            last = items[-1]["endorsement"]["created"]
+            last = keys[-1][2]
             if last == since:
                 offset += len(items)
             else:
                 since = last
-                offset = sum(i["endorsement"]["created"] == last for i in items)
+                offset = sum(key[2] == last for key in keys)
 
     # --- applying ---
 
@@ -215,9 +221,7 @@ class Replicator:
             serial, action, key, at = _read_change(change)
         except (TypeError, ValueError, MetadataError) as exc:
             serial = change.get("serial") if isinstance(change, dict) else None
-            log.warning("skipped a malformed change from %s: %s", self.primary, exc)
-            report.refused.append({"change": str(change)[:300],
-                                   "reason": f"malformed change: {exc}"})
+            self._malformed(change, report, f"malformed change: {exc}")
             return serial if isinstance(serial, int) else None
         if action == PUBLISH:
             self._publish(key, report, at)
@@ -262,6 +266,10 @@ class Replicator:
                           element="document")
         moderation.admit_copy(verdict)
         return entry
+
+    def _malformed(self, what: object, report: Report, reason: str) -> None:
+        log.warning("skipped from %s: %s", self.primary, reason)
+        report.refused.append({"change": str(what)[:300], "reason": reason})
 
     def _refuse(self, key: tuple[str, str, str], report: Report, reason: str) -> None:
         log.warning("left out %s by %s at %s from %s: %s", *key, self.primary, reason)

@@ -166,6 +166,7 @@ class HostilePrimary:
         import threading
 
         self.changes: list[dict] = []
+        self.items: list = []  # what its listing (the first walk) shows
         self.documents: dict[str, bytes] = {}
         outer = self
 
@@ -180,7 +181,8 @@ class HostilePrimary:
                         c for c in outer.changes
                         if not isinstance(c, dict) or c.get("serial", 0) > after]}).encode()
                 elif url.path == "/api/v1/appliances":
-                    body = json.dumps({"items": [], "total": 0}).encode()
+                    body = json.dumps({"items": outer.items,
+                                       "total": len(outer.items)}).encode()
                 elif unquote(url.path) in outer.documents:
                     body = outer.documents[unquote(url.path)]
                 else:
@@ -311,3 +313,17 @@ def test_a_malformed_change_is_skipped_and_reported_and_the_feed_goes_on(
                     at=moment())
     hostile.changes[-1]["serial"] = 5
     assert follower.pull().added == 1 and stored_titles(follower) == ["good", "later"]
+
+
+def test_a_malformed_listed_entry_is_skipped_by_the_first_walk(hostile, follower, make_signer):
+    hostile.publish(signed(make_signer("Good", email="good@example.org"), title="good"),
+                    at=moment())
+    change = hostile.changes[-1]
+    hostile.items = [{"identifier": "only-an-identifier"}, "junk",
+                     {"identifier": change["identifier"], "email": change["email"],
+                      "endorsement": {"created": change["created"]}}]
+
+    report = follower.pull(full=True)
+    assert report.walked and report.added == 1 and stored_titles(follower) == ["good"]
+    assert [r["reason"].split(" without ")[0] for r in report.refused] == \
+        ["a listed entry"] * 2
