@@ -4,9 +4,10 @@
 with this marketplace's trust store, blocked endorsers and whitelist; :meth:`Moderation.
 admit` then lets an upload whose email the certificate proves through when its endorser
 is whitelisted (or anyone is, by default), and otherwise holds it and mails that address
--- the only other way an email is proven -- or refuses it where no mail is sent. The mailed links act through :meth:`Moderation.respond`;
-operators act through :meth:`Moderation.remove`, :meth:`block` and :meth:`unblock`. Every
-change is one transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
+-- the only other way an email is proven -- or refuses it where no mail is sent. The
+mailed links act through :meth:`Moderation.respond`; operators act through
+:meth:`Moderation.remove`, :meth:`block` and :meth:`unblock`. Every change is one
+transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
 :attr:`Moderation.clock`, which tests replace.
 """
 
