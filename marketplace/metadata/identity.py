@@ -35,8 +35,8 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who endorsed: the endorsement's email, the emails the certificate carries, and the
-    certificate's subject (as text, and comparable)."""
+    """Who endorsed: the endorsement's email and the emails the certificate carries (lower
+    case), and the certificate's subject (RFC 4514 text)."""
 
     email: str | None
     certified: frozenset[str]
@@ -46,9 +46,6 @@ class Identity:
     def email_proof(self) -> str | None:
         """CERTIFICATE when the certificate carries the endorsement's email, else None."""
         return CERTIFICATE if self.email and self.email in self.certified else None
-
-    def proven_emails(self) -> frozenset[str]:
-        return frozenset({self.email}) if self.email_proof else frozenset()
 
     def require_proven_email(self) -> None:
         """Refuse (MetadataError) an endorsement whose email the certificate does not carry,
@@ -85,14 +82,13 @@ class Endorser:
                              f"(RFC 2253, e.g. CN=Jane Doe,O=Lab,C=EU): {exc}") from None
         return cls(SUBJECT, text, key)
 
-    def names(self, identity: Identity, claimed: bool = False,
-              proven: Iterable[str] = ()) -> bool:
+    def names(self, identity: Identity, claimed: bool = False) -> bool:
         """True when this entry names the endorser: by subject, or by an email the
-        certificate proves (or ``proven`` by other means); with ``claimed`` (a block
-        list), by any email the document or the certificate names."""
+        certificate proves; with ``claimed`` (a block list), by any email the document or
+        the certificate names."""
         if self.kind == SUBJECT:
             return self.key == dn.key(identity.subject)
-        emails = identity.proven_emails() | set(proven)
+        emails = {identity.email} if identity.email_proof else set()
         if claimed:
             emails |= identity.certified | {identity.email}
         return self.key[0] in emails
