@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from client.node.config import ConfigError
 from marketplace.metadata.identity import Endorser, Identity, first_naming
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -107,12 +108,14 @@ class Policy:
             verify_all=bool(config.verify_all))
 
     def __post_init__(self):
+        """An endorser list entry that is neither an email nor a DN is a configuration
+        error, not an entry that silently matches nobody."""
         for name in ("whitelist_endorsers", "blacklist_endorsers"):
             for text in getattr(self, name):
                 try:
                     Endorser.parse(text)
                 except ValueError as exc:
-                    raise ValueError(f"{name.replace('_', '')}: {exc}") from None
+                    raise ConfigError(f"{name.replace('_', '')}: {exc}") from None
 
     # --- the trust store -------------------------------------------------------------
 
