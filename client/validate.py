@@ -8,10 +8,10 @@ from pathlib import Path
 
 from client import cli
 from client.config import Settings
-from marketplace.metadata.checks import check_document
-from marketplace.metadata.model import parse_date
+from marketplace.metadata.model import format_date, parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.trust import TrustStore
+from marketplace.metadata.verdict import Moment, judge
 
 MAX_EXIT = 125
 
@@ -32,21 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verdict(path: Path, at: datetime | None, trust_store: TrustStore | None,
             require_signature: bool = False) -> dict:
-    """The verdict on one file as a JSON-ready dict."""
+    """The verdict of the trust decision on one file, as a JSON-ready dict: as of the
+    endorsement date (or exactly ``at``); an endorsement dated in the future is invalid."""
+    now = datetime.now(UTC)
     try:
-        checked = check_document(path.read_bytes(), require_signature, at, trust_store)
+        verdict = judge(path.read_bytes(), Moment.endorsement(now, at), trust_store,
+                        require_signature=require_signature)
     except MetadataError as exc:
         return {"file": str(path), "valid": False,
                 "problems": [p.as_dict() for p in exc.problems]}
     except OSError as exc:
         return {"file": str(path), "valid": False,
                 "problems": [{"element": "file", "rule": "readable", "message": str(exc)}]}
-    appliance, certificate = checked.appliance, checked.certificate
+    appliance, certificate = verdict.appliance, verdict.certificate
     return {"file": str(path), "valid": True, "identifier": appliance.identifier,
-            "status": appliance.status(at or datetime.now(UTC)),
+            "status": appliance.status(at or now),
             "signed": certificate is not None,
             "signer": certificate.subject.rfc4514_string() if certificate else None,
-            "email": appliance.endorsement.email, "problems": []}
+            "email": appliance.endorsement.email, "email_proof": verdict.email_proof,
+            "judged_at": format_date(verdict.moment) if verdict.moment else None,
+            "problems": []}
 
 
 def _line(result: dict) -> str:
@@ -55,7 +60,9 @@ def _line(result: dict) -> str:
                           for p in result["problems"])
         return f"{result['file']}: INVALID{reasons}"
     signed = f"signed by {result['signer']}" if result["signed"] else "not signed"
-    return f"{result['file']}: valid, {signed}, status {result['status']}"
+    unproven = f"; the certificate does not carry the email {result['email']}: unproven" \
+        if result["signed"] and not result["email_proof"] else ""
+    return f"{result['file']}: valid, {signed}, status {result['status']}{unproven}"
 
 
 def run(options: argparse.Namespace, settings: Settings) -> int:

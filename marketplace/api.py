@@ -84,6 +84,7 @@ UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 MAX_EMAIL = 254
 MAX_VALUE = 200
 MAX_TEXT = 500
+MAX_TAGGED = 20  # entries of one tag weighed for whose email stands (a tag has a few)
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
 LISTING_LIMIT = 100
@@ -540,11 +541,14 @@ def tagged(email: str, tag: str) -> Reply:
 
 
 def latest_tagged(email: str, tag: str) -> Entry | None:
+    """The newest entry with the tag, among those the email's proof lets stand together."""
     now = datetime.now(UTC)
     candidates = [entry for status in ("valid", "expired")
                   for entry in store().search(Query(filters={"email": email, "tag": tag},
-                                                    status=status, limit=1, now=now)).entries]
-    return max(candidates, key=lambda e: e.created, default=None)
+                                                    status=status, limit=MAX_TAGGED,
+                                                    now=now)).entries]
+    kept, _ = service().moderation.unmixed(candidates)
+    return max(kept, key=lambda e: e.created, default=None)
 
 
 # --- JSON API, health, metrics -----------------------------------------------------------

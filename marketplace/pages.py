@@ -27,8 +27,8 @@ from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from marketplace import api, metrics, negotiation, security
 from marketplace.metadata import model
-from marketplace.metadata.checks import check_document
 from marketplace.metadata.problems import MetadataError
+from marketplace.metadata.verdict import Moment, Verdict, judge
 from marketplace.service import PendingConfirmation, Refused, TooLarge
 from marketplace.store.base import SORT_FIELDS, Conflict, Entry, Page, Query, StoreError
 
@@ -294,28 +294,44 @@ def pager(query: Query, total: int, values: dict[str, str], path: str = "/") -> 
 # --- appliance detail ---------------------------------------------------------------------
 
 
+PROOFS = {  # how an endorsement's email was proven, as the pages say it
+    "certificate": "proven by the signer's certificate, which carries this address",
+    "mail": "proven by mail: the address's owner followed the marketplace's confirmation "
+            "link",
+    None: "not proven: the signer's certificate does not carry this address and it was "
+          "never confirmed by mail",
+}
+
+
 @dataclass
 class Verification:
-    """What a re-check of the stored document says now."""
+    """What a re-check of the stored document says now, and how its email was proven."""
 
     state: str  # "valid": verifies now; "lapsed": verified when endorsed, not now; "failed"
     certificate: x509.Certificate | None
     problems: list
+    email_proof: str | None = None  # "certificate", "mail", or None: not proven
 
 
 def verify_now(entry: Entry, now: datetime) -> Verification:
-    """Re-verify the stored bytes with the acceptance rules, now and at endorsement."""
+    """Re-judge the stored bytes by the trust decision, now and at endorsement."""
     trust = api.service().trust_store
     try:
-        checked = check_document(entry.document, at=now, trust_store=trust)
-        return Verification("valid", checked.certificate, [])
+        verdict = judge(entry.document, Moment.endorsement(None, now), trust)
+        return Verification("valid", verdict.certificate, [], email_proof(entry, verdict))
     except MetadataError as exc:
         problems = exc.problems
     try:
-        checked = check_document(entry.document, at=entry.created, trust_store=trust)
-        return Verification("lapsed", checked.certificate, problems)
+        verdict = judge(entry.document, Moment.endorsement(None, entry.created), trust)
+        return Verification("lapsed", verdict.certificate, problems,
+                            email_proof(entry, verdict))
     except MetadataError:
         return Verification("failed", None, problems)
+
+
+def email_proof(entry: Entry, verdict: Verdict) -> str | None:
+    """How the entry's email was proven: by its certificate, by the mailed link, or not."""
+    return api.service().moderation.email_proof(entry.key, verdict.identity)
 
 
 def certificate_facts(certificate: x509.Certificate | None) -> dict | None:
@@ -386,6 +402,8 @@ def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dic
         "entry": entry, "a": a, "status": a.status(now), "now": now,
         "fields": field_rows(a), "verification": verification,
         "certificate": certificate_facts(verification.certificate),
+        "email_proof": PROOFS[verification.email_proof] if verification.state != "failed"
+        else None,
         "xml_url": xml_url, "json_url": xml_url + "?media=json",
         "api_url": f"/api/v1/appliances/{a.identifier}",
         "tag_url": (f"/tag/{quote(entry.email, safe='@+')}/{quote(a.tag, safe='')}"
@@ -435,13 +453,15 @@ def publisher(email: str) -> Response:
     page = store().search(query)
     if not page.total:
         raise NotFound(f"Nobody with the email {email} has published an appliance here.")
-    subject = page.entries[0].appliance.endorsement.subject if page.entries else ""
+    entries, signed_by = api.service().moderation.unmixed(page.entries)
+    signers = [{"subject": s, "proof": PROOFS[p], "proven": bool(p)} for s, p in signed_by]
     values = {"limit": str(query.limit)} if query.limit != api.SEARCH_LIMIT else {}
     tags = [{"tag": tag, "count": count,
              "url": search_url({"endorser": email, "tag": tag, "status": "all"})}
             for tag, count in store().tags(email).items()]
-    return html("publisher.html", email=email, subject=subject, total=page.total,
-                rows=[row(e, query.now) for e in page.entries], tags=tags,
+    return html("publisher.html", email=email, signers=signers, total=page.total,
+                rows=[row(e, query.now) for e in entries], tags=tags,
+                left_out=len(page.entries) - len(entries),
                 shown=(query.offset + 1, query.offset + len(page.entries)),
                 pager=pager(query, page.total, values, publisher_url(email)),
                 search_url=search_url({"endorser": email, "status": "all"}),

@@ -12,17 +12,19 @@ StratusLab replicas did, and pulls from its primary:
    replica's own trust store and CRLs) and the replica's blocked endorsers, then
    ``Store.add``; for a removal, ``Store.remove``.
 
-When is the certificate checked? Not "now": a replica that did would drop every entry
-whose certificate expired since its upload, and diverge from its primary. An entry from
-the feed is checked as of the moment the primary published it (the change's ``at``): the
-very rule the primary applied ("valid at upload time"), redone here with the replica's
-own trust store and CRLs, so both agree. The moment is the primary's word, but so is the
-feed itself; and it is safer than the endorsement date, which the signer writes: with
-the key of an expired certificate, anyone can sign a document dated back to when it was
-valid. An entry found by the first walk (the listings give no publication time) is
-checked as of its endorsement date -- so a walked entry endorsed before its certificate's
-validity began is left out, though its primary took it. An entry that fails is left out,
-logged and reported; the feed goes on.
+When is the certificate checked? Through the one trust decision
+(:func:`~marketplace.metadata.verdict.judge`), with this replica's trust store, CRLs and
+endorser lists, as of the moment the primary published the entry (the change's ``at``,
+no later than now) -- but never earlier than the endorsement, and an endorsement dated
+after that publication is refused: the very rules an upload meets, so a feed that claims
+an early publication time cannot bring in a document whose certificate had expired when
+it was endorsed. Not "now": a replica that did would drop every entry whose certificate
+expired since its upload, and diverge from its primary. An entry found by the first walk
+(the listings give no publication time) is judged as of its endorsement date. As for an
+upload, the endorsement's email must be one the certificate carries; blocked endorsers
+are refused, and unlisted ones too when this replica refuses them. An entry that fails is
+left out, logged and reported; a malformed change is reported and skipped; the feed goes
+on.
 
 The serial reached is kept in the moderation database (one mark per primary), so a
 restarted replica goes on where it stopped; replaying a change is harmless (``add`` of a
@@ -37,7 +39,9 @@ puller per server, whatever the number of workers).
 
 Limits: the first walk copies the latest entry of each identifier and endorser (the
 primary's listings show no older versions); from then on the feed brings every version.
-Entries stored on the primary without going through its upload path (``demo``,
+An entry its primary published after its endorser confirmed an email by mail is left out
+(a replica cannot see that mail). Entries stored on the primary without going through
+its upload path (``demo``,
 ``migrate``) reach a replica only by a walk (``replicate --full``).
 """
 
@@ -52,11 +56,10 @@ from urllib.parse import quote
 
 import requests
 
-from marketplace.metadata.checks import check_document
 from marketplace.metadata.model import parse_date
 from marketplace.metadata.problems import MetadataError
+from marketplace.metadata.verdict import Moment, Refused
 from marketplace.moderation.store import PUBLISH, REMOVE, Event
-from marketplace.moderation.workflow import Refused
 from marketplace.service import Marketplace, TooLarge
 from marketplace.store.base import Conflict, Entry
 
@@ -123,8 +126,7 @@ class Replicator:
             while True:
                 changes = self._get("/api/v1/changes", after=serial, limit=BATCH)["changes"]
                 for change in changes:
-                    self._apply(change, report)
-                    serial = change["serial"]
+                    serial = self._apply(change, report) or serial
                 if len(changes) < BATCH:
                     break
         finally:
@@ -192,26 +194,40 @@ class Replicator:
             if since:
                 params["created_from"] = since
             items = self._get("/api/v1/appliances", **params)["items"]
+            keys = []
             for item in items:
-                self._publish((item["identifier"], item["email"],
-                               item["endorsement"]["created"]), report)
-            if len(items) < BATCH:
+                try:
+                    keys.append((item["identifier"], item["email"],
+                                 item["endorsement"]["created"]))
+                except (KeyError, TypeError) as exc:
+                    self._malformed(item, report, f"a listed entry without {exc}")
+            for key in keys:
+                self._publish(key, report)
+            if len(items) < BATCH or not keys:
                 return
-            last = items[-1]["endorsement"]["created"]
+            last = keys[-1][2]
             if last == since:
                 offset += len(items)
             else:
                 since = last
-                offset = sum(i["endorsement"]["created"] == last for i in items)
+                offset = sum(key[2] == last for key in keys)
 
     # --- applying ---
 
-    def _apply(self, change: dict, report: Report) -> None:
-        key = (change["identifier"], change["email"], change["created"])
-        if change["action"] == PUBLISH:
-            self._publish(key, report, parse_date(change["at"]))
-        elif change["action"] == REMOVE:
+    def _apply(self, change: object, report: Report) -> int | None:
+        """Apply one change of the feed; its serial. A malformed change is reported and
+        skipped, so that one bad row never stops the changes after it."""
+        try:
+            serial, action, key, at = _read_change(change)
+        except (TypeError, ValueError, MetadataError) as exc:
+            serial = change.get("serial") if isinstance(change, dict) else None
+            self._malformed(change, report, f"malformed change: {exc}")
+            return serial if isinstance(serial, int) else None
+        if action == PUBLISH:
+            self._publish(key, report, at)
+        else:
             self._remove(key, report)
+        return serial
 
     def _publish(self, key: tuple[str, str, str], report: Report,
                  published: datetime | None = None) -> None:
@@ -236,16 +252,24 @@ class Replicator:
 
     def verify(self, data: bytes, key: tuple[str, str, str],
                published: datetime | None = None) -> Entry:
-        """The entry, checked as an upload would be, with the certificate as of when the
-        primary published it (else its endorsement date); MetadataError or Refused."""
-        checked = check_document(data, require_signature=True, at=published,
-                                 trust_store=self.marketplace.trust_store)
-        entry = Entry(data, checked.appliance)
+        """The entry, judged as the primary should have judged its upload: with the
+        certificate as of when the primary says it published it, but never before the
+        endorsement (else as of the endorsement), and this marketplace's lists. Raises
+        MetadataError or Refused."""
+        moderation = self.marketplace.moderation
+        moment = Moment.published(published, self.clock()) if published \
+            else Moment.endorsement(self.clock())
+        verdict = moderation.judge(data, moment)
+        entry = Entry(data, verdict.appliance)
         if entry.key != key:
             raise Refused("replica", f"the primary served {entry.key} for {key}",
                           element="document")
-        self.marketplace.moderation.check_blocked(entry.email, checked.certificate.subject)
+        moderation.admit_copy(verdict)
         return entry
+
+    def _malformed(self, what: object, report: Report, reason: str) -> None:
+        log.warning("skipped from %s: %s", self.primary, reason)
+        report.refused.append({"change": str(what)[:300], "reason": reason})
 
     def _refuse(self, key: tuple[str, str, str], report: Report, reason: str) -> None:
         log.warning("left out %s by %s at %s from %s: %s", *key, self.primary, reason)
@@ -257,3 +281,25 @@ class Replicator:
             self.marketplace.moderation.db.removed(
                 key, self.clock(), Event(ACTOR, "removed", f"removed on {self.primary}"))
             report.removed += 1
+
+
+def _read_change(change: object) -> tuple[int, str, tuple[str, str, str], datetime | None]:
+    """(serial, action, key, published at) of a feed change; TypeError or ValueError
+    (MetadataError for a bad date) naming what is wrong."""
+    if not isinstance(change, dict):
+        raise TypeError(f"a change is a JSON object, not {type(change).__name__}")
+    needed = ("serial", "action", "identifier", "email", "created") + \
+        (("at",) if change.get("action") == PUBLISH else ())
+    missing = [name for name in needed if name not in change]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    serial, action = change["serial"], change["action"]
+    if not isinstance(serial, int) or isinstance(serial, bool):
+        raise TypeError(f"serial {serial!r} is not a number")
+    if action not in (PUBLISH, REMOVE):
+        raise ValueError(f"unknown action {action!r}")
+    key = (change["identifier"], change["email"], change["created"])
+    if not all(isinstance(part, str) and part for part in key):
+        raise ValueError(f"identifier, email and created must be text, got {key!r}")
+    parse_date(key[2], "created")
+    return serial, action, key, parse_date(change["at"], "at") if action == PUBLISH else None

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from marketplace.metadata.checks import check_document
-from marketplace.metadata.problems import fail
 from marketplace.metadata.trust import TrustStore
+from marketplace.metadata.verdict import Moment, judge
 from marketplace.moderation.workflow import Moderation, PendingConfirmation, Refused
 from marketplace.store.base import Entry, Store
 
 __all__ = ["Marketplace", "PendingConfirmation", "Refused", "TooLarge"]
-
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 class TooLarge(ValueError):
@@ -33,20 +30,19 @@ class Marketplace:
 
     @classmethod
     def from_settings(cls, settings: dict[str, str], store: Store) -> Marketplace:
-        trust = settings["TRUST_STORE"]
-        return cls(store, int(settings["MAX_UPLOAD_BYTES"]),
-                   TrustStore.load(Path(trust)) if trust else None,
-                   Moderation.from_settings(settings, store), settings["PRIMARY_URL"])
+        trust = TrustStore.load(Path(settings["TRUST_STORE"])) \
+            if settings["TRUST_STORE"] else None
+        return cls(store, int(settings["MAX_UPLOAD_BYTES"]), trust,
+                   Moderation.from_settings(settings, store, trust), settings["PRIMARY_URL"])
 
     def accept(self, data: bytes, now: datetime | None = None) -> tuple[Entry, bool]:
-        """Verify a signed document and store it; the entry and whether it is new.
+        """Judge a signed document as of now and store it; the entry and whether it is new.
 
-        The signature must verify, the endorser match the certificate, the certificate be
-        valid now (and chain to the trust store when there is one), and the endorsement
-        not be dated in the future. Then the publication policy (:mod:`marketplace.
-        moderation`) has its say. Raises MetadataError, TooLarge, store.Conflict, Refused
-        (blocked or unlisted endorser; a replica), PendingConfirmation (kept until its
-        endorser confirms by mail) or MailUnavailable.
+        The trust decision (:func:`~marketplace.metadata.verdict.judge`) as of now, with
+        this marketplace's trust store and endorser lists, then the publication policy
+        (:meth:`~marketplace.moderation.workflow.Moderation.admit`). Raises MetadataError,
+        TooLarge, store.Conflict, Refused (blocked or unlisted endorser; a replica),
+        PendingConfirmation (kept until its endorser confirms by mail) or MailUnavailable.
         """
         if self.primary_url:
             raise Refused("read-only", f"this marketplace is a read-only replica of "
@@ -54,15 +50,14 @@ class Marketplace:
         if len(data) > self.max_bytes:
             raise TooLarge(f"the document is {len(data)} bytes; the limit is {self.max_bytes}")
         now = now or datetime.now(UTC)
-        checked = check_document(data, require_signature=True, at=now,
-                                 trust_store=self.trust_store)
-        created = checked.appliance.endorsement.created
-        if created > now + CLOCK_SKEW:
-            raise fail("dcterms:created", "not-in-future",
-                       f"the endorsement is dated {created:%Y-%m-%dT%H:%M:%SZ}, in the future")
-        entry = Entry(data, checked.appliance)
+        if self.moderation is None:  # no lists, no mail: as UNLISTED_ENDORSERS=publish
+            verdict = judge(data, Moment.upload(now), self.trust_store)
+            verdict.identity.require_proven_email()
+        else:
+            verdict = self.moderation.judge(data, Moment.upload(now))
+        entry = Entry(data, verdict.appliance)
         if self.moderation is not None:
-            self.moderation.admit(entry, checked.certificate, now)
+            self.moderation.admit(entry, verdict, now)
         new = self.store.add(entry)
         if new and self.moderation is not None:
             self.moderation.record_published(entry, now)

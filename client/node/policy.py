@@ -6,14 +6,15 @@ through (as the original's empty policy did); a blacklist match always refuses. 
 store (CA certificates and CRLs) is applied by the metadata core when each entry is
 verified; this module only loads it.
 
-Endorsers are written as emails or as DNs. A DN is compared with the signing certificate's
-subject as a name (RFC 2253 text from Java, OpenSSL or Python all match). An email on a
-*whitelist* matches only when the certificate itself carries that address (rfc822
-SubjectAltName or emailAddress in the subject): a document's email is the signer's claim,
-so it cannot by itself satisfy a whitelist. On a blacklist the claimed email matches too.
+Endorsers are written as emails or as DNs and matched by the trust decision's
+:class:`~marketplace.metadata.verdict.Endorser`, as the marketplace matches its lists: a
+DN as a name (RFC 2253 text from Java, OpenSSL or Python all match); an email on a
+*whitelist* only when the certificate itself carries that address (a document's email is
+the signer's claim, so it cannot by itself satisfy a whitelist); on a blacklist the
+claimed email matches too.
 
 The rules work on :class:`Facts`, plain values read from a verified entry, so that a cache
-hit re-applies the current policy without parsing XML. Standard library only.
+hit re-applies the current policy without parsing XML.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from client.node.config import ConfigError
+from marketplace.metadata.identity import Endorser, Identity, first_naming
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 WEAK = ("MD5", "SHA-1")
@@ -52,6 +56,11 @@ class Facts:
     def from_dict(cls, data: dict) -> Facts:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def identity(self) -> Identity:
+        """Who endorsed, in the form the trust decision's endorser lists match."""
+        return Identity((self.email or "").lower() or None,
+                        frozenset(e.lower() for e in self.certificate_emails), self.subject)
 
     def endorser(self) -> str:
         if self.email and self.subject:
@@ -98,6 +107,16 @@ class Policy:
             allow_weak=bool(config.allow_weak),
             verify_all=bool(config.verify_all))
 
+    def __post_init__(self):
+        """An endorser list entry that is neither an email nor a DN is a configuration
+        error, not an entry that silently matches nobody."""
+        for name in ("whitelist_endorsers", "blacklist_endorsers"):
+            for text in getattr(self, name):
+                try:
+                    Endorser.parse(text)
+                except ValueError as exc:
+                    raise ConfigError(f"{name.replace('_', '')}: {exc}") from None
+
     # --- the trust store -------------------------------------------------------------
 
     def trust_store(self):
@@ -135,16 +154,17 @@ class Policy:
 
     def endorser_refusals(self, facts: Facts) -> list[str]:
         reasons = []
-        if self.whitelist_endorsers and not any(
-                self._endorser_matches(entry, facts, claimed=False)
-                for entry in self.whitelist_endorsers):
+        identity = facts.identity()
+        if self.whitelist_endorsers and first_naming(
+                map(Endorser.parse, self.whitelist_endorsers), identity) is None:
             reasons.append(f"endorser {facts.endorser()} is not in the whitelist of endorsers"
-                           + ("" if facts.certificate_emails or not facts.email else
-                              " (the certificate carries no email, so the document's email "
+                           + ("" if identity.email_proof or not facts.email else
+                              " (the certificate does not carry it, so the document's email "
                               "is unconfirmed)"))
-        for entry in self.blacklist_endorsers:
-            if self._endorser_matches(entry, facts, claimed=True):
-                reasons.append(f"endorser {facts.endorser()} is blacklisted ({entry})")
+        blocked = first_naming(map(Endorser.parse, self.blacklist_endorsers), identity,
+                               claimed=True)
+        if blocked is not None:
+            reasons.append(f"endorser {facts.endorser()} is blacklisted ({blocked.text})")
         return reasons
 
     def image_refusals(self, facts: Facts) -> list[str]:
@@ -192,31 +212,8 @@ class Policy:
             return known
         return (strong or known)[:1]
 
-    # --- matching ------------------------------------------------------------------------
-
-    def _endorser_matches(self, entry: str, facts: Facts, claimed: bool) -> bool:
-        entry = entry.strip()
-        if "=" in entry:
-            return _same_dn(entry, facts.subject)
-        emails = {e.lower() for e in facts.certificate_emails}
-        if claimed and facts.email:
-            emails.add(facts.email.lower())
-        return entry.lower() in emails
-
-
 def _same_hex(a: str, b: str) -> bool:
     try:
         return int(a, 16) == int(b, 16)
-    except ValueError:
-        return False
-
-
-def _same_dn(a: str, b: str | None) -> bool:
-    if not b:
-        return False
-    from marketplace.metadata import dn  # only when the policy names DNs
-
-    try:
-        return dn.parse(a) == dn.parse(b)
     except ValueError:
         return False

@@ -2,10 +2,12 @@
 
 The marketplace is not trusted. Its answer to ``GET /metadata/<id>?status=all`` is a
 ``<metadata>`` element holding every endorser's latest signed ``rdf:RDF`` verbatim; each one
-is cut out and checked by :func:`~marketplace.metadata.checks.check_document` (schema and
-rules, signature, endorser against certificate, the certificate as of the endorsement date,
-and the chain and CRLs when the node has a trust store). An entry must describe the very
-identifier asked for, and pass the node's :class:`~client.node.policy.Policy`. The newest
+is cut out and judged by the trust decision (:func:`~marketplace.metadata.verdict.judge`:
+schema and rules, signature, endorser against certificate, the certificate as of the
+endorsement date, an endorsement dated in the future refused, and the chain and CRLs when
+the node has a trust store). An entry must describe the very identifier asked for, and pass
+the node's :class:`~client.node.policy.Policy` (its endorser lists matched as the trust
+decision matches them). The newest
 entry that passes is chosen; every other one comes back with the reasons it was refused.
 """
 
@@ -22,10 +24,10 @@ from client.node.errors import FetchError, NotFound, Refused
 from client.node.policy import Facts, Policy
 from client.node.target import Target
 from marketplace.metadata import document as doc
-from marketplace.metadata.checks import Checked, check_document
 from marketplace.metadata.keys import certificate_emails
 from marketplace.metadata.model import format_date
 from marketplace.metadata.problems import MetadataError
+from marketplace.metadata.verdict import Checked, Moment, Verdict, judge
 
 PAGE = 100
 MAX_PAGES = 20
@@ -40,9 +42,13 @@ class Candidate:
 
     url: str
     document: bytes
-    checked: Checked | None = None
+    verdict: Verdict | None = None
     facts: Facts | None = None
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def checked(self) -> Checked | None:
+        return self.verdict.checked if self.verdict else None
 
     @property
     def created(self) -> str | None:
@@ -101,12 +107,11 @@ def check_candidate(url: str, data: bytes, identifier: str, policy: Policy,
     """
     candidate = Candidate(url, data)
     try:
-        candidate.checked = check_document(data, require_signature=True,
-                                           trust_store=policy.trust_store())
+        candidate.verdict = judge(data, Moment.endorsement(now), policy.trust_store())
     except MetadataError as exc:
         candidate.reasons = [f"verification failed: {p}" for p in exc.problems]
         return candidate
-    candidate.facts = facts_of(candidate.checked)
+    candidate.facts = facts_of(candidate.verdict.checked)
     if endpoint and candidate.facts.email and candidate.facts.created:
         candidate.url = urljoin(endpoint, f"metadata/{candidate.facts.identifier}/"
                                 f"{quote(candidate.facts.email, safe='@+')}/"
@@ -122,12 +127,7 @@ def facts_of(checked: Checked) -> Facts:
     """The values the policy needs, read from a verified entry."""
     appliance, certificate = checked.appliance, checked.certificate
     endorsement = appliance.endorsement
-    emails = certificate_emails(certificate) if certificate is not None else []
-    if certificate is not None:
-        from cryptography.x509.oid import NameOID
-
-        emails += [str(a.value) for a in
-                   certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+    emails = list(certificate_emails(certificate)) if certificate is not None else []
     return Facts(
         identifier=appliance.identifier,
         sha1=appliance.checksums.get("SHA-1", ""),

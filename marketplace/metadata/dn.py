@@ -7,30 +7,41 @@ sides are reduced to a list of RDNs, each a set of (OID, value folded for case a
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
-KEYWORDS = {
-    "CN": NameOID.COMMON_NAME, "L": NameOID.LOCALITY_NAME, "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "C": NameOID.COUNTRY_NAME, "STREET": NameOID.STREET_ADDRESS, "DC": NameOID.DOMAIN_COMPONENT,
-    "UID": NameOID.USER_ID, "EMAILADDRESS": NameOID.EMAIL_ADDRESS, "E": NameOID.EMAIL_ADDRESS,
-    "SERIALNUMBER": NameOID.SERIAL_NUMBER, "GIVENNAME": NameOID.GIVEN_NAME,
-    "SN": NameOID.SURNAME, "SURNAME": NameOID.SURNAME, "TITLE": NameOID.TITLE,
+if TYPE_CHECKING:  # standard library only at run time: a node's cache hit compares DNs
+    from cryptography import x509
+
+KEYWORDS = {  # the attribute types' OIDs (cryptography's NameOID values)
+    "CN": "2.5.4.3", "L": "2.5.4.7", "ST": "2.5.4.8", "O": "2.5.4.10", "OU": "2.5.4.11",
+    "C": "2.5.4.6", "STREET": "2.5.4.9", "DC": "0.9.2342.19200300.100.1.25",
+    "UID": "0.9.2342.19200300.100.1.1", "EMAILADDRESS": "1.2.840.113549.1.9.1",
+    "E": "1.2.840.113549.1.9.1", "SERIALNUMBER": "2.5.4.5", "GIVENNAME": "2.5.4.42",
+    "SN": "2.5.4.4", "SURNAME": "2.5.4.4", "TITLE": "2.5.4.12",
 }
 _SEPARATORS = ",;+"
 
 Key = list[frozenset[tuple[str, str]]]
 
 
-def same_dn(text: str | None, name: x509.Name) -> bool:
-    """True when ``text`` names the same DN as ``name`` (most specific RDN first in text)."""
-    if not text:
-        return False
+def same_dn(a: str | x509.Name | None, b: str | x509.Name | None) -> bool:
+    """True when ``a`` and ``b`` name the same DN: THE DN equality of the project.
+
+    Either side is RFC 2253 text (most specific RDN first) or a certificate's name; text
+    that is not a DN equals nothing.
+    """
+    first, second = key(a), key(b)
+    return first is not None and first == second
+
+
+def key(name: str | x509.Name | None) -> tuple | None:
+    """The comparable form of a DN given as text or as a name; None for no DN or bad text."""
+    if name is not None and not isinstance(name, str):
+        return tuple(name_key(name))
     try:
-        return parse(text) == name_key(name)
+        return tuple(parse(name)) if name else None
     except ValueError:
-        return False
+        return None
 
 
 def name_key(name: x509.Name) -> Key:
@@ -64,7 +75,7 @@ def _keyword(text: str, position: int) -> tuple[str, int]:
         raise ValueError(f"no '=' after position {position} in {text!r}")
     keyword = text[position:end].strip()
     if keyword.upper() in KEYWORDS:
-        return KEYWORDS[keyword.upper()].dotted_string, end + 1
+        return KEYWORDS[keyword.upper()], end + 1
     if keyword.upper().startswith("OID."):
         keyword = keyword[4:]
     if not keyword.replace(".", "").isdigit():

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 from marketplace.metadata.problems import fail
 
@@ -67,10 +68,21 @@ def _checked(key, certificate: x509.Certificate, source: Path) -> Credentials:
     return Credentials(key, certificate)
 
 
-def certificate_emails(certificate: x509.Certificate) -> list[str]:
-    """The rfc822 names of the certificate's SubjectAltName extension."""
+def certificate_emails(certificate: x509.Certificate) -> tuple[str, ...]:
+    """The email addresses the certificate itself vouches for, as written: its rfc822
+    SubjectAltNames first, then any emailAddress attribute of its subject.
+
+    THE definition: an endorsement's email counts as the certificate's only when it is one
+    of these (compared without case).
+    """
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        found = list(extension.value.get_values_for_type(x509.RFC822Name))
     except x509.ExtensionNotFound:
-        return []
-    return extension.value.get_values_for_type(x509.RFC822Name)
+        found = []
+    found += [str(a.value) for a in certificate.subject.get_attributes_for_oid(
+        NameOID.EMAIL_ADDRESS)]
+    unique: dict[str, str] = {}
+    for email in found:
+        unique.setdefault(email.lower(), email)
+    return tuple(unique.values())

@@ -183,6 +183,10 @@ class ModerationStore(abc.ABC):
         """Add a removal to the change feed and the audit log; its serial."""
 
     @abc.abstractmethod
+    def confirmed(self, key: Key) -> bool:
+        """True when the endorser of this entry confirmed it by the mailed link."""
+
+    @abc.abstractmethod
     def block(self, endorser: str, kind: str, event: Event, at: datetime) -> bool:
         """Block an endorser (audited); False if already blocked."""
 
@@ -292,6 +296,11 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
         with self._write() as db:
             _audit(db, at, event, key)
             return _change(db, at, REMOVE, key)
+
+    def confirmed(self, key: Key) -> bool:
+        return self._db().execute(
+            "SELECT 1 FROM audit WHERE action='confirmed' AND identifier=? AND email=? AND "
+            "created=? LIMIT 1", key).fetchone() is not None
 
     def changes(self, after: int = 0, limit: int = 500) -> list[Change]:
         rows = self._db().execute("SELECT * FROM changes WHERE serial>? ORDER BY serial "

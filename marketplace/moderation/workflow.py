@@ -1,10 +1,13 @@
 """The publication policy and the moderation actions, apart from HTTP.
 
-:meth:`Moderation.admit` runs for every upload that passed the core checks: refuse a
-blocked endorser, let a whitelisted one (or anyone, by default) through, or hold the
-upload and mail its endorser. The mailed links act through :meth:`Moderation.respond`;
-operators act through :meth:`Moderation.remove`, :meth:`block` and :meth:`unblock`. Every
-change is one transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
+:meth:`Moderation.judge` asks the trust decision (:mod:`marketplace.metadata.verdict`)
+with this marketplace's trust store, blocked endorsers and whitelist; :meth:`Moderation.
+admit` then lets an upload whose email the certificate proves through when its endorser
+is whitelisted (or anyone is, by default), and otherwise holds it and mails that address
+-- the only other way an email is proven -- or refuses it where no mail is sent. The
+mailed links act through :meth:`Moderation.respond`; operators act through
+:meth:`Moderation.remove`, :meth:`block` and :meth:`unblock`. Every change is one
+transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
 :attr:`Moderation.clock`, which tests replace.
 """
 
@@ -18,11 +21,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-
-from marketplace.metadata import dn
 from marketplace.metadata.model import format_date, parse_date
-from marketplace.moderation.endorsers import SUBJECT, Endorser, Whitelist
+from marketplace.metadata.problems import MetadataError
+from marketplace.metadata.trust import TrustStore
+from marketplace.metadata.verdict import (
+    MAIL,
+    Endorser,
+    Identity,
+    Moment,
+    Refused,
+    Verdict,
+    identify,
+    judge,
+)
+from marketplace.moderation.endorsers import Whitelist
 from marketplace.moderation.mail import ACTIONS, Mailer, MailUnavailable, confirmation
 from marketplace.moderation.store import (
     FLAGGED,
@@ -38,19 +50,6 @@ from marketplace.store.base import Conflict, Entry, Query, Store
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
-
-
-class Refused(Exception):
-    """An upload this marketplace does not take: blocked endorser, not listed, or a
-    read-only replica (the answer is 403)."""
-
-    def __init__(self, rule: str, message: str, element: str = "slreq:endorser"):
-        self.rule, self.element, self.message = rule, element, message
-        super().__init__(message)
-
-    @property
-    def problems(self) -> list[dict[str, str]]:
-        return [{"element": self.element, "rule": self.rule, "message": self.message}]
 
 
 class PendingConfirmation(Exception):
@@ -80,15 +79,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
-def _subject_key(subject: x509.Name | str | None) -> list | None:
-    if isinstance(subject, x509.Name):
-        return dn.name_key(subject)
-    try:
-        return dn.parse(subject) if subject else None
-    except ValueError:
-        return None
-
-
 @dataclass
 class Moderation:
     """The publication policy in front of a store, and the operators' actions."""
@@ -101,10 +91,12 @@ class Moderation:
     public_url: str = ""
     pending_for: timedelta = timedelta(hours=48)
     site: str = "StratusLab Marketplace"
+    trust_store: TrustStore | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @classmethod
-    def from_settings(cls, settings: dict[str, str], store: Store) -> Moderation:
+    def from_settings(cls, settings: dict[str, str], store: Store,
+                      trust_store: TrustStore | None = None) -> Moderation:
         """The policy the settings describe; ValueError for settings that cannot work."""
         unlisted = settings["UNLISTED_ENDORSERS"].lower()
         if unlisted not in POLICIES:
@@ -128,37 +120,82 @@ class Moderation:
             raise ValueError("MARKETPLACE_PENDING_HOURS must be positive")
         path = settings["MODERATION_DB"] or str(Path(settings["DATA_DIR"]) / "moderation.db")
         return cls(store, SQLiteModerationStore(Path(path)), unlisted, whitelist, mailer,
-                   public_url, timedelta(hours=hours), settings["TITLE"])
+                   public_url, timedelta(hours=hours), settings["TITLE"], trust_store)
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC).replace(microsecond=0)
 
     # --- uploads ---
 
-    def admit(self, entry: Entry, certificate: x509.Certificate, now: datetime) -> None:
-        """Return when the entry may be stored now; else raise Refused or
-        PendingConfirmation (after mailing the endorser), or Conflict."""
-        self.check_blocked(entry.email, certificate.subject)
-        if self.unlisted == "publish" or (
-                self.whitelist is not None and self.whitelist.lists(entry.email, certificate)):
+    def judge(self, data: bytes, moment: Moment) -> Verdict:
+        """The trust decision with this marketplace's trust store, blocked endorsers and
+        whitelist."""
+        whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
+        return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+
+    def email_proof(self, key: Key, identity: Identity) -> str | None:
+        """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
+        stored before emails had to be proven, or not through the upload path)."""
+        if identity.email_proof is not None:
+            return identity.email_proof
+        return MAIL if self.db.confirmed(key) else None
+
+    def signer(self, entry: Entry) -> tuple[str | None, str | None]:
+        """(certificate subject, how the email was proven) of a stored entry, as signed."""
+        try:
+            identity = identify(entry.document)
+        except MetadataError:
+            return None, None
+        return identity.subject, self.email_proof(entry.key, identity)
+
+    def unmixed(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[str, str | None]]]:
+        """The entries one email may show together (a page, a tag), and who signed them with
+        what proof.
+
+        Entries of several certificate subjects appear under one email only when each proved
+        it (certificate or mail); an unproven one (stored before emails had to be proven, or
+        not through the upload path) is then left out, so no other certificate speaks under
+        that address.
+        """
+        signed = [(entry, *self.signer(entry)) for entry in entries]
+        mixed = len({subject for _, subject, _ in signed}) > 1
+        kept = [entry for entry, _, proof in signed if proof or not mixed]
+        signers = {subject: proof for _, subject, proof in signed
+                   if subject and (proof or not mixed)}
+        return kept, list(signers.items())
+
+    def blocked(self) -> list[Endorser]:
+        return [Endorser.parse(b.endorser) for b in self.db.blocked()]
+
+    def admit(self, entry: Entry, verdict: Verdict, now: datetime) -> None:
+        """Return when the judged entry may be stored now; else raise Refused,
+        PendingConfirmation (after mailing the endorser), Conflict, or MetadataError for an
+        email only a mail could prove where no mail is sent.
+
+        An email the certificate does not carry waits for the mail round trip whatever the
+        whitelist says: a listed subject proves who signed, not which address it may use.
+        """
+        if verdict.email_proof is None and self.unlisted != "confirm":
+            verdict.identity.require_proven_email()
+        if verdict.email_proof is not None and (self.unlisted == "publish" or verdict.listed):
             return
         if self.unlisted == "refuse":
             raise Refused("whitelist", f"the endorser {entry.email} "
-                          f"({certificate.subject.rfc4514_string()}) is not on this "
-                          "marketplace's list of endorsers who may publish")
+                          f"({verdict.identity.subject}) is not on this marketplace's list "
+                          "of endorsers who may publish")
         if self._already_stored(entry):
             return
-        self.hold(entry, certificate, now)
+        self.hold(entry, verdict, now)
 
-    def check_blocked(self, email: str | None, subject: x509.Name | str | None) -> None:
-        """Raise Refused when the endorser (by email or certificate subject) is blocked."""
-        key = _subject_key(subject)
-        for blocked in self.db.blocked():
-            endorser = Endorser.parse(blocked.endorser)
-            if (endorser.kind == SUBJECT and key == list(endorser.key)) or \
-                    endorser.matches(email, None):
-                raise Refused("blocked", f"the endorser {blocked.endorser} is blocked by the "
-                              "operators of this marketplace: its uploads are refused")
+    def admit_copy(self, verdict: Verdict) -> None:
+        """What a replica takes of what its primary published: the whitelist when unlisted
+        endorsers are refused, and only emails the certificate proves (a replica sends no
+        mail: an entry its primary published after a mail confirmation is left out)."""
+        verdict.identity.require_proven_email()
+        if self.unlisted == "refuse" and verdict.listed is False:
+            raise Refused("whitelist", f"the endorser {verdict.identity.email} "
+                          f"({verdict.identity.subject}) is not on this marketplace's list "
+                          "of endorsers who may publish")
 
     def _already_stored(self, entry: Entry) -> bool:
         """True for a replay of a stored document; Conflict where the store would refuse."""
@@ -176,11 +213,11 @@ class Moderation:
                            f"{entry.email} is stored; this one is from {entry.key[2]}")
         return False
 
-    def hold(self, entry: Entry, certificate: x509.Certificate, now: datetime) -> None:
+    def hold(self, entry: Entry, verdict: Verdict, now: datetime) -> None:
         """Keep the upload pending, mail its endorser, raise PendingConfirmation."""
         self.purge(now)
         token = secrets.token_urlsafe(32)
-        upload = Upload(*entry.key, entry.document, certificate.subject.rfc4514_string(),
+        upload = Upload(*entry.key, entry.document, verdict.identity.subject,
                         entry.appliance.title, PENDING, now, now + self.pending_for)
         held, new = self.db.hold(upload, token_hash(token),
                                  Event(entry.email, "held", "awaiting the endorser's "
@@ -254,9 +291,9 @@ class Moderation:
         raise ValueError(f"unknown action {action!r}")
 
     def _confirm(self, upload: Upload, actor: str, now: datetime) -> Outcome:
-        try:
-            self.check_blocked(upload.email, upload.subject)
-        except Refused as exc:
+        try:  # blocked, or revoked, since it was held
+            self.judge(upload.document, Moment.published(upload.submitted, now))
+        except (Refused, MetadataError) as exc:
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now, False)
             return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         try:

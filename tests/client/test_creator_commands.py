@@ -552,7 +552,8 @@ def test_email_is_needed_when_the_certificate_has_none(capsys, tmp_path, unsigne
     assert (code, err) == (0, "")
     assert text(unsigned, f"{ENDORSER}/slreq:email") == "noah.mail@example.org"
     assert run(capsys, validate.main, unsigned)[:2] == (
-        0, signer_line(unsigned, signer_without_email) + "\n")
+        0, signer_line(unsigned, signer_without_email) + "; the certificate does not carry "
+        "the email noah.mail@example.org: unproven\n")
 
 
 def test_the_certificate_email_wins_over_the_email_option(capsys, unsigned, p12):
@@ -710,7 +711,8 @@ def test_validate_json(capsys, three_files, rsa_signer):
         "file": str(good), "valid": True,
         "identifier": text(good, f"{DESCRIPTION}/dcterms:identifier"), "status": "valid",
         "signed": True, "signer": rsa_signer.subject.rfc4514_string(),
-        "email": "jane.tester@example.org", "problems": []}
+        "email": "jane.tester@example.org", "email_proof": "certificate",
+        "judged_at": results[0]["judged_at"], "problems": []}
     for result in results[1:]:
         assert set(result) == {"file", "valid", "problems"}
         assert result["valid"] is False

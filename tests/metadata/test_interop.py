@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
-from marketplace.metadata import document, keys, model, signature, validation
+from marketplace.metadata import document, keys, model, signature, trust, validation, verdict
 from marketplace.metadata.problems import MetadataError
 from tests.data import STRATUSLAB as INTEROP
 
@@ -78,6 +78,13 @@ INVALID = {
 }
 # Most invalid originals also lack dcterms:type, which the profile requires exactly once.
 MISSING_TYPE = ("dcterms:type", "one-type")
+
+
+def verify(root: etree._Element, at: datetime | None = None,
+           trust_store: trust.TrustStore | None = None) -> x509.Certificate:
+    """The signer's certificate by the trust decision, as of the endorsement (or ``at``)."""
+    moment = verdict.Moment.endorsement(None, at)
+    return verdict.judge_signed(root, moment, trust_store).certificate
 
 
 def names(pattern: str) -> list[str]:
@@ -152,7 +159,7 @@ def test_leading_zero_sha1_document_keeps_its_value(interop):
 
 def test_ca_signed_original_verifies_as_of_its_endorsement(interop):
     root = load(interop, "valid-ca-signed.xml")
-    certificate = signature.verify(root)
+    certificate = verify(root)
     assert certificate.subject.rfc4514_string() == JIM
     assert certificate.issuer.rfc4514_string() == TEST_CA
     assert model.from_document(root).endorsement.created == at("2012-02-01T17:02:02Z")
@@ -160,7 +167,7 @@ def test_ca_signed_original_verifies_as_of_its_endorsement(interop):
 
 def test_ca_signed_original_is_rejected_after_its_certificate_expired(interop):
     with pytest.raises(MetadataError) as caught:
-        signature.verify(load(interop, "valid-ca-signed.xml"), at=at("2014-01-01T00:00:00Z"))
+        verify(load(interop, "valid-ca-signed.xml"), at=at("2014-01-01T00:00:00Z"))
     assert caught.value.problems[0].rule == "certificate-validity"
     assert "expired" in caught.value.problems[0].message
 
@@ -171,13 +178,13 @@ def test_full_signature_original_was_endorsed_before_its_certificate_began(inter
     certificate = embedded_certificate(data)
     assert certificate.not_valid_before_utc == at("2011-02-13T23:20:10Z")
     with pytest.raises(MetadataError) as caught:
-        signature.verify(document.parse(data))
+        verify(document.parse(data))
     assert [p.rule for p in caught.value.problems] == ["certificate-validity"]
     assert "not yet valid" in caught.value.problems[0].message
 
 
 def test_full_signature_original_verifies_inside_its_certificate_validity(interop):
-    certificate = signature.verify(load(interop, "valid-full-signature.xml"),
+    certificate = verify(load(interop, "valid-full-signature.xml"),
                                    at=at("2011-06-01T00:00:00Z"))
     assert certificate.subject.rfc4514_string() == JANE
 
@@ -221,7 +228,7 @@ def test_minimal_signature_placeholder_is_not_a_signature(interop):
     root = load(interop, "valid-minimal-signature.xml")
     assert not signature.is_signed(root)
     with pytest.raises(MetadataError):
-        signature.verify(root)
+        verify(root)
 
 
 # --- signer inputs -----------------------------------------------------------------------
@@ -260,7 +267,7 @@ def test_signing_partial_multiple_signatures_leaves_one_valid_signature(interop,
     assert len(signed.findall(f".//{{{DSIG}}}Signature")) == 1
     assert signed.findall(f"{{{DSIG}}}Signature")[0] is document.elements(signed)[-1]
     assert validation.validate(signed) == []
-    assert signature.verify(signed).subject.rfc4514_string() == JANE
+    assert verify(signed).subject.rfc4514_string() == JANE
 
 
 def test_signing_partial_multiple_endorsements_leaves_one_endorsement(interop, jane):
@@ -270,7 +277,7 @@ def test_signing_partial_multiple_endorsements_leaves_one_endorsement(interop, j
     signed = reparse(root)
     assert len(signed.findall(f".//{{{SLREQ}}}endorsement")) == 1
     assert len(signed.findall(f".//{{{DSIG}}}Signature")) == 1
-    signature.verify(signed)
+    signature.verify(signed)  # a partial entry: the signature only, no verdict on an entry
 
 
 # --- the original keys ---------------------------------------------------------------------
@@ -300,7 +307,7 @@ def test_original_keys_sign_valid_minimal(interop, tmp_path, profile, p12, email
     data = document.serialize(root)
     signed = document.parse(data)
     assert validation.validate(signed) == []
-    assert signature.verify(signed) == credentials.certificate
+    assert verify(signed) == credentials.certificate
     endorsement = model.from_document(signed).endorsement
     assert endorsement.created == at(now)
     if p12 == "test.p12":
@@ -314,7 +321,7 @@ def test_original_keys_sign_valid_minimal(interop, tmp_path, profile, p12, email
         assert (endorsement.email, endorsement.subject, endorsement.issuers) == (
             "jim.tester@example.org", JIM, (TEST_CA,))
     with pytest.raises(MetadataError) as caught:
-        signature.verify(signed, at=at("2020-01-01T00:00:00Z"))
+        verify(signed, at=at("2020-01-01T00:00:00Z"))
     assert caught.value.problems[0].rule == "certificate-validity"
     document_file = tmp_path / "signed.xml"
     document_file.write_bytes(data)

@@ -24,9 +24,19 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from marketplace.metadata import document, identifier, keys, model, signature, trust, validation
+from marketplace.metadata import (
+    dn,
+    document,
+    identifier,
+    keys,
+    model,
+    signature,
+    trust,
+    validation,
+    verdict,
+)
 from marketplace.metadata.problems import MetadataError
-from tests import pki
+from tests import factories, pki
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 DS = f"{{{DSIG}}}"
@@ -56,6 +66,13 @@ _files = itertools.count()
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+def verify(root: etree._Element, at: datetime | None = None,
+           trust_store: trust.TrustStore | None = None) -> x509.Certificate:
+    """The signer's certificate by the trust decision, as of the endorsement (or ``at``)."""
+    moment = verdict.Moment.endorsement(None, at)
+    return verdict.judge_signed(root, moment, trust_store).certificate
+
 
 def appliance(image: bytes = b"an appliance image\n" * 1000) -> model.Appliance:
     sha1 = hashlib.sha1(image).hexdigest()
@@ -99,13 +116,13 @@ def rules_of(caught: pytest.ExceptionInfo) -> list[str]:
 
 def rejected(root: etree._Element, **kwargs) -> list[str]:
     with pytest.raises(MetadataError) as caught:
-        signature.verify(root, **kwargs)
+        verify(root, **kwargs)
     return rules_of(caught)
 
 
 def verifies(root: etree._Element, **kwargs) -> bool:
     try:
-        signature.verify(root, **kwargs)
+        verify(root, **kwargs)
     except MetadataError:
         return False
     return True
@@ -180,7 +197,7 @@ def test_sign_then_verify(request, tmp_path, kind, source, profile):
 
     assert validation.validate(signed) == []
     assert signature.is_signed(signed)
-    assert signature.verify(signed) == issued.certificate
+    assert verify(signed) == issued.certificate
     assert xmlsec1_verifies(data, issued.certificate, tmp_path)
 
     read = model.from_document(signed)
@@ -242,7 +259,7 @@ def test_xmlsec1_check_can_fail(rsa_signer, ec_signer, tmp_path):
 def test_documents_signed_by_xmlsec1_verify(rsa_signer, tmp_path):
     unsigned = document.parse(sign_bytes(rsa_signer))   # endorsement filled by our signer
     signed = xmlsec1_sign(unsigned, rsa_signer, tmp_path)
-    assert signature.verify(signed) == rsa_signer.certificate
+    assert verify(signed) == rsa_signer.certificate
 
 
 def test_certificate_without_email_needs_one(signer_without_email, tmp_path):
@@ -258,7 +275,7 @@ def test_certificate_without_email_signs_with_the_given_one(signer_without_email
     data = sign_bytes(signer_without_email, email="noah.mail@example.org")
     signed = document.parse(data)
     assert validation.validate(signed) == []
-    assert signature.verify(signed) == signer_without_email.certificate
+    assert verify(signed) == signer_without_email.certificate
     assert model.from_document(signed).endorsement.email == "noah.mail@example.org"
     assert xmlsec1_verifies(data, signer_without_email.certificate, tmp_path)
 
@@ -274,7 +291,7 @@ def test_resigning_replaces_signature_and_endorsement(rsa_signer, ec_signer, tmp
     signed = reparse(root)
     assert len(signed.findall(f".//{DS}Signature")) == 1
     assert len(signed.findall(f".//{{{SLREQ}}}endorsement")) == 1
-    assert signature.verify(signed) == ec_signer.certificate
+    assert verify(signed) == ec_signer.certificate
     assert model.from_document(signed).endorsement.email == "eve.curve@example.org"
 
 
@@ -285,7 +302,7 @@ def test_explicit_signing_time_is_the_endorsement_date(make_signer):
     signed = document.parse(sign_bytes(issued, now=moment))
     assert signed.findtext("rdf:Description/slreq:endorsement/dcterms:created",
                            namespaces=NS) == "2030-05-06T07:08:09Z"
-    assert signature.verify(signed) == issued.certificate
+    assert verify(signed) == issued.certificate
 
 
 # --- tampering -----------------------------------------------------------------------------
@@ -507,7 +524,7 @@ def test_endorser_must_match_the_certificate(rsa_signer, tmp_path, field, value)
     signed = xmlsec1_sign(root, rsa_signer, tmp_path)
     assert xmlsec1_verifies(document.serialize(signed), rsa_signer.certificate, tmp_path)
     with pytest.raises(MetadataError) as caught:
-        signature.verify(signed)
+        verify(signed)
     assert [(p.element, p.rule) for p in caught.value.problems] == [
         (f"slreq:{field}", "endorser-certificate")]
     assert value in caught.value.problems[0].message
@@ -517,14 +534,14 @@ def test_endorser_email_is_free_when_the_certificate_has_none(signer_without_ema
     root = document.parse(sign_bytes(signer_without_email, email="noah@example.org"))
     endorser_field(root, "email").text = "anyone@example.org"
     signed = xmlsec1_sign(root, signer_without_email, tmp_path)
-    assert signature.verify(signed) == signer_without_email.certificate
+    assert verify(signed) == signer_without_email.certificate
 
 
 def test_endorser_subject_in_other_letter_case_matches(rsa_signer, tmp_path):
     root = document.parse(sign_bytes(rsa_signer))
     endorser_field(root, "subject").text = \
         "CN=JANE TESTER,OU=testing department,O=Marketplace Tests,C=eu"
-    assert signature.verify(xmlsec1_sign(root, rsa_signer, tmp_path)) == rsa_signer.certificate
+    assert verify(xmlsec1_sign(root, rsa_signer, tmp_path)) == rsa_signer.certificate
 
 
 def test_endorser_with_several_issuers_matches_if_one_does(rsa_signer, tmp_path):
@@ -533,7 +550,7 @@ def test_endorser_with_several_issuers_matches_if_one_does(rsa_signer, tmp_path)
     extra = copy.deepcopy(issuer)
     extra.text = "CN=Some Other CA,O=Elsewhere,C=EU"
     issuer.addprevious(extra)
-    assert signature.verify(xmlsec1_sign(root, rsa_signer, tmp_path)) == rsa_signer.certificate
+    assert verify(xmlsec1_sign(root, rsa_signer, tmp_path)) == rsa_signer.certificate
 
 
 # --- DN comparison -------------------------------------------------------------------------
@@ -585,7 +602,7 @@ def test_validity_is_checked_at_the_endorsement_date_by_default(make_signer, tmp
     start = datetime(2020, 1, 1, tzinfo=UTC)
     issued = make_signer(not_before=start, not_after=start + timedelta(days=365))
     signed = document.parse(sign_bytes(issued, now=start + timedelta(days=100)))
-    assert signature.verify(signed) == issued.certificate
+    assert verify(signed) == issued.certificate
     assert xmlsec1_verifies(document.serialize(signed), issued.certificate, tmp_path)
 
 
@@ -594,7 +611,7 @@ def test_expired_certificate_is_rejected(make_signer):
     issued = make_signer(not_before=start, not_after=start + timedelta(days=365))
     signed = document.parse(sign_bytes(issued, now=start + timedelta(days=100)))
     with pytest.raises(MetadataError) as caught:
-        signature.verify(signed, at=start + timedelta(days=366))
+        verify(signed, at=start + timedelta(days=366))
     assert rules_of(caught) == ["certificate-validity"]
     assert "expired" in caught.value.problems[0].message
     assert verifies(signed, at=start + timedelta(days=364))
@@ -605,7 +622,7 @@ def test_not_yet_valid_certificate_is_rejected(make_signer):
     issued = make_signer(not_before=start, not_after=start + timedelta(days=365))
     signed = document.parse(sign_bytes(issued, now=start - timedelta(days=1)))
     with pytest.raises(MetadataError) as caught:
-        signature.verify(signed)
+        verify(signed)
     assert rules_of(caught) == ["certificate-validity"]
     assert "not yet valid" in caught.value.problems[0].message
     assert verifies(signed, at=start + timedelta(seconds=1))
@@ -625,7 +642,7 @@ def store_of(*authorities: pki.Issued, crls=()) -> trust.TrustStore:
 
 def test_trusted_ca_is_accepted(ca, rsa_signer):
     signed = document.parse(sign_bytes(rsa_signer))
-    assert signature.verify(signed, trust_store=store_of(ca)) == rsa_signer.certificate
+    assert verify(signed, trust_store=store_of(ca)) == rsa_signer.certificate
 
 
 def test_unknown_ca_is_rejected(ca, other_ca, make_signer):
@@ -656,7 +673,7 @@ def test_certificate_revoked_before_the_moment_is_rejected(ca, make_signer):
     created = model.from_document(signed).endorsement.created
     crl = pki.make_crl(ca, {issued.serial: created - timedelta(minutes=10)})
     with pytest.raises(MetadataError) as caught:
-        signature.verify(signed, trust_store=store_of(ca, crls=[crl]))
+        verify(signed, trust_store=store_of(ca, crls=[crl]))
     assert rules_of(caught) == ["revoked"]
 
 
@@ -665,7 +682,7 @@ def test_certificate_revoked_after_the_moment_is_accepted(ca, make_signer):
     signed = document.parse(sign_bytes(issued))
     created = model.from_document(signed).endorsement.created
     store = store_of(ca, crls=[pki.make_crl(ca, {issued.serial: created + timedelta(days=1)})])
-    assert signature.verify(signed, trust_store=store) == issued.certificate
+    assert verify(signed, trust_store=store) == issued.certificate
     assert rejected(signed, trust_store=store, at=created + timedelta(days=2)) == ["revoked"]
 
 
@@ -688,7 +705,7 @@ def test_forged_crl_is_ignored(ca, make_signer):
 def test_chain_through_an_intermediate_ca(ca, intermediate_ca, make_signer):
     issued = make_signer(issuer=intermediate_ca, key_kind=pki.EC)
     signed = document.parse(sign_bytes(issued, "default"))
-    assert signature.verify(signed, trust_store=store_of(ca, intermediate_ca)) == \
+    assert verify(signed, trust_store=store_of(ca, intermediate_ca)) == \
         issued.certificate
     assert rejected(signed, trust_store=store_of(ca)) == ["trust-chain"]
     assert trust.TrustStore(authorities=[ca.certificate, intermediate_ca.certificate]).check(
@@ -779,3 +796,33 @@ def test_comments_added_after_signing_do_not_change_the_verified_model(
         original = model.from_document(document.parse(data))
         assert getattr(read, field) == getattr(original, field)
         assert read.status() == original.status() == model.DEPRECATED
+
+
+# --- the one definition of a certificate's emails, the one DN equality -----------------------
+
+
+def test_certificate_emails_are_the_alt_names_then_the_subjects_email_address(ca):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sue Subject"),
+                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "Sue@Example.org")])
+    only_subject = pki.make_certificate(ca, subject=subject)
+    assert keys.certificate_emails(only_subject.certificate) == ("Sue@Example.org",)
+    both = pki.make_certificate(ca, subject=subject, email="sue@example.org")
+    assert keys.certificate_emails(both.certificate) == ("sue@example.org",)
+    assert keys.certificate_emails(pki.make_certificate(ca).certificate) == ()
+
+
+def test_an_email_only_in_the_subject_is_proven_by_the_certificate(ca):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sue Subject"),
+                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "sue@example.org")])
+    sue = pki.make_certificate(ca, subject=subject)
+    data = factories.signed(sue, factories.appliance())
+    judged = verdict.judge(data, verdict.Moment.endorsement(None))
+    assert judged.email_proof == verdict.CERTIFICATE
+    assert judged.identity.email == "sue@example.org"
+
+
+def test_dn_equality_takes_text_or_names_on_either_side():
+    text = "cn=jane  tester, OU=Testing Department,o=stratuslab project, c=EU"
+    assert dn.same_dn(text, JANE) and dn.same_dn(JANE, text) and dn.same_dn(JANE, JANE)
+    assert dn.same_dn(text, text.upper())
+    assert not dn.same_dn("not a dn", "not a dn") and not dn.same_dn(None, JANE)

@@ -152,3 +152,178 @@ def test_replicate_says_why_when_the_primary_cannot_be_read(tmp_path):
                            str(tmp_path / "data")], capture_output=True, text=True,
                           timeout=COMMAND_TIMEOUT, env=clean_environ(HOME=str(tmp_path)))
     assert done.returncode == 1 and "could not pull from" in done.stderr
+
+
+# --- a hostile primary (finding 7) ---------------------------------------------------------
+
+
+class HostilePrimary:
+    """A real HTTP server on 127.0.0.1 that answers as a primary would, with a change feed
+    and documents of the test's choosing (a primary that lies or was broken into)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.changes: list[dict] = []
+        self.items: list = []  # what its listing (the first walk) shows
+        self.documents: dict[str, bytes] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                from urllib.parse import parse_qs, unquote, urlsplit
+                url = urlsplit(self.path)
+                params = parse_qs(url.query)
+                if url.path == "/api/v1/changes":
+                    after = int(params["after"][0])
+                    body = json.dumps({"last": len(outer.changes), "changes": [
+                        c for c in outer.changes
+                        if not isinstance(c, dict) or c.get("serial", 0) > after]}).encode()
+                elif url.path == "/api/v1/appliances":
+                    body = json.dumps({"items": outer.items,
+                                       "total": len(outer.items)}).encode()
+                elif unquote(url.path) in outer.documents:
+                    body = outer.documents[unquote(url.path)]
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, document: bytes, at: datetime, **change) -> None:
+        """Offer ``document`` and a publish change (``change`` overrides its fields)."""
+        from marketplace.metadata.checks import check_document
+        from marketplace.metadata.model import format_date
+        entry = check_document(document, at=at).appliance if "identifier" not in change \
+            else None
+        values = {"identifier": entry.identifier, "email": entry.endorsement.email,
+                  "created": format_date(entry.endorsement.created)} if entry else {}
+        values.update(change)
+        if entry:
+            self.documents[f"/metadata/{values['identifier']}/{values['email']}/"
+                           f"{values['created']}"] = document
+        self.changes.append({"serial": len(self.changes) + 1, "action": "publish",
+                             "at": format_date(at), **values})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile():
+    primary = HostilePrimary()
+    yield primary
+    primary.close()
+
+
+@pytest.fixture
+def follower(tmp_path, hostile):
+    """A replica's Replicator (real SQLite in tmp_path) following the hostile primary."""
+    from marketplace.app import create_app, marketplace_of
+    from marketplace.replica import Replicator
+    app = create_app(data_dir=str(tmp_path / "replica"), primary_url=hostile.url)
+    market = marketplace_of(app)
+    replicator = Replicator(hostile.url, market)
+    market.moderation.db.set_mark(replicator.mark_name, "0")  # follow the feed from its start
+    yield replicator
+    market.close()
+
+
+def stored_titles(replicator) -> list[str]:
+    from marketplace.store.base import Query
+    found = replicator.marketplace.store.search(Query(status="all", limit=50)).entries
+    return sorted(e.appliance.title for e in found)
+
+
+def test_a_replica_judges_the_certificate_no_earlier_than_the_endorsement(
+        hostile, follower, make_signer):
+    """The feed claims a publication time (within the clock skew before the endorsement)
+    when the certificate was valid; the endorsement is dated after the certificate expired.
+    An upload would be refused: so is the copy."""
+    endorsed = moment(2)
+    expired = make_signer("Old Key", email="old@example.org", not_before=moment(20),
+                          not_after=endorsed - timedelta(minutes=1))
+    late = factories.signed(expired, factories.appliance(title="late"), now=endorsed)
+    hostile.publish(late, at=endorsed - timedelta(minutes=2))
+    good = signed(make_signer("Good", email="good@example.org"), title="good")
+    hostile.publish(good, at=moment())
+
+    report = follower.pull()
+    assert stored_titles(follower) == ["good"]
+    (refused,) = report.refused
+    assert refused["email"] == "old@example.org" and "expired" in refused["reason"]
+
+
+def test_a_replica_refuses_future_dated_and_blocked_endorsements(hostile, follower,
+                                                                make_signer):
+    future = factories.signed(make_signer("Soon", email="soon@example.org"),
+                              factories.appliance(title="future"), now=moment(-2))
+    hostile.publish(future, at=moment())
+    blocked = make_signer("Blocked Bob", email="bob@example.org")
+    follower.marketplace.moderation.block("bob@example.org", "ops", "spam", moment())
+    hostile.publish(signed(blocked, title="blocked"), at=moment())
+    hostile.publish(signed(make_signer("Good", email="good@example.org"), title="good"),
+                    at=moment())
+
+    report = follower.pull()
+    assert stored_titles(follower) == ["good"]
+    reasons = {r["email"]: r["reason"] for r in report.refused}
+    assert "future" in reasons["soon@example.org"] and "blocked" in reasons["bob@example.org"]
+
+
+def test_a_replica_refuses_an_email_the_certificate_does_not_carry(hostile, follower,
+                                                                  make_signer):
+    mallory = make_signer("Mallory", email=None)
+    claim = factories.signed(mallory, factories.appliance(title="claimed"), now=moment(),
+                             email="jane.tester@example.org")
+    hostile.publish(claim, at=moment())
+
+    report = follower.pull()
+    assert stored_titles(follower) == []
+    assert "endorser-email-unproven" in report.refused[0]["reason"]
+
+
+def test_a_malformed_change_is_skipped_and_reported_and_the_feed_goes_on(
+        hostile, follower, make_signer):
+    hostile.publish(b"", at=moment(), identifier=None)
+    hostile.changes[-1].pop("identifier")
+    hostile.changes.append({"serial": 2, "action": "publish"})
+    hostile.changes.append("not an object")
+    hostile.publish(signed(make_signer("Good", email="good@example.org"), title="good"),
+                    at=moment())
+    hostile.changes[-1]["serial"] = 4
+
+    report = follower.pull()
+    assert stored_titles(follower) == ["good"] and report.serial == 4
+    assert len(report.refused) == 3
+    assert all("malformed change" in r["reason"] for r in report.refused)
+    hostile.publish(signed(make_signer("Later", email="later@example.org"), title="later"),
+                    at=moment())
+    hostile.changes[-1]["serial"] = 5
+    assert follower.pull().added == 1 and stored_titles(follower) == ["good", "later"]
+
+
+def test_a_malformed_listed_entry_is_skipped_by_the_first_walk(hostile, follower, make_signer):
+    hostile.publish(signed(make_signer("Good", email="good@example.org"), title="good"),
+                    at=moment())
+    change = hostile.changes[-1]
+    hostile.items = [{"identifier": "only-an-identifier"}, "junk",
+                     {"identifier": change["identifier"], "email": change["email"],
+                      "endorsement": {"created": change["created"]}}]
+
+    report = follower.pull(full=True)
+    assert report.walked and report.added == 1 and stored_titles(follower) == ["good"]
+    assert [r["reason"].split(" without ")[0] for r in report.refused] == \
+        ["a listed entry"] * 2

@@ -222,3 +222,9 @@ def test_the_policy_is_read_from_the_config_and_an_original_policy_cfg(write_con
     assert policy.trust_paths == [tmp_path / "cas"]
     with pytest.raises(OSError, match="not found"):
         policy.trust_store()
+
+
+def test_an_endorser_entry_that_is_neither_email_nor_dn_is_a_config_error():
+    from client.node.config import ConfigError
+    with pytest.raises(ConfigError, match="blacklistendorsers: 'CN' is neither"):
+        Policy(blacklist_endorsers=["jane.tester@example.org", "CN"])
