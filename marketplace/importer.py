@@ -4,12 +4,14 @@ The original server (a Java war) kept every upload as a file
 ``DIR/metadata/<identifier>/<email>/<created>.xml``, in its flat-file and its git stores
 alike. It stored documents re-serialized rather than byte for byte, which their XML-DSig
 signatures survive (the signed content is canonicalized), and it never checked certificate
-dates, so most certificates of that era expired long ago. Each file is therefore judged as
-of its own endorsement date: signature, endorser against certificate, the trust store and
-CRLs, blocked endorsers. A file that passes is stored byte for byte as read, and joins the
-change feed so replicas get it. The path must name the entry the file holds; a tampered file
-fails its signature. Each file gets a verdict (accepted, already there, refused with the
-rule), so a second run adds nothing and says so.
+dates, so most certificates of that era expired long ago. Each file is therefore judged by
+the one trust decision (:func:`~marketplace.metadata.verdict.judge`) as of its own
+endorsement date: signature, endorser against certificate, the trust store and CRLs,
+blocked endorsers, and -- as for a replica's copy, since no mail proved anything here --
+only emails the certificate carries. A file that passes is stored byte for byte as read,
+and joins the change feed so replicas get it. The path must name the entry the file holds;
+a tampered file fails its signature. Each file gets a verdict (accepted, already there,
+refused with the rule), so a second run adds nothing and says so.
 
 Uploads (``POST /metadata``) still judge certificates at upload time: only this command,
 run by an operator on a directory they trust to be the old site's, looks back.
@@ -22,9 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from marketplace.metadata.checks import check_document
 from marketplace.metadata.problems import MetadataError
-from marketplace.moderation.workflow import Refused
+from marketplace.metadata.verdict import Moment, Refused
 from marketplace.service import Marketplace
 from marketplace.store.base import Conflict, Entry
 
@@ -88,9 +89,8 @@ def import_file(marketplace: Marketplace, path: Path) -> Verdict:
         return Verdict(str(path), REFUSED, "readable", str(exc))
     if not new:
         return Verdict(str(path), KNOWN)
-    if marketplace.moderation is not None:
-        marketplace.moderation.record_published(entry, datetime.now(UTC), actor=ACTOR,
-                                                action="imported")
+    marketplace.moderation.record_published(entry, datetime.now(UTC), actor=ACTOR,
+                                            action="imported")
     return Verdict(str(path), ACCEPTED)
 
 
@@ -106,13 +106,11 @@ def _read(path: Path, limit: int) -> bytes:
 def _judged(marketplace: Marketplace, data: bytes, path: Path) -> Entry:
     """The entry of a document that passed every check as of its endorsement date, whose
     place in the original layout names it."""
-    checked = check_document(data, require_signature=True,
-                             trust_store=marketplace.trust_store)
-    entry = Entry(data, checked.appliance)
+    verdict = marketplace.moderation.judge(data, Moment.endorsement(datetime.now(UTC)))
+    marketplace.moderation.admit_copy(verdict)
+    entry = Entry(data, verdict.appliance)
     expected = (path.parent.parent.name, path.parent.name, path.stem)
     if entry.key != expected:
         raise Refused("original-layout", f"the file holds {entry.key}, but its place names "
                       f"{expected}", element="document")
-    if marketplace.moderation is not None:
-        marketplace.moderation.check_blocked(entry.email, checked.certificate.subject)
     return entry
