@@ -394,7 +394,7 @@ def upload() -> Reply:
     """Verify and store a signed document: 201 when new, 200 for an identical replay,
     202 when it awaits its endorser's confirmation."""
     try:
-        entry, new = service().accept(read_upload())
+        entry, new = service().accept(read_upload(), client=request.remote_addr or "")
     except PendingConfirmation as held:
         return pending_reply(held)
     except Exception as exc:

@@ -38,15 +38,17 @@ class Marketplace:
                    TrustStore.load(Path(trust)) if trust else None,
                    Moderation.from_settings(settings, store), settings["PRIMARY_URL"])
 
-    def accept(self, data: bytes, now: datetime | None = None) -> tuple[Entry, bool]:
+    def accept(self, data: bytes, now: datetime | None = None,
+               client: str = "") -> tuple[Entry, bool]:
         """Verify a signed document and store it; the entry and whether it is new.
 
         The signature must verify, the endorser match the certificate, the certificate be
         valid now (and chain to the trust store when there is one), and the endorsement
         not be dated in the future. Then the publication policy (:mod:`marketplace.
-        moderation`) has its say. Raises MetadataError, TooLarge, store.Conflict, Refused
-        (blocked or unlisted endorser; a replica), PendingConfirmation (kept until its
-        endorser confirms by mail) or MailUnavailable.
+        moderation`) has its say. Raises MetadataError, TooLarge, store.Conflict (Removed:
+        operators removed the entry), Refused (blocked or unlisted endorser; a replica),
+        PendingConfirmation (kept until its endorser confirms by mail), OverQuota (the
+        endorser or the ``client`` address had its confirmation mails) or MailUnavailable.
         """
         if self.primary_url:
             raise Refused("read-only", f"this marketplace is a read-only replica of "
@@ -61,12 +63,11 @@ class Marketplace:
             raise fail("dcterms:created", "not-in-future",
                        f"the endorsement is dated {created:%Y-%m-%dT%H:%M:%SZ}, in the future")
         entry = Entry(data, checked.appliance)
-        if self.moderation is not None:
-            self.moderation.admit(entry, checked.certificate, now)
-        new = self.store.add(entry)
-        if new and self.moderation is not None:
-            self.moderation.record_published(entry, now)
-        return entry, new
+        if self.moderation is None:
+            return entry, self.store.add(entry)
+        self.moderation.check_removed(entry.key)
+        self.moderation.admit(entry, checked.certificate, now, client)
+        return entry, self.moderation.publish(entry, now)
 
     def close(self) -> None:
         self.store.close()
