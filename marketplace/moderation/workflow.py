@@ -395,6 +395,15 @@ class Moderation:
             log.info("%s removed %s of %s by %s at %s", actor, " and ".join(removed), *key)
         return removed
 
+    def follow_removal(self, key: Key, actor: str, primary: str, now: datetime) -> bool:
+        """A replica's copy of its primary's removal: a tombstone that keeps the entry out
+        of later walks (the primary's next publication of it lifts it, see
+        :meth:`check_removed`), then the entry out of the store; whether it was stored."""
+        stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
+        self.db.removed(key, now, Event(actor, "removed", f"removed on {primary}"),
+                        REMOVED_ON_PRIMARY, published=stored)
+        return stored and self.store.remove(key[0], key[1], parse_date(key[2]))
+
     def lift(self, key: Key, actor: str, reason: str, now: datetime) -> bool:
         """Let a removed entry be published again (audited); False if it had no tombstone."""
         done = self.db.lift(key, Event(actor, "lifted", reason), now)
