@@ -384,9 +384,17 @@ def _ready(server) -> None:
 
 
 def _child_exit(server, worker) -> None:
-    """Let prometheus_client drop a dead worker's live gauges."""
+    """Let prometheus_client drop a dead worker's live gauges, and finish what the worker
+    may have left half done: killed (out of memory, timed out) between storing an upload
+    and writing its feed row, it leaves an entry that replicas would not learn of until
+    the next start."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        repair(config.load())
+    except Exception as exc:  # the master outlives a failed repair; the next start retries
+        server.log.warning("could not repair the change feed after worker %s ended: %s",
+                           worker.pid, exc)
 
 
 def demo(options: argparse.Namespace, settings: dict[str, str]) -> int:
