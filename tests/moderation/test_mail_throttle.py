@@ -5,6 +5,11 @@ The mails go through a real SMTP server on 127.0.0.1 (aiosmtpd)."""
 
 from __future__ import annotations
 
+from io import BytesIO
+
+import pytest
+
+from marketplace.moderation.workflow import client_key
 from tests.moderation.conftest import path_of, signed, upload
 
 VICTIM = "victim@example.org"
@@ -69,3 +74,27 @@ def test_the_limits_are_shared_by_every_worker(confirming, smtp, make_signer, tm
     codes = [upload(workers[n % 2], signed(impostor)).status_code for n in range(4)]
     assert codes == [202, 202, 202, 429]
     assert len(mailbox.wait(3)) == 3
+
+
+def test_the_upload_page_says_the_limit_was_reached(confirming, smtp, make_signer):
+    client = confirming(mails_per_recipient_per_day="1").test_client()
+    impostor = make_signer("Form Filler", email=VICTIM)
+    answers = [client.post("/upload", data={"file": (BytesIO(signed(impostor)), "a.xml")},
+                           content_type="multipart/form-data") for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 429]
+    assert "Retry-After" in answers[1].headers
+    assert VICTIM in answers[1].get_data(as_text=True)
+    assert len(smtp[0].wait(1)) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", ""])
+def test_a_limit_that_cannot_work_is_refused_at_start(confirming, value):
+    with pytest.raises(ValueError, match="MARKETPLACE_MAILS_PER_CLIENT_PER_HOUR"):
+        confirming(mails_per_client_per_hour=value)
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network():
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::2") == \
+        "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.9") == client_key("192.0.2.9") == "192.0.2.9"
