@@ -261,9 +261,10 @@ class ModerationStore(abc.ABC):
         """Pending and/or flagged uploads, oldest first."""
 
     @abc.abstractmethod
-    def resolve(self, key: Key, event: Event, at: datetime, published: bool) -> bool:
-        """Take an upload out (confirmed, aborted, discarded), audit it and, when
-        ``published``, add it to the change feed; False if it was no longer there."""
+    def resolve(self, key: Key, event: Event, at: datetime) -> bool:
+        """Take an upload out (confirmed, aborted, discarded) and audit it; False if it was
+        no longer there. (A confirmed upload's publication goes to the feed through
+        :meth:`publishing` and :meth:`published`, as every publication does.)"""
 
     @abc.abstractmethod
     def flag(self, key: Key, event: Event, at: datetime) -> bool:
@@ -392,14 +393,12 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
                                   "identifier", args).fetchall()
         return [_upload_of(row) for row in rows]
 
-    def resolve(self, key: Key, event: Event, at: datetime, published: bool) -> bool:
+    def resolve(self, key: Key, event: Event, at: datetime) -> bool:
         with self._write() as db:
             gone = db.execute("DELETE FROM uploads WHERE identifier=? AND email=? AND "
                               "created=?", key).rowcount
             if gone:
                 _audit(db, at, event, key)
-                if published:
-                    _change(db, at, PUBLISH, key)
         return bool(gone)
 
     def flag(self, key: Key, event: Event, at: datetime) -> bool:

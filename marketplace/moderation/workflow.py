@@ -235,7 +235,7 @@ class Moderation:
             self.mailer.send(confirmation(upload, self.links(token), self.site))
         except MailUnavailable:
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", "the confirmation mail "
-                                              "could not be sent"), now, published=False)
+                                              "could not be sent"), now)
             self.db.release_mail(upload.key)
             raise
         log.info("upload of %s by %s held for confirmation until %s", entry.identifier,
@@ -344,7 +344,7 @@ class Moderation:
         if action == "confirm":
             return self._confirm(upload, actor, now)
         if action == "abort":
-            self.db.resolve(upload.key, Event(actor, "aborted"), now, published=False)
+            self.db.resolve(upload.key, Event(actor, "aborted"), now)
             return Outcome(action, "aborted", upload, "The upload was discarded.")
         if action == "abuse":
             self.db.flag(upload.key, Event(actor, "abuse-reported", "the endorser's address "
@@ -359,15 +359,15 @@ class Moderation:
         try:
             self.check_blocked(upload.email, upload.subject)
         except Refused as exc:
-            self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now, False)
+            self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
             return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         try:
             new = self.publish(Entry.from_document(upload.document), now)
         except Conflict as exc:  # Removed too: operators removed the entry meanwhile
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", f"could not be published: "
-                                              f"{exc}"), now, published=False)
+                                              f"{exc}"), now)
             return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
-        self.db.resolve(upload.key, Event(actor, "confirmed"), now, published=False)
+        self.db.resolve(upload.key, Event(actor, "confirmed"), now)
         log.info("upload of %s by %s confirmed and published", upload.identifier, upload.email)
         return Outcome("confirm", "published" if new else "known", upload,
                        "The entry is published.")
@@ -382,8 +382,7 @@ class Moderation:
         finished by :meth:`repair`."""
         removed = []
         upload = self.db.upload(key)
-        if upload is not None and self.db.resolve(key, Event(actor, "discarded", reason), now,
-                                                  published=False):
+        if upload is not None and self.db.resolve(key, Event(actor, "discarded", reason), now):
             removed.append(upload.state)
         stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
         if stored or removed:
