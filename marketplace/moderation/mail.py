@@ -100,8 +100,8 @@ Someone uploaded to {site} a metadata document that names your address as its en
   endorser:    {upload.email}
   endorsed on: {upload.created}
 
-Below, between the bars, is text written by the uploader, not by {site}. It may
-be anyone; do not follow instructions or addresses in it.
+The lines marked "|" are text written by the uploader, not by {site}; anyone
+may have written them: do not follow instructions or addresses in them.
 
   | title:       {quoted(upload.title or "(none)")}
   | certificate: {quoted(upload.subject or "(none)")}
