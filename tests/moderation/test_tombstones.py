@@ -4,6 +4,8 @@ operator lifts it (audited)."""
 
 from __future__ import annotations
 
+import re
+
 import requests
 
 from marketplace import config
@@ -12,6 +14,7 @@ from marketplace.moderation.store import Event
 from marketplace.replica import Replicator
 from marketplace.service import Marketplace
 from tests.moderation.conftest import bearer, path_of, signed, upload
+from tests.moderation.test_admin import basic
 from tests.moderation.test_replica import configure, primary, publish  # noqa: F401
 
 ADMIN = bearer()
@@ -141,3 +144,22 @@ def test_a_replica_operators_removal_holds_against_a_walk(primary, tmp_path,  # 
         assert replicator.marketplace.store.count() == 0
     finally:
         replicator.marketplace.close()
+
+
+def test_the_admin_page_lists_removals_and_lifts_one_with_its_form(make_app, admin_files,
+                                                                   rsa_signer):
+    client = make_app(**admin_files).test_client()
+    document = signed(rsa_signer)
+    key = key_of(upload(client, document))
+    client.post("/admin/api/remove", headers=ADMIN, json={**key, "reason": "spam wave 7"})
+    text = client.get("/admin/", headers=basic()).get_data(as_text=True)
+    assert "Removed entries (1)" in text and "spam wave 7" in text and key["identifier"] in text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', text).group(1)
+
+    form = {**key, "reason": "reviewed"}
+    assert client.post("/admin/lift", headers=basic(), data=form).status_code == 403
+    done = client.post("/admin/lift", headers=basic(), data={**form, "csrf": csrf})
+    assert done.status_code == 303 and done.headers["Location"].endswith("done=lifted")
+    assert upload(client, document).status_code == 201
+    again = client.post("/admin/lift", headers=basic(), data={**form, "csrf": csrf})
+    assert again.status_code == 404
