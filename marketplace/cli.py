@@ -156,13 +156,16 @@ def moderation_of(settings: dict[str, str]) -> Iterator:
         moderation.store.close()
 
 
-def repair(settings: dict[str, str]) -> None:
-    """Finish what a crash interrupted, before the workers start (said when it did)."""
+def repair(settings: dict[str, str], feed_only: bool = False) -> None:
+    """Finish what a crash interrupted (said when it did): everything before the workers
+    start, only the change feed (which reads the store only after a crash) when a worker
+    ended."""
     with moderation_of(settings) as moderation:
-        done = moderation.repair(moderation.now())
+        now = moderation.now()
+        done = moderation.repair_feed(now) if feed_only else moderation.repair(now)
     if any(done.values()):
         print(f"repaired after a crash: {done['published']} stored entries put in the change "
-              f"feed, {done['removed']} removed entries taken out again, "
+              f"feed, {done.get('removed', 0)} removed entries taken out again, "
               f"{done['abandoned']} unfinished uploads dropped", file=sys.stderr, flush=True)
 
 
@@ -391,7 +394,7 @@ def _child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
     try:
-        repair(config.load())
+        repair(config.load(), feed_only=True)
     except Exception as exc:  # the master outlives a failed repair; the next start retries
         server.log.warning("could not repair the change feed after worker %s ended: %s",
                            worker.pid, exc)

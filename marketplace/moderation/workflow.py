@@ -289,11 +289,24 @@ class Moderation:
             raise
 
     def repair(self, now: datetime) -> dict[str, int]:
-        """Finish what a crash interrupted; cheap (the noted publications and the
-        tombstones, not every entry): a stored entry whose publication was noted goes into
-        the feed, an abandoned note is dropped, and an entry still stored under a
-        tombstone (e.g. brought back by a reindex) is removed. What was done, counted."""
-        done = {"published": 0, "abandoned": 0, "removed": 0}
+        """Finish what a crash interrupted, at start; cheap (the noted publications and the
+        tombstones, not every entry): :meth:`repair_feed`, then an entry still stored
+        under a tombstone (a crash within a removal, or a reindex that brought it back) is
+        removed. What was done, counted."""
+        done = {**self.repair_feed(now), "removed": 0}
+        for tombstone in self.db.tombstones():
+            if self.store.remove(tombstone.identifier, tombstone.email,
+                                 parse_date(tombstone.created)):
+                done["removed"] += 1
+                log.warning("removed %s by %s at %s again: it was stored under its tombstone",
+                            *tombstone.key)
+        return done
+
+    def repair_feed(self, now: datetime) -> dict[str, int]:
+        """Put in the feed every stored entry whose publication was noted and not ended,
+        and drop the notes whose entry was not stored and whose request is long over; it
+        reads the store only when a crash left notes."""
+        done = {"published": 0, "abandoned": 0}
         for key, since in self.db.unfinished():
             if self.store.get(key[0], key[1], parse_date(key[2])) is not None:
                 if self.db.published(key, since) is not None:
@@ -303,12 +316,6 @@ class Moderation:
             elif now - since > ABANDONED_AFTER:
                 self.db.abandon(key)
                 done["abandoned"] += 1
-        for tombstone in self.db.tombstones():
-            if self.store.remove(tombstone.identifier, tombstone.email,
-                                 parse_date(tombstone.created)):
-                done["removed"] += 1
-                log.warning("removed %s by %s at %s again: it was stored under its tombstone",
-                            *tombstone.key)
         return done
 
     def purge(self, now: datetime) -> None:
