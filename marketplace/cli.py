@@ -431,6 +431,7 @@ def run(options: argparse.Namespace) -> int:
         return lift(options, settings)
     if options.command == "reindex":
         count = reindex(settings)
+        repair(settings)  # a removal made while it ran may have come back
         report(options, f"reindexed {count} entries in {where(settings)}", reindexed=count,
                store=where(settings))
         return 0
