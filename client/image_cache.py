@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("unpin", "let this image be evicted again", identifier="one")
     remove = command("remove", "remove an image from the cache", identifier="one")
     remove.add_argument("--force", action="store_true", help="even if pinned or in use")
+    subscribe = command("subscribe", "follow a signed HEPiX image list into the cache, as "
+                        "vmcatcher does (default: the config's subscriptions)", pulls=True)
+    subscribe.add_argument("url", nargs="?", metavar="URL", help="the signed image list")
+    subscribe.add_argument("--endorser-dn", metavar="DN", help="the signer the list must have")
+    subscribe.add_argument("--ca-dir", metavar="DIR", help="CA certificates (hashed directory "
+                           "such as /etc/grid-security/certificates, or a PEM file)")
     show = command("show-config", "print the settings and policy in effect, and the files read")
     show.add_argument("--template", action="store_true",
                       help="print a commented fetcher.cfg with every setting instead")
@@ -234,8 +240,15 @@ def _done(out: shell.Output, data: dict, text: str) -> int:
     return errors.OK
 
 
+def _subscribe(fetcher, options, out: shell.Output) -> int:
+    from client.node.imagelist import subscribe_command
+
+    return subscribe_command(fetcher, options, out)
+
+
 COMMANDS = {"pull": _pull, "path": _path, "list": _list, "verify": _verify, "prune": _prune,
-            "pin": _pin, "unpin": _unpin, "remove": _remove, "show-config": _show_config}
+            "pin": _pin, "unpin": _unpin, "remove": _remove, "show-config": _show_config,
+            "subscribe": _subscribe}
 
 
 if __name__ == "__main__":

@@ -57,10 +57,29 @@ metrics.install(blueprint)
 
 OPENAPI = Path(__file__).resolve().parents[1] / "schemas" / "openapi.json"
 UPLOAD_TYPES = ("application/xml", "application/rdf+xml", "text/xml")
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
-DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-TOKEN = re.compile(r"[\w .,:+/()@#~-]+")
+# The patterns of the parameters, written once: the views check with them and
+# schemas/openapi.json carries them (a test holds the two together). ASCII classes only,
+# so that Python and the ECMA-262 regexes of JSON Schema read them alike; dates are real
+# days of the Gregorian calendar (1 to 9999, 29 February in leap years only), as strptime
+# reads them.
+IDENTIFIER_PATTERN = "[A-P][A-Za-z0-9_-]{26}"  # 27 digits of at most 160 bits: is_identifier
+EMAIL_PATTERN = "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+"
+_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+              "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_LEAP_DAY = ("(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])"
+             "|(?:0[48]|[2468][048]|[13579][26])00)-02-29")
+DAY_PATTERN = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})"
+TIME_PATTERN = "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z"
+DATE_PATTERN = DAY_PATTERN + TIME_PATTERN
+TOKEN_PATTERN = "[A-Za-z0-9_ .,:+/()@#~-]+"
+# Tags are free text of their endorsers: any character but controls and surrogates.
+TAG_PATTERN = "[A-Za-z0-9_ .,:+/()@#~\u00a0-\ud7ff\ue000-\ufffd-]+"
+EMAIL = re.compile(EMAIL_PATTERN)
+DATE = re.compile(DATE_PATTERN)
+DAY = re.compile(DAY_PATTERN)
+TOKEN = re.compile(TOKEN_PATTERN)
+TAG = re.compile(TAG_PATTERN)
 UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 MAX_EMAIL = 254
 MAX_VALUE = 200
@@ -80,7 +99,7 @@ SEARCH_FILTERS = {"identifier": "identifier", "endorser": "email", "os": "os",
 SEARCH_PARAMS = (*SEARCH_FILTERS, "q", "status", "location", "created_from", "created_to",
                  "valid_from", "valid_to", "sort", "limit", "offset", "cursor", "facets")
 PAGING = ("limit", "offset", "cursor", "facets")
-JSON_ONLY = ("/api/", "/healthz", "/openapi.json", "/metrics")
+JSON_ONLY = ("/api/", "/admin/api/", "/healthz", "/openapi.json", "/metrics")
 EXACT = {"merge_slashes": False}  # an empty path segment is an error, not a redirect
 
 
@@ -137,17 +156,30 @@ def date_value(name: str, value: str, end_of_day: bool | None = None) -> datetim
 
 def token_value(name: str, value: str) -> str:
     if len(value) > MAX_VALUE or not TOKEN.fullmatch(value):
+        raise ParameterError(name, f"must be at most {MAX_VALUE} ASCII letters, digits, "
+                             "spaces or _ . , : + / ( ) @ # ~ -")
+    return value
+
+
+def tag_value(name: str, value: str) -> str:
+    if len(value) > MAX_VALUE or not TAG.fullmatch(value):
         raise ParameterError(name, f"must be at most {MAX_VALUE} letters, digits, spaces "
-                             "or . , : + / ( ) @ # ~ -")
+                             "or _ . , : + / ( ) @ # ~ -")
     return value
 
 
 class Params:
     """The query parameters of a request, each given at most once and free of control
-    characters; ``strict`` refuses names outside ``known`` (others are ignored)."""
+    characters; ``strict`` refuses names outside ``known`` (others are ignored).
 
-    def __init__(self, args: MultiDict, known: Iterable[str], strict: bool = False):
+    An empty value is refused when ``refuse_empty`` (by default: when ``strict``), as
+    the API documents; the pages drop it, since a form sends its empty fields.
+    """
+
+    def __init__(self, args: MultiDict, known: Iterable[str], strict: bool = False,
+                 refuse_empty: bool | None = None):
         self.values: dict[str, str] = {}
+        refuse_empty = strict if refuse_empty is None else refuse_empty
         known = set(known)
         for raw in args:
             name = raw.replace("-", "_")
@@ -164,6 +196,8 @@ class Params:
                 raise ParameterError(name, f"is longer than {MAX_TEXT} characters")
             if any(c < " " or c == "\x7f" for c in value):
                 raise ParameterError(name, "contains control characters")
+            if not value and refuse_empty:
+                raise ParameterError(name, "is empty: give a value or leave it out")
             if value:
                 self.values[name] = value
 
@@ -225,7 +259,7 @@ def path_value(params: Params, name: str, in_path: str | None,
 def listing_query(identifier: str | None = None, email: str | None = None,
                   status: str = "valid") -> Query:
     """The query of a /metadata or /endorsers listing; latest entries unless ``created``."""
-    params = Params(request.args, LISTING_PARAMS)
+    params = Params(request.args, LISTING_PARAMS, refuse_empty=True)
     filters = {"identifier": path_value(params, "identifier", identifier, identifier_value),
                "email": path_value(params, "email", email, email_value)}
     sort, descending = params.sort()
@@ -244,7 +278,7 @@ def search_query(args: MultiDict | None = None, strict: bool = True) -> tuple[Qu
     not ``strict``ly (a link may carry parameters of its own).
     """
     params = Params(request.args if args is None else args, SEARCH_PARAMS, strict=strict)
-    checks = {"identifier": identifier_value, "endorser": email_value}
+    checks = {"identifier": identifier_value, "endorser": email_value, "tag": tag_value}
     filters = {field: params.get(name, checks.get(name, token_value))
                for name, field in SEARCH_FILTERS.items() if params.get(name)}
     fingerprint = params.fingerprint()
@@ -497,7 +531,7 @@ def endorser_tags(email: str) -> Reply:
 @negotiated
 def tagged(email: str, tag: str) -> Reply:
     """The latest non-deprecated entry of an endorser carrying a tag."""
-    email, tag = email_value("email", email), token_value("tag", tag)
+    email, tag = email_value("email", email), tag_value("tag", tag)
     found = latest_tagged(email, tag)
     if found is None:
         raise NotFound(f"no entry of {email} that is not deprecated is tagged {tag!r}")
@@ -594,7 +628,8 @@ def bad_media(exc: BadMedia) -> Response:
 
 @blueprint.app_errorhandler(MetadataError)
 def refused(exc: MetadataError) -> Response:
-    count = len(exc.problems)
+    """400 with the problems listed once: the message names the first and counts them."""
+    count = exc.total
     return error_response(400, f"the document was refused: {count} problem"
                           f"{'s' if count != 1 else ''}: {exc}",
                           [p.as_dict() for p in exc.problems])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from marketplace import config
+from marketplace import config, security
 from marketplace.service import Marketplace
 from marketplace.store.base import Store
 
@@ -28,6 +28,7 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     app = Flask(__name__)
     app.config["MARKETPLACE"] = settings
     app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_UPLOAD_BYTES"]) + 64 * 1024
+    security.init_app(app)
     app.extensions["marketplace"] = Marketplace.from_settings(settings, open_store(settings))
     from marketplace import api, pages
     app.register_blueprint(api.blueprint)
@@ -38,6 +39,8 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     moderation_api.install(app)
     moderation_pages.install(app)
     logs.install()
+    from marketplace.exports import views as exports
+    exports.install(app)
     return app
 
 

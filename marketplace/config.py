@@ -59,7 +59,11 @@ SETTINGS = (
     Setting("PENDING_HOURS", "48", "hours an upload awaits its emailed confirmation before "
             "it is discarded"),
     Setting("PUBLIC_URL", "", "this marketplace's address as people reach it (the links of "
-            "confirmation mails); required with UNLISTED_ENDORSERS=confirm"),
+            "confirmation mails, the commands shown on pages); required with "
+            "UNLISTED_ENDORSERS=confirm"),
+    Setting("TRUSTED_HOSTS", "", "host names this marketplace answers to, separated by "
+            "commas (.example.org admits its subdomains); any other Host header gets 400; "
+            "empty: the host of PUBLIC_URL when set, else any"),
     Setting("MODERATION_DB", "", "SQLite file of pending uploads, blocked endorsers, the audit "
             "log and the change feed; empty: DATA_DIR/moderation.db"),
     Setting("MAILS_PER_RECIPIENT_PER_DAY", "3", "confirmation mails one address gets in 24 "
@@ -82,6 +86,18 @@ SETTINGS = (
             "URL: uploads are refused (403) and `serve` follows the primary"),
     Setting("REPLICATE_INTERVAL", "60", "seconds between two pulls of a replica that `serve` "
             "runs; 0: `serve` does not pull (run `replicate --once` yourself)"),
+    # Exports for other tools (marketplace.exports).
+    Setting("IMAGELISTS", "", "INI file of the HEPiX image lists served at /imagelists/NAME: "
+            "a [NAME] section each, with title, description and search parameters as "
+            "/api/v1/appliances takes (os = ubuntu); one list per endorser is always there"),
+    Setting("IMAGELIST_CERTIFICATE", "", "PEM certificate that signs the image lists "
+            "(S/MIME); its subject and issuer are the lists' hv:endorser"),
+    Setting("IMAGELIST_KEY", "", "PEM private key (unencrypted) of that certificate"),
+    Setting("IMAGELIST_LIFETIME_DAYS", "7", "days an image list is valid after it is signed "
+            "(dc:date:expires); lists are signed again when half of it has passed"),
+    Setting("GPG_HOME", "", "GnuPG home holding the key that clearsigns the simplestreams "
+            ".sjson files (empty: gpg's default)"),
+    Setting("GPG_KEY", "", "that key's id or fingerprint (no passphrase); empty: no .sjson"),
 )
 _DEFAULTS = {s.key: s.default for s in SETTINGS}
 

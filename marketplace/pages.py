@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from marketplace import api, metrics, negotiation
+from marketplace import api, metrics, negotiation, security
 from marketplace.metadata import model
 from marketplace.metadata.checks import check_document
 from marketplace.metadata.problems import MetadataError
@@ -63,12 +63,6 @@ FIELD_LABELS = {"type": "Type", "kind": "Kind", "os": "Operating system",
                 "outbound_ports": "Outbound ports", "icmp": "ICMP types",
                 "is_replaced_by": "Replaced by", "replaces": "Replaces",
                 "is_version_of": "Version of"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 API_PATHS = ("/metadata", "/endorsers", "/tag/", *api.JSON_ONLY)
 MAX_VERSIONS = 100
 MAX_RELATED = 10
@@ -82,14 +76,6 @@ def store():
 def html(template: str, code: int = 200, **context) -> Response:
     return Response(render_template(f"pages/{template}", **context), code,
                     mimetype=negotiation.HTML_TYPE)
-
-
-@blueprint.after_request
-def protect(response: Response) -> Response:
-    """No inline script or style runs on these pages, whatever the data holds."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
 
 
 # --- template helpers ---------------------------------------------------------------------
@@ -395,7 +381,7 @@ def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dic
     a = entry.appliance
     verification = verify_now(entry, now)
     xml_url = api.entry_url(entry)
-    endpoint = request.host_url.rstrip("/")
+    endpoint = security.base_url()
     return {
         "entry": entry, "a": a, "status": a.status(now), "now": now,
         "fields": field_rows(a), "verification": verification,

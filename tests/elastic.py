@@ -12,6 +12,7 @@ Each test gets its own index prefix, whose indices are deleted after it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -56,6 +57,22 @@ def java_home() -> str:
     if java is None:
         raise RuntimeError(f"no java on PATH: {INSTALL_HINT}")
     return str(Path(java).resolve().parents[1])
+
+
+def missing() -> str | None:
+    """Why no Elasticsearch can run for the tests here, or None: the root conftest then
+    deselects the ``elasticsearch`` tests with this reason instead of failing each of them."""
+    if importlib.util.find_spec("elasticsearch") is None:
+        return "the elasticsearch client is not installed: pip install -e '.[test]'"
+    if os.environ.get("MARKETPLACE_TEST_ELASTICSEARCH_URL"):
+        return None
+    if find_home() is None:
+        return f"Elasticsearch is not installed under {CACHE}: {INSTALL_HINT}"
+    try:
+        java_home()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass

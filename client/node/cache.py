@@ -24,6 +24,10 @@ the image. The evictor first renames the image into ``trash/`` (new users then m
 pull), then looks at the leases; if one appeared it links the image back. Either the
 evictor sees the lease or the user sees no image.
 
+**Planted entries**: whoever else can write into a shared cache cannot make the fetcher
+follow a symlink or use an entry someone else owns (:mod:`client.node.entries`): a planted
+image or record is a miss, a planted pin or lease directory an error naming it.
+
 Standard library only on the hit path; hashing (``verify``) loads the digests module.
 """
 
@@ -36,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.node import locks
+from client.node import entries, locks
+from client.node.entries import UnsafeEntry
 from client.node.locks import Owner
 from client.node.policy import PREFERRED, Facts
 from marketplace.metadata.identifier import is_identifier
@@ -91,21 +96,45 @@ class Cache:
         self.host = host
         self.stale_after = stale_after
         self._local_lock_dir = local_lock_dir
+        self._trusted: frozenset[int] | None = None
 
     # --- layout ------------------------------------------------------------------------
 
-    def dir(self, name: str) -> Path:
-        return self.root / name
+    @property
+    def trusted(self) -> frozenset[int]:
+        """Who may own the cache's entries: the cache directory's owner and us."""
+        if self._trusted is None:
+            try:
+                self._trusted = entries.trusted_users(self.root)
+            except FileNotFoundError:
+                return frozenset({os.geteuid()})  # no cache yet: nothing in it to trust
+        return self._trusted
+
+    def dir(self, name: str, entry: str | None = None) -> Path:
+        """The directory ``name`` (or ``entry`` in it), checked to be a real directory of a
+        trusted owner, created if absent; before the cache exists, just the path."""
+        directory = self.root / name
+        with contextlib.suppress(FileNotFoundError):  # no cache yet: nothing to follow
+            entries.directory(directory, self.trusted)
+        return directory / entry if entry else directory
 
     def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         for name in DIRECTORIES:
-            (self.root / name).mkdir(parents=True, exist_ok=True)
+            self.dir(name)
 
     def image_path(self, identifier: str) -> Path:
-        return self.root / "images" / checked_identifier(identifier)
+        return self.dir("images", checked_identifier(identifier))
 
     def record_path(self, identifier: str, suffix: str = ".json") -> Path:
-        return self.root / "records" / f"{checked_identifier(identifier)}{suffix}"
+        return self.dir("records", f"{checked_identifier(identifier)}{suffix}")
+
+    def _safe_file(self, path: Path) -> os.stat_result | None:
+        """The entry's status when it is a regular file of a trusted owner, else None."""
+        try:
+            return entries.lstat(path, "file", self.trusted)
+        except UnsafeEntry:
+            return None
 
     def local_lock_dir(self) -> Path:
         return locks.local_lock_dir(self._local_lock_dir)
@@ -113,10 +142,7 @@ class Cache:
     # --- records and hits ----------------------------------------------------------------
 
     def read_record(self, identifier: str) -> dict | None:
-        try:
-            return json.loads(self.record_path(identifier).read_bytes())
-        except (OSError, ValueError):
-            return None
+        return _read_json(self.record_path(identifier), self.trusted)
 
     def lookup(self, identifier: str) -> Hit | None:
         """The cached image of ``identifier`` with its record, or None when there is none."""
@@ -124,10 +150,9 @@ class Cache:
         if record is None or not set(record) >= RECORD_KEYS:
             return None  # no record, or not one this version wrote: a miss, pulled again
         path = self.image_path(identifier)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
+        st = self._safe_file(path)
+        if st is None:
+            return None  # absent, or planted (a link, someone else's): pulled again
         intact = (st.st_ino, st.st_size, st.st_mtime_ns) == (
             record.get("inode"), record.get("size"), record.get("mtime_ns"))
         return Hit(identifier, path, record, intact)
@@ -140,7 +165,7 @@ class Cache:
     def touch(self, identifier: str) -> None:
         """Record a use now (the record's mtime orders LRU eviction)."""
         with contextlib.suppress(FileNotFoundError):
-            os.utime(self.record_path(identifier))
+            os.utime(self.record_path(identifier), follow_symlinks=False)
 
     def write_record(self, identifier: str, record: dict, document: bytes | None = None) -> None:
         from marketplace.files import write_atomic
@@ -159,7 +184,10 @@ class Cache:
 
     def stamp(self, identifier: str, record: dict) -> dict:
         """Put the image's current inode, size and mtime into ``record``."""
-        st = os.stat(self.image_path(identifier))
+        path = self.image_path(identifier)
+        st = entries.lstat(path, "file", self.trusted)
+        if st is None:
+            raise FileNotFoundError(f"{path} is gone")
         record.update(inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
         return record
 
@@ -169,7 +197,12 @@ class Cache:
         from marketplace.files import fsync_directory
 
         final = self.image_path(identifier)
-        os.chmod(partial, 0o444)
+        fd = entries.open_fd(partial, os.O_RDONLY)
+        try:
+            entries.check(partial, os.fstat(fd), "file", self.trusted)
+            os.fchmod(fd, 0o444)
+        finally:
+            os.close(fd)
         os.replace(partial, final)
         fsync_directory(final.parent)
         record = self.stamp(identifier, record)
@@ -179,11 +212,11 @@ class Cache:
     # --- partial downloads ---------------------------------------------------------------
 
     def partial_path(self, identifier: str, token: str) -> Path:
-        return self.root / "partial" / f"{identifier}.{token}"
+        return self.dir("partial", f"{checked_identifier(identifier)}.{token}")
 
     def partials(self, identifier: str | None = None) -> list[Path]:
         pattern = f"{identifier}.*" if identifier else "*"
-        return sorted(p for p in (self.root / "partial").glob(pattern)
+        return sorted(p for p in self.dir("partial").glob(pattern)
                       if not p.name.endswith(".json"))
 
     def adopt_partial(self, identifier: str, token: str) -> tuple[Path, dict | None]:
@@ -196,12 +229,12 @@ class Cache:
         """
         ours = self.partial_path(identifier, token)
         left = [p for p in self.partials(identifier) if p != ours]
+        sizes = {p: st.st_size for p in left if (st := self._safe_file(p)) is not None}
         state = None
-        best = max(left, key=lambda p: p.stat().st_size, default=None)
+        best = max(sizes, key=sizes.__getitem__, default=None)  # planted ones: never
         if best is not None:
-            state = _read_json(best.with_name(best.name + ".json"))
-            if state is not None and state.get("compression") is None \
-                    and best.stat().st_size > 0:
+            state = _read_json(best.with_name(best.name + ".json"), self.trusted)
+            if state is not None and state.get("compression") is None and sizes[best] > 0:
                 owner = Owner.from_dict(state.get("owner"))
                 if owner is not None and owner.on_this_host(self.host) \
                         and not owner.alive_here():
@@ -215,7 +248,7 @@ class Cache:
         return ours, state
 
     def save_partial_state(self, partial: Path, state: dict) -> None:
-        partial.with_name(partial.name + ".json").write_text(json.dumps(state))
+        entries.write(partial.with_name(partial.name + ".json"), json.dumps(state).encode())
 
     def drop_partial(self, partial: Path) -> None:
         _remove(partial, partial.with_name(partial.name + ".json"))
@@ -226,7 +259,7 @@ class Cache:
         return Owner.of(self.host, pid)
 
     def lock(self, name: str, wait: float, done=None, on_wait=None) -> locks.Held | None:
-        return locks.acquire(self.root / "locks" / name, self.owner(),
+        return locks.acquire(self.dir("locks", name), self.owner(),
                              stale_after=self.stale_after, wait=wait,
                              local_dir=self.local_lock_dir(), scope=self.root, done=done,
                              on_wait=on_wait)
@@ -235,43 +268,46 @@ class Cache:
         return self.lock(f"{identifier}.lock", wait, done, on_wait)
 
     def lock_holder(self, identifier: str) -> Owner | None:
-        return locks.read_owner(self.root / "locks" / f"{identifier}.lock")
+        return locks.read_owner(self.dir("locks", f"{identifier}.lock"))
 
     # --- pins and leases -----------------------------------------------------------------
 
     def pin(self, identifier: str) -> None:
-        (self.root / "pins").mkdir(parents=True, exist_ok=True)
-        (self.root / "pins" / checked_identifier(identifier)).touch()
+        self.root.mkdir(parents=True, exist_ok=True)
+        entries.write(self.dir("pins", checked_identifier(identifier)), b"")
 
     def unpin(self, identifier: str) -> bool:
         try:
-            (self.root / "pins" / checked_identifier(identifier)).unlink()
+            self.dir("pins", checked_identifier(identifier)).unlink()
         except FileNotFoundError:
             return False
         return True
 
     def pinned(self, identifier: str) -> bool:
-        return (self.root / "pins" / checked_identifier(identifier)).exists()
+        """A pin counts when it is a regular file of a trusted owner (not a planted link)."""
+        return self._safe_file(self.dir("pins", checked_identifier(identifier))) is not None
 
     def add_lease(self, identifier: str, pid: int) -> Path:
         """Mark the image in use by process ``pid`` of this host (until it exits)."""
         owner = self.owner(pid)
-        directory = self.root / "leases" / checked_identifier(identifier)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = entries.directory(self.dir("leases", checked_identifier(identifier)),
+                                      self.trusted)
         path = directory / f"{owner.host}.{owner.pid}.{owner.token}"
-        path.write_bytes(owner.to_json())
+        entries.write(path, owner.to_json(), exclusive=True)
         return path
 
     def leases(self, identifier: str, clean: bool = True) -> list[Owner]:
         """The live leases of an image; this host's dead ones are removed on the way."""
-        directory = self.root / "leases" / identifier
+        directory = self.dir("leases", identifier)
+        if not entries.is_safe(directory, "dir", self.trusted):
+            return []  # absent, or planted: no lease can be in it
         try:
             names = sorted(directory.iterdir())
         except FileNotFoundError:
             return []
         live = []
         for path in names:
-            owner = locks.read_owner(path)
+            owner = locks.read_owner(path, self.trusted)
             if owner is None:
                 continue
             if owner.host == self.host and (not owner.on_this_host(self.host)
@@ -296,14 +332,16 @@ class Cache:
 
     def items(self) -> list[Item]:
         items = []
-        for record_path in sorted((self.root / "records").glob("*.json")):
+        for record_path in sorted(self.dir("records").glob("*.json")):
             identifier = record_path.name[:-len(".json")]
-            record = _read_json(record_path)
-            try:
-                size = os.stat(self.image_path(identifier)).st_size
-                last_used = os.stat(record_path).st_mtime
-            except FileNotFoundError:
+            if not is_identifier(identifier):
                 continue
+            record = _read_json(record_path, self.trusted)
+            image, used = self._safe_file(self.image_path(identifier)), \
+                self._safe_file(record_path)
+            if image is None or used is None:
+                continue
+            size, last_used = image.st_size, used.st_mtime
             items.append(Item(identifier, size, last_used, self.pinned(identifier),
                               self.leases(identifier), record or {}))
         return items
@@ -314,8 +352,7 @@ class Cache:
     def evict(self, identifier: str) -> bool:
         """Remove an image unless it is in use; True when it is gone."""
         final = self.image_path(identifier)
-        grave = self.root / "trash" / f"{identifier}.{os.urandom(6).hex()}"
-        grave.parent.mkdir(parents=True, exist_ok=True)
+        grave = self.dir("trash", f"{identifier}.{os.urandom(6).hex()}")
         try:
             os.rename(final, grave)
         except FileNotFoundError:
@@ -331,7 +368,7 @@ class Cache:
         return True
 
     def _forget(self, identifier: str) -> None:
-        if self.image_path(identifier).exists():
+        if os.path.lexists(self.image_path(identifier)):
             return  # pulled again meanwhile: that record describes the new file
         for suffix in (".json", ".xml"):
             with contextlib.suppress(FileNotFoundError):
@@ -380,7 +417,7 @@ class Cache:
 
     def remove(self, identifier: str, force: bool = False) -> bool:
         """Remove one image (``force``: even if pinned or in use); False when absent."""
-        if not (self.image_path(identifier).exists() or self.read_record(identifier)):
+        if not (os.path.lexists(self.image_path(identifier)) or self.read_record(identifier)):
             return False
         if force:
             self.unpin(identifier)
@@ -404,18 +441,19 @@ class Cache:
             holder = self.lock_holder(identifier)
             if holder is not None and partial.name.endswith("." + holder.token):
                 continue
-            state = _read_json(partial.with_name(partial.name + ".json")) or {}
+            state = _read_json(partial.with_name(partial.name + ".json"), self.trusted) or {}
             owner = Owner.from_dict(state.get("owner"))
             if owner is not None and owner.on_this_host(self.host) and owner.alive_here():
                 continue
             _remove(partial, partial.with_name(partial.name + ".json"))
             removed.append(str(partial))
-        for grave in (self.root / "trash").glob("*"):
+        for grave in self.dir("trash").glob("*"):
             with contextlib.suppress(FileNotFoundError):
                 grave.unlink()
                 removed.append(str(grave))
-        for directory in (self.root / "leases").glob("*"):
-            self.leases(directory.name)
+        for directory in self.dir("leases").glob("*"):
+            if is_identifier(directory.name):
+                self.leases(directory.name)
         return removed
 
     # --- hashing at rest -----------------------------------------------------------------
@@ -426,6 +464,8 @@ class Cache:
 
         record = self.read_record(identifier) or {}
         expected = record.get("digests", {})
+        if self._safe_file(self.image_path(identifier)) is None:
+            return False, {}  # gone, or planted: never hash what a link points to
         digests = digest_file(self.image_path(identifier), list(expected), compression=None,
                               progress=progress)
         found = {"size": digests.size, **digests.checksums}
@@ -445,9 +485,10 @@ def verified_strongly(record: dict) -> bool:
     return any(a in PREFERRED for a in record.get("digests", {}))
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path, trusted: frozenset[int] | None) -> dict | None:
+    """A small JSON object of the cache; None when absent, planted or not JSON."""
     try:
-        value = json.loads(path.read_bytes())
+        value = json.loads(entries.read(path, trusted) or b"null")
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -460,7 +501,10 @@ def _remove(*paths: Path) -> None:
 
 
 def _copy_file(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as dst:
+    """Copy another puller's partial file, reading and writing no symlink."""
+    with open(entries.open_fd(source, os.O_RDONLY), "rb") as src, \
+            open(entries.open_fd(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                 "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
 

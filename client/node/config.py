@@ -23,6 +23,7 @@ module is on the cache-hit path.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Setting:
     key: str
-    kind: str  # path, paths, size, float, int, bool, text
+    kind: str  # path, paths, size, float, int, bool, text, schemes, networks
     default: object
     help: str
 
@@ -64,6 +65,17 @@ SETTINGS = (
     Setting("marketplace_endpoint", "text", "http://127.0.0.1:8080", "the marketplace to ask"),
     Setting("connect_timeout", "float", 10.0, "seconds to connect to a server"),
     Setting("read_timeout", "float", 60.0, "seconds without a byte before a read gives up"),
+    Setting("min_rate", "size", 10 * 1024, "bytes per second a location must keep up over each "
+            "rate_window, else the next location is tried (0: no minimum)"),
+    Setting("rate_window", "float", 60.0, "seconds over which min_rate is measured"),
+    Setting("location_timeout", "float", 6 * 3600.0, "seconds one location may take for the "
+            "whole image before the next is tried (0: no limit)"),
+    Setting("location_schemes", "schemes", ["http", "https"], "the location schemes followed "
+            "(of http, https, file): entries are signed by their endorsers, not by the node's "
+            "operator, so file (the node's own files) only when added here"),
+    Setting("allow_private_addresses", "networks", [], "networks (e.g. 10.1.0.0/16) of "
+            "loopback, link-local or private addresses that image locations and redirects may "
+            "lead to, or yes for all; by default only public addresses"),
     Setting("retries", "int", 5, "attempts per location after a failure without progress"),
     Setting("backoff", "float", 1.0, "first wait between attempts; doubles each time"),
     Setting("backoff_max", "float", 30.0, "longest wait between attempts"),
@@ -113,6 +125,7 @@ class FetcherConfig:
     def as_dict(self) -> dict:
         shown = {k: str(v) if isinstance(v, Path) else v for k, v in self.values.items()}
         shown["ca_bundle"] = [str(p) for p in self.values["ca_bundle"]]
+        shown["allow_private_addresses"] = [str(n) for n in self.values["allow_private_addresses"]]
         return {"settings": shown, "policy": self.policy, "hostname": self.hostname,
                 "files": self.files}
 
@@ -234,6 +247,10 @@ def _typed(setting: Setting, text: str) -> object:
             return number
         if setting.kind == "bool":
             return parse_bool(text)
+        if setting.kind == "schemes":
+            return parse_schemes(text)
+        if setting.kind == "networks":
+            return parse_networks(split_values(text))
         return text or None
     except ValueError as exc:
         raise ConfigError(f"setting {setting.key} = {text!r}: {exc}") from None
@@ -247,6 +264,37 @@ def parse_size(text: str) -> int | None:
     if not match:
         raise ValueError("is not a size such as 200G, 500M or a number of bytes")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+SCHEMES = ("http", "https", "file")
+_EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def parse_schemes(text: str) -> list[str]:
+    """``http https file``: the location schemes a node follows."""
+    schemes = [s.lower() for s in split_values(text)]
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown:
+        raise ValueError(f"unknown scheme(s) {', '.join(unknown)}; known: {', '.join(SCHEMES)}")
+    return schemes
+
+
+def parse_networks(values: list) -> list:
+    """Networks (``10.1.0.0/16``, ``fd00::/8``, an address); ``yes`` is every address,
+    ``no`` none. Networks already parsed are kept."""
+    networks: list = []
+    for value in values:
+        if not isinstance(value, str):
+            networks.append(value)
+        elif value.lower() in ("yes", "all", "true"):
+            networks += _EVERYWHERE
+        elif value.lower() not in ("no", "none", "false"):
+            try:
+                networks.append(ipaddress.ip_network(value, strict=False))
+            except ValueError:
+                raise ValueError(f"{value!r} is not a network such as 10.1.0.0/16, "
+                                 "nor yes or no") from None
+    return networks
 
 
 def parse_bool(text: str) -> bool:
@@ -264,11 +312,16 @@ def template() -> str:
              "# @HOSTNAME@ in a value becomes the host name; fetcher.cfg.d/<host>.cfg beside",
              "# this file overrides it for one host.", "", f"[{SECTION}]"]
     for s in SETTINGS:
-        default = "" if s.default in (None, []) else str(s.default)
+        default = "" if s.default in (None, []) else \
+            " ".join(s.default) if isinstance(s.default, list) else str(s.default)
         lines += [f"# {s.help}", f"#{s.key} = {default}"]
     lines += ["", "[endorsers]", "#whitelistendorsers = jane@example.org",
               "#    CN=Jane Doe,OU=Grid,O=Example,C=EU", "#blacklistendorsers =", "",
               "[images]", "#whitelistimages =", "#blacklistimages =", "",
               "[checksums]", "#whitelistchecksums =", "#blacklistchecksums =", "",
-              "[trust]", "#certificates = /etc/grid-security/certificates", "#crls ="]
+              "[trust]", "#certificates = /etc/grid-security/certificates", "#crls =",
+              "", "# Signed HEPiX image lists `stratus-image-cache subscribe` follows, one each:",
+              "#[subscription NAME]", "#url = https://appdb.example.org/image.list",
+              "#endorser_dn = /DC=EU/DC=Example/CN=appdb.example.org",
+              "#ca_dir = /etc/grid-security/certificates"]
     return "\n".join(lines) + "\n"

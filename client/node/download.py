@@ -8,6 +8,18 @@ worker threads while this thread reads the next chunk and writes the last one. A
 byte count and the checksums must equal the entry's, else the location is refused and the
 next one is tried; the caller renames the file into place only after :func:`fetch` returns.
 
+Which locations a node follows is its own choice, since the entry's endorser chooses them:
+only the schemes of ``location_schemes`` (``http`` and ``https`` unless ``file`` is added),
+and over HTTP(S) only public addresses unless ``allow_private_addresses`` names the
+networks of the node's own mirrors. The address checked is the one each connection actually
+reached (so a name resolving to ``127.0.0.1`` is caught), for every redirect too; redirects
+stay on http(s) and never go from https to http. A ``file`` location that fails says only
+that it failed, never its size, its digests or whether it exists.
+
+A location must keep up ``min_rate`` bytes per second over each ``rate_window`` and finish
+within ``location_timeout``; else the next location is tried. Without this, a server sending
+a byte every few seconds stalls a pull for ever under any read timeout.
+
 HTTP(S) goes through ``requests`` with connect and read timeouts. A failed connection, a
 5xx/429 answer, a read timeout or a body cut short is retried with exponential backoff; a
 body that breaks off is resumed with ``Range: bytes=N-`` (guarded by ``If-Range``), and the
@@ -24,14 +36,17 @@ the hashes again, then the download continues with ``Range`` from its end.
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
+from client.node import entries
+from client.node.config import parse_networks
 from marketplace.metadata.compression import (
     COMPRESSIONS,
     CompressionError,
@@ -43,6 +58,10 @@ from marketplace.metadata.digests import Digests, MultiHasher
 CHUNK_SIZE = 1 << 20
 WRITEBACK_EVERY = 64 << 20  # start writing dirty pages to disk this often, so fsync is short
 USER_AGENT = "stratus-fetcher/0.1"
+SUPPORTED_SCHEMES = ("http", "https", "file")
+MAX_REDIRECTS = 10
+FILE_FAILED = ("the file location did not deliver the image (a file location's reason is not "
+               "reported, so that entries cannot probe the node's files)")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -57,11 +76,25 @@ class Settings:
     backoff_max: float = 30.0
     ca_bundle: list[Path] = field(default_factory=list)
     chunk_size: int = CHUNK_SIZE
+    location_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
+    allow_private_addresses: list = field(default_factory=list)  # networks (or "yes")
+    min_rate: int | None = 10 * 1024  # None or 0: no minimum
+    rate_window: float = 60.0
+    location_timeout: float = 6 * 3600.0
 
     @classmethod
     def from_config(cls, config) -> Settings:
         return cls(config.connect_timeout, config.read_timeout, config.retries,
-                   config.backoff, config.backoff_max, list(config.ca_bundle))
+                   config.backoff, config.backoff_max, list(config.ca_bundle),
+                   location_schemes=list(config.location_schemes),
+                   allow_private_addresses=list(config.allow_private_addresses),
+                   min_rate=config.min_rate, rate_window=config.rate_window,
+                   location_timeout=config.location_timeout)
+
+    @property
+    def private_networks(self) -> list:
+        """The private networks locations may be on (parsed here too for hand-made Settings)."""
+        return parse_networks(self.allow_private_addresses)
 
     @property
     def max_reconnects(self) -> int:
@@ -99,6 +132,14 @@ class Mismatch(LocationError):
 
 class RangeRefused(LocationError):
     """The server would not continue from the offset we asked for."""
+
+
+class SchemeRefused(LocationError):
+    """The location's scheme is not one this node follows."""
+
+
+class AddressRefused(LocationError):
+    """A connection reached an address the node does not fetch from."""
 
 
 class DownloadError(Exception):
@@ -142,15 +183,24 @@ def fetch(locations: list[str], expected: Expected, sink: Sink, settings: Settin
                 if not start:
                     raise
                 if log:
-                    log(f"{location}: resuming at byte {start} failed ({exc}); starting over")
+                    log(f"{location}: resuming at byte {start} failed "
+                        f"({reported(location, exc)}); starting over")
                 return _transfer(location, expected, sink, settings, session, 0, None,
                                  progress, on_state)
         except LocationError as exc:
-            attempts.append({"location": location, "error": str(exc)})
+            attempts.append({"location": location, "error": reported(location, exc)})
             if log:
-                log(f"{location}: {exc}")
+                log(f"{location}: {reported(location, exc)}")
     sink.truncate()
     raise DownloadError(attempts)
+
+
+def reported(location: str, error: LocationError) -> str:
+    """What may be said of a failed location: everything, except for an allowed ``file``
+    location, whose size, digests or absence would tell the entry's author about the node."""
+    if urlsplit(location).scheme.lower() == "file" and not isinstance(error, SchemeRefused):
+        return FILE_FAILED
+    return str(error)
 
 
 def compression_for(location: str, declared: str | None) -> str | None:
@@ -180,9 +230,9 @@ def _transfer(location: str, expected: Expected, sink: Sink, settings: Settings,
             digests = hasher.result()
             check(expected, digests)
             return Fetched(location, digests, compression, start, 0, time.monotonic() - began)
-        source = open_source(location, settings, session, offset=start,
-                             length=None if compression else expected.size,
-                             validator=validator, on_open=on_state)
+        source = Paced(open_source(location, settings, session, offset=start,
+                                   length=None if compression else expected.size,
+                                   validator=validator, on_open=on_state), settings)
         reader = decompressing_reader(source, compression)
         try:
             _pump(reader, hasher, sink, expected.size, progress, settings.chunk_size)
@@ -194,7 +244,7 @@ def _transfer(location: str, expected: Expected, sink: Sink, settings: Settings,
             source.close()
         digests = hasher.result()
     check(expected, digests)
-    return Fetched(location, digests, compression, start, getattr(source, "reconnects", 0),
+    return Fetched(location, digests, compression, start, source.reconnects,
                    time.monotonic() - began)
 
 
@@ -252,7 +302,12 @@ class Sink:
 
     def __init__(self, path: Path, keep: bool = False):
         self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = entries.open_fd(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            entries.check(self.path, os.fstat(self.fd), "file", None)
+        except entries.UnsafeEntry:
+            self.close()
+            raise
         if not keep:
             os.ftruncate(self.fd, 0)
         self.size = os.fstat(self.fd).st_size
@@ -314,14 +369,62 @@ def open_source(location: str, settings: Settings, session=None, offset: int = 0
                 length: int | None = None, validator: str | None = None,
                 on_open: Callable[[dict], None] | None = None):
     """A readable raw stream of the bytes at ``location`` from ``offset`` on."""
-    scheme = urlsplit(location).scheme.lower()
+    scheme = allowed_scheme(location, settings)
     if scheme in ("http", "https"):
-        return HTTPSource(location, session or make_session(settings), settings, offset,
+        return HTTPSource(location, session or location_session(settings), settings, offset,
                           length, validator, on_open)
-    if scheme == "file":
-        return FileSource(location, offset, length, on_open)
-    raise LocationError(f"unsupported location scheme {scheme or '(none)'!r}; "
-                        "http, https and file are supported")
+    return FileSource(location, offset, length, on_open)
+
+
+def allowed_scheme(location: str, settings: Settings) -> str:
+    """The location's scheme, if this node supports and allows it; else SchemeRefused."""
+    scheme = urlsplit(location).scheme.lower()
+    if scheme not in SUPPORTED_SCHEMES:
+        raise SchemeRefused(f"unsupported location scheme {scheme or '(none)'!r}; "
+                            f"{', '.join(SUPPORTED_SCHEMES)} are supported")
+    if scheme not in settings.location_schemes:
+        raise SchemeRefused(f"location scheme {scheme!r} is not allowed on this node "
+                            f"(location_schemes = {' '.join(settings.location_schemes)})")
+    return scheme
+
+
+class Paced(io.RawIOBase):
+    """A source that must keep up ``min_rate`` bytes/s over each ``rate_window`` seconds and
+    end within ``location_timeout``: a trickle is given up on, whatever the read timeout."""
+
+    def __init__(self, source, settings: Settings):
+        self.source, self.settings = source, settings
+        self.began = self.window = time.monotonic()
+        self.in_window = 0
+
+    @property
+    def reconnects(self) -> int:
+        return getattr(self.source, "reconnects", 0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.source.readinto(buffer)
+        self._check(count)
+        return count
+
+    def _check(self, count: int) -> None:
+        settings, now = self.settings, time.monotonic()
+        if settings.location_timeout and now - self.began > settings.location_timeout:
+            raise LocationError(f"did not finish within {settings.location_timeout:g} s "
+                                "(location_timeout)")
+        self.in_window += count
+        elapsed = now - self.window
+        if settings.min_rate and elapsed >= settings.rate_window:
+            if self.in_window < settings.min_rate * elapsed:
+                raise LocationError(f"slower than {settings.min_rate} bytes/s for "
+                                    f"{elapsed:.0f} s (min_rate, rate_window)")
+            self.window, self.in_window = now, 0
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
 
 
 class FileSource(io.RawIOBase):
@@ -389,7 +492,7 @@ class HTTPSource(io.RawIOBase):
                 self._open()
                 continue
             try:
-                count = self._response.raw.readinto(buffer)
+                count = self._read1(buffer)
             except Exception as exc:
                 if not _is_network_error(exc):
                     raise
@@ -415,6 +518,13 @@ class HTTPSource(io.RawIOBase):
     def close(self) -> None:
         self._close_response()
         super().close()
+
+    def _read1(self, buffer) -> int:
+        """What one read of the connection gives (not a full buffer: the pace is checked
+        between reads, and a trickling server would otherwise hold us in one read)."""
+        data = self._response.raw.read1(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
     def _close_response(self) -> None:
         if self._response is not None:
@@ -444,9 +554,7 @@ class HTTPSource(io.RawIOBase):
             if self.validator:
                 headers["If-Range"] = self.validator
         try:
-            response = self.session.get(
-                self.url, headers=headers, stream=True,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+            response = self._get_following_redirects(headers)
         except requests.exceptions.SSLError as exc:
             raise LocationError(f"TLS: the server's certificate was not accepted "
                                 f"({_tls_reason(exc)})") from None
@@ -468,6 +576,20 @@ class HTTPSource(io.RawIOBase):
         if status == 416:
             raise RangeRefused(f"{reason} for bytes {self.position}-")
         raise LocationError(reason)
+
+    def _get_following_redirects(self, headers: dict):
+        """GET the location, following redirects only where the node allows (see
+        :func:`redirect_target`); the guarded session checks each address reached."""
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self.session.get(
+                url, headers=headers, stream=True, allow_redirects=False,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+            if not response.is_redirect:
+                return response
+            response.close()
+            url = redirect_target(url, response.headers["Location"], self.settings)
+        raise LocationError(f"more than {MAX_REDIRECTS} redirects")
 
     def _accept(self, response) -> None:
         validator = _validator(response)
@@ -495,6 +617,30 @@ class HTTPSource(io.RawIOBase):
         self._response = response
         if self.on_open is not None:
             self.on_open({"location": self.url, "validator": self.validator})
+
+
+def redirect_target(url: str, location: str, settings: Settings) -> str:
+    """Where a redirect from ``url`` leads, if the node follows it: http(s) only, allowed by
+    ``location_schemes``, and never from https down to http."""
+    target = urljoin(url, location)
+    scheme = urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https") or scheme not in settings.location_schemes:
+        raise SchemeRefused(f"redirected to a {scheme or '(no scheme)'} URL; redirects are "
+                            "followed only to the http(s) schemes of location_schemes")
+    if scheme == "http" and urlsplit(url).scheme.lower() == "https":
+        raise SchemeRefused(f"redirected from https down to http ({target}); not followed")
+    return target
+
+
+def address_allowed(address: str, private_networks: list) -> bool:
+    """Public addresses always; loopback, link-local, private, reserved and multicast ones
+    only inside the networks the node allows (``allow_private_addresses``)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return True
+    return any(ip.version == net.version and ip in net for net in private_networks)
 
 
 def _validator(response) -> str | None:
@@ -563,21 +709,34 @@ def _tls_reason(exc: BaseException) -> str:
 
 
 def make_session(settings: Settings):
-    """A requests Session that verifies TLS against the system's CAs plus ``ca_bundle``."""
+    """A requests Session that verifies TLS against the system's CAs plus ``ca_bundle``
+    (for the marketplace, which the node's operator chose: any address)."""
+    return _session(settings, None)
+
+
+def location_session(settings: Settings):
+    """Like :func:`make_session`, but every connection must reach an address that
+    :func:`address_allowed` (for the locations, which the entry's endorser chose)."""
+    return _session(settings, settings.private_networks)
+
+
+def _session(settings: Settings, private_networks: list | None):
     import requests
 
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    if settings.ca_bundle:
-        session.mount("https://", _extra_ca_adapter(settings.ca_bundle))
+    context = _tls_context(settings.ca_bundle) if settings.ca_bundle else None
+    if context is not None or private_networks is not None:
+        adapter = _adapter(context, private_networks)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
     return session
 
 
-def _extra_ca_adapter(extra: list[Path]):
+def _tls_context(extra: list[Path]):
     import ssl
 
     import requests.certs
-    from requests.adapters import HTTPAdapter
 
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=os.environ.get("REQUESTS_CA_BUNDLE")
@@ -590,10 +749,84 @@ def _extra_ca_adapter(extra: list[Path]):
             context.load_verify_locations(capath=str(path))
         else:
             context.load_verify_locations(cafile=str(path))
+    return context
 
-    class ExtraCAAdapter(HTTPAdapter):
+
+def _adapter(context, private_networks: list | None):
+    """An HTTPAdapter with our TLS context and/or connections that check the peer address."""
+    from requests.adapters import HTTPAdapter
+
+    pools = _guarded_pools(private_networks) if private_networks is not None else None
+
+    class NodeAdapter(HTTPAdapter):
         def init_poolmanager(self, *args, **kwargs):
-            kwargs["ssl_context"] = context
-            return super().init_poolmanager(*args, **kwargs)
+            if context is not None:
+                kwargs["ssl_context"] = context
+            super().init_poolmanager(*args, **kwargs)
+            if pools is not None:
+                self.poolmanager.pool_classes_by_scheme = pools
 
-    return ExtraCAAdapter()
+        def send(self, request, *args, **kwargs):
+            if private_networks is not None:
+                _check_proxied_name(request.url, kwargs.get("proxies") or {}, private_networks)
+            return super().send(request, *args, **kwargs)
+
+    return NodeAdapter()
+
+
+def _check_proxied_name(url: str, proxies: dict, private_networks: list) -> None:
+    """Through a proxy the connection's peer is the proxy (the operator's choice), so check
+    what the location's name resolves to here. A name this host cannot resolve is left to
+    the proxy, which then decides."""
+    import socket
+
+    from requests.utils import select_proxy
+
+    if not select_proxy(url, proxies):
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return
+    for address in sorted(addresses):
+        if not address_allowed(address, private_networks):
+            raise _address_refused(host, address)
+
+
+def _address_refused(host: str, address: str) -> AddressRefused:
+    where = address if host == address else f"{host} ({address})"
+    return AddressRefused(f"{where} is a loopback, link-local or private address; the node "
+                          "fetches images from public addresses only (allow_private_addresses "
+                          "names the networks of the node's mirrors)")
+
+
+def _guarded_pools(private_networks: list) -> dict:
+    """urllib3 pool classes whose connections refuse a peer outside the allowed addresses.
+
+    The check is on the socket's peer after connecting, so it holds whatever the name
+    resolved to (DNS rebinding included) and for every redirect. Through a proxy the peer
+    is the proxy: see :func:`_check_proxied_name`.
+    """
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Guard:
+        def _new_conn(self):
+            sock = super()._new_conn()
+            peer = sock.getpeername()[0]
+            if getattr(self, "proxy", None) is None and \
+                    not address_allowed(peer, private_networks):
+                sock.close()
+                raise _address_refused(self.host, peer)
+            return sock
+
+    class GuardedHTTP(Guard, HTTPConnection):
+        pass
+
+    class GuardedHTTPS(Guard, HTTPSConnection):
+        pass
+
+    return {"http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": GuardedHTTP}),
+            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": GuardedHTTPS})}

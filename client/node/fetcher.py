@@ -68,7 +68,7 @@ class Fetcher:
         self.events = events or Events(config.event_command, config.hostname,
                                        config.event_timeout, warn=self.log)
         self.progress = progress
-        self._session = None
+        self._session = self._location_session = None
 
     # --- the cache -------------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class Fetcher:
         progress = self._progress(identifier, expected.size)
         try:
             fetched = download.fetch(chosen.checked.appliance.locations, expected, sink,
-                                     self.settings(), session=self.session(),
+                                     self.settings(), session=self.location_session(),
                                      progress=progress, resume=state, on_state=save_state,
                                      log=self.log)
             sink.finish()
@@ -409,11 +409,20 @@ class Fetcher:
         return download.Settings.from_config(self.config)
 
     def session(self):
+        """The session for the marketplace (any address: the operator configured it)."""
         if self._session is None:
             from client.node import download
 
             self._session = download.make_session(self.settings())
         return self._session
+
+    def location_session(self):
+        """The session for image locations (public addresses unless the node allows more)."""
+        if self._location_session is None:
+            from client.node import download
+
+            self._location_session = download.location_session(self.settings())
+        return self._location_session
 
     def _progress(self, label: str, total: int | None):
         return self.progress(label, total) if self.progress else None

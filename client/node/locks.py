@@ -35,6 +35,10 @@ per process, not per open file. So:
    rename), read the grave, and if it is not the owner judged stale (the stale lock was
    released and a live one created in between), link it back and leave. Then try again.
 
+No lock file is followed through a symlink someone planted (:mod:`client.node.entries`):
+files are created with ``O_NOFOLLOW | O_EXCL``, the clock probe has an unguessable name,
+heartbeats touch the lock itself, and the host-local directory must be our own.
+
 A lock judged stale wrongly (a holder stalled for longer than ``stale_after``) cannot
 corrupt the cache: each puller writes its own partial file, takes over another's only by
 copying it, and only renames a file whose bytes it hashed into the cache. Standard library
@@ -54,6 +58,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from client.node import entries
 
 LOCAL_LOCK_DIRS = (Path("/run/lock/stratuslab-fetcher"),)
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -138,15 +144,18 @@ class Owner:
             return None
 
 
-def read_owner(path: Path) -> Owner | None:
+def read_owner(path: Path, trusted: frozenset[int] | None = None) -> Owner | None:
+    """The owner written in a lock or lease file; None when absent, planted or unreadable."""
     try:
-        return Owner.from_json(path.read_bytes())
+        data = entries.read(path, trusted)
     except OSError:
         return None
+    return None if data is None else Owner.from_json(data)
 
 
 def local_lock_dir(configured: Path | None = None) -> Path:
-    """A writable host-local directory for flock files."""
+    """A writable host-local directory for flock files, of our own (in /tmp anyone could have
+    made the name first, as a link or a directory of theirs)."""
     import tempfile
 
     candidates = [configured] if configured else [
@@ -154,6 +163,7 @@ def local_lock_dir(configured: Path | None = None) -> Path:
     for directory in candidates:
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            entries.lstat(directory, "dir", frozenset({os.geteuid()}))
         except OSError:
             continue
         if os.access(directory, os.W_OK | os.X_OK):
@@ -172,7 +182,7 @@ class LocalLock:
     def try_acquire(self) -> bool:
         if self.fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = entries.open_fd(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -202,13 +212,12 @@ class SharedLock:
 
     def try_acquire(self) -> bool:
         unique = self.path.with_name(f"{self.path.name}.{self.owner.token}")
-        with open(unique, "wb") as handle:
-            handle.write(self.owner.to_json())
+        entries.write(unique, self.owner.to_json(), exclusive=True)
         try:
             os.link(unique, self.path)
             won = True
         except FileExistsError:
-            won = os.stat(unique).st_nlink == 2
+            won = os.lstat(unique).st_nlink == 2
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(unique)
@@ -222,7 +231,7 @@ class SharedLock:
     def age(self) -> float | None:
         """Seconds since the lock's last heartbeat, by the file server's clock."""
         try:
-            mtime = os.stat(self.path).st_mtime
+            mtime = os.lstat(self.path).st_mtime
         except FileNotFoundError:
             return None
         return filesystem_now(self.path.parent, self.owner) - mtime
@@ -276,17 +285,15 @@ class SharedLock:
                 self.lost = True
                 return
             with contextlib.suppress(OSError):
-                os.utime(self.path)
+                os.utime(self.path, follow_symlinks=False)
 
 
 def filesystem_now(directory: Path, owner: Owner) -> float:
     """The current time by the clock that stamps files in ``directory`` (the NFS server's)."""
-    probe = directory / f".clock.{owner.host}.{owner.pid}"
+    probe = directory / f".clock.{owner.host}.{owner.pid}.{os.urandom(6).hex()}"
     try:
-        with open(probe, "ab"):
-            pass
-        os.utime(probe)
-        return os.stat(probe).st_mtime
+        entries.write(probe, b"", exclusive=True)
+        return os.lstat(probe).st_mtime
     except OSError:
         return time.time()
     finally:

@@ -11,6 +11,7 @@ entry that passes is chosen; every other one comes back with the reasons it was 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin
@@ -28,7 +29,8 @@ from marketplace.metadata.problems import MetadataError
 
 PAGE = 100
 MAX_PAGES = 20
-MAX_LISTING_BYTES = 64 << 20
+MAX_LISTING_BYTES = 64 << 20  # all pages of one image's listing together
+ANSWER_SECONDS = 300.0  # the longest one answer may take, however it trickles in
 XML_ACCEPT = "application/rdf+xml, application/xml;q=0.9"
 
 
@@ -146,46 +148,83 @@ def facts_of(checked: Checked) -> Facts:
 
 def fetch_documents(target: Target, session,
                     timeout: tuple[float, float]) -> list[tuple[str, bytes]]:
-    """The signed documents the marketplace offers for the target, with their URLs."""
+    """The signed documents the marketplace offers for the target, with their URLs.
+
+    Its answers are streamed and together capped at MAX_LISTING_BYTES, and each must end
+    within ANSWER_SECONDS: an untrusted server must not be able to make the node hold more
+    than that in memory, nor keep it waiting by sending a byte now and then.
+    """
     if target.entry is not None:
         email, created = target.entry
         url = urljoin(target.base, f"metadata/{target.identifier}/"
                       f"{quote(email, safe='@+')}/{quote(created, safe=':')}")
-        response = _get(session, url, timeout, {})
-        if response.status_code == 404:
-            return []
-        return [(url, response.content)]
+        data = _get(session, url, timeout, {}, MAX_LISTING_BYTES)
+        return [] if data is None else [(url, data)]
     documents: list[tuple[str, bytes]] = []
+    room = MAX_LISTING_BYTES
     for page in range(MAX_PAGES):
         params = {"status": "all", "limit": str(PAGE), "offset": str(page * PAGE)}
-        response = _get(session, target.listing_url, timeout, params)
-        if response.status_code == 404:
+        data = _get(session, target.listing_url, timeout, params, room)
+        if data is None:
             return documents
-        total, found = split_listing(response.content)
-        documents += [(target.listing_url, data) for data in found]
+        room -= len(data)
+        total, found = split_listing(data)
+        documents += [(target.listing_url, document) for document in found]
         if not found or len(documents) >= total:
             break
     return documents
 
 
-def _get(session, url: str, timeout: tuple[float, float], params: dict):
+def _get(session, url: str, timeout: tuple[float, float], params: dict,
+         room: int) -> bytes | None:
+    """The body of a GET (None for a 404), read as a stream and refused past ``room`` bytes."""
     import requests
 
     try:
-        response = session.get(url, params=params, timeout=timeout,
+        response = session.get(url, params=params, timeout=timeout, stream=True,
                                headers={"Accept": XML_ACCEPT})
     except requests.exceptions.SSLError as exc:
         raise FetchError(f"TLS: the marketplace's certificate at {url} was not accepted: "
                          f"{exc}") from None
     except requests.RequestException as exc:
         raise FetchError(f"cannot reach the marketplace at {url}: {exc}") from None
-    if response.status_code >= 400 and response.status_code != 404:
-        raise FetchError(f"the marketplace answered HTTP {response.status_code} to {url}: "
-                         f"{response.text[:300]}")
-    if len(response.content) > MAX_LISTING_BYTES:
-        raise FetchError(f"the marketplace's answer to {url} is larger than "
-                         f"{MAX_LISTING_BYTES} bytes")
-    return response
+    with response:
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            excerpt = next(response.iter_content(300), b"")[:300]
+            raise FetchError(f"the marketplace answered HTTP {response.status_code} to {url}: "
+                             f"{excerpt.decode('utf-8', 'replace')}")
+        return _read_capped(response, url, room)
+
+
+def _read_capped(response, url: str, room: int) -> bytes:
+    """The body, read as it comes (one read of the connection at a time, so that neither the
+    cap nor the deadline waits for a buffer to fill)."""
+    import urllib3
+
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > room:
+        raise _too_large(url)
+    deadline = time.monotonic() + ANSWER_SECONDS
+    chunks, size = [], 0
+    try:
+        while chunk := response.raw.read1(1 << 20, decode_content=True):
+            size += len(chunk)
+            if size > room:
+                raise _too_large(url)
+            if time.monotonic() > deadline:
+                raise FetchError(f"the marketplace's answer to {url} took longer than "
+                                 f"{ANSWER_SECONDS:g} s")
+            chunks.append(chunk)
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        raise FetchError(f"the marketplace's answer to {url} broke off: {exc}") from None
+    return b"".join(chunks)
+
+
+def _too_large(url: str) -> FetchError:
+    return FetchError(f"the marketplace's answer to {url} is too large: the node reads at most "
+                      f"{MAX_LISTING_BYTES} bytes of listings for one image")
 
 
 def split_listing(data: bytes) -> tuple[int, list[bytes]]:

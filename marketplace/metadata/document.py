@@ -1,7 +1,8 @@
 """Reading and writing the XML of a metadata document, safely.
 
 Every document from outside goes through :func:`parse`: no DTD, no entities, no network,
-a size limit, and errors that say what is wrong. Everything else works on the tree.
+a size limit, limits on the tree checked before the tree is built, and errors that say what
+is wrong. Everything else works on the tree.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ BASE = f"{{{XML}}}base"
 SIGNATURE = f"{{{DSIG}}}Signature"
 
 
+MAX_ELEMENTS = 4096
+MAX_ATTRIBUTES = 4096
+MAX_NAMESPACE_DECLARATIONS = 256
+MAX_DEPTH = 32
+
+
 class _NoExternal(etree.Resolver):
     """Opens nothing: libxml2 would otherwise read a file a DOCTYPE names."""
 
@@ -37,15 +44,72 @@ class _NoExternal(etree.Resolver):
         return self.resolve_string("", context)
 
 
-def _parser() -> etree.XMLParser:
+def _parser(target: object | None = None) -> etree.XMLParser:
     """No DTD, entities, network or files; comments dropped, since no signature covers them
     (a reference ``URI=""`` excludes comments) and so they must not change what is read."""
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
         huge_tree=False, remove_blank_text=False, collect_ids=False, remove_comments=True,
+        target=target,
     )
     parser.resolvers.add(_NoExternal())
     return parser
+
+
+class _TreeTooBig(Exception):
+    """Raised by :class:`_Measure` to stop the parser at the first limit passed."""
+
+
+class _Measure:
+    """A parser target that counts what the parser reads and builds nothing.
+
+    A metadata document has a few dozen elements; a megabyte of attributes, elements or
+    namespace declarations is an attack on memory (a tree of 140,000 attributes takes
+    ~30 MB, and every later check would make a problem per node), so it is refused before
+    any tree is built.
+    """
+
+    def __init__(self) -> None:
+        self.elements = self.attributes = self.declarations = self.depth = 0
+
+    def start(self, tag: str, attrib: dict) -> None:
+        self.elements += 1
+        self.attributes += len(attrib)
+        self.depth += 1
+        self._limit(self.elements, MAX_ELEMENTS, "elements")
+        self._limit(self.attributes, MAX_ATTRIBUTES, "attributes")
+        if self.depth > MAX_DEPTH:
+            raise _TreeTooBig(f"elements are nested more than {MAX_DEPTH} deep")
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        self.declarations += 1
+        self._limit(self.declarations, MAX_NAMESPACE_DECLARATIONS, "namespace declarations")
+
+    def data(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        return None
+
+    @staticmethod
+    def _limit(count: int, limit: int, what: str) -> None:
+        if count > limit:
+            raise _TreeTooBig(f"the document has more than {limit} {what}")
+
+
+def _measure(data: bytes) -> None:
+    """Refuse a tree past the limits, reading it without building it; syntax errors are
+    left to the real parse, which reports them."""
+    try:
+        etree.fromstring(data, _parser(_Measure()))
+    except _TreeTooBig as exc:
+        raise fail("document", "tree-limit", f"{exc}; metadata documents are far smaller, "
+                   "so it is not read further") from None
+    except etree.XMLSyntaxError:
+        pass
 
 
 def parse(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> etree._Element:
@@ -57,6 +121,7 @@ def parse(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> etree._Element:
                    f"document is {len(data)} bytes, more than the limit of {max_bytes}")
     if not data.strip():
         raise fail("document", "not-xml", "document is empty")
+    _measure(data)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:

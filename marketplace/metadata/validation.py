@@ -1,9 +1,10 @@
 """Is a metadata document valid? Every rule of the StratusLab profile, in one place.
 
-:func:`validate` runs the document through four layers and returns every problem found:
-the document's outline (``xml:base``, one Description, the Signature last), the RDF/XML
-grammar, the XML Schema in ``schemas/`` (element order, types, dates, email, hex), and the
-rules across elements that a schema cannot say (identifier, checksums, cardinalities).
+:func:`validate` runs the document through its layers and returns the problems found:
+active content (:mod:`~marketplace.metadata.content`), the document's outline
+(``xml:base``, one Description, the Signature last), the RDF/XML grammar, the XML Schema
+in ``schemas/`` (element order, types, dates, email, hex), and the rules across elements
+that a schema cannot say (identifier, checksums, cardinalities).
 An expired ``valid`` date and ``deprecated`` are statuses of a valid entry, not errors.
 """
 
@@ -11,14 +12,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 from lxml import etree
 
 from marketplace.metadata import document as doc
 from marketplace.metadata import model as m
+from marketplace.metadata.content import active_content_problems
 from marketplace.metadata.digests import ALGORITHMS
 from marketplace.metadata.identifier import identifier_to_sha1, same_sha1, sha1_to_identifier
-from marketplace.metadata.problems import MetadataError, Problem
+from marketplace.metadata.problems import MetadataError, Problem, reported
 from marketplace.metadata.rdfxml import rdf_problems
 from marketplace.metadata.schema import schema_problems
 
@@ -27,24 +30,34 @@ _DCTERMS_TYPE = f"{{{doc.DCTERMS}}}type"
 
 
 def validate(root: etree._Element) -> list[Problem]:
-    """Every problem of a parsed document; an empty list means the document is valid."""
-    problems = _outline_problems(root)
-    description = root.find(doc.DESCRIPTION)
-    if description is None:
-        return problems
-    problems += rdf_problems(description)
-    if not problems:
-        problems += schema_problems(root)
-    return problems + _rule_problems(description)
+    """The problems of a parsed document (at most MAX_PROBLEMS, then a count of the rest);
+    an empty list means the document is valid."""
+    return reported(_problems(root))
 
 
 def check(data: bytes) -> etree._Element:
-    """Parse and validate a document; raise :class:`MetadataError` listing every problem."""
+    """Parse and validate a document; raise :class:`MetadataError` listing its problems."""
     root = doc.parse(data)
-    problems = validate(root)
-    if problems:
-        raise MetadataError(problems)
+    error = MetadataError(_problems(root))
+    if error.problems:
+        raise error
     return root
+
+
+def _problems(root: etree._Element) -> Iterator[Problem]:
+    """Every problem, layer by layer, as a generator: past the first MAX_PROBLEMS they are
+    only counted (and the parser keeps the tree small enough to count them all)."""
+    yield from active_content_problems(root)
+    outline = _outline_problems(root)
+    yield from outline
+    description = root.find(doc.DESCRIPTION)
+    if description is None:
+        return
+    grammar = rdf_problems(description)
+    yield from grammar
+    if not outline and not grammar:
+        yield from schema_problems(root)
+    yield from _rule_problems(description)
 
 
 def _outline_problems(root: etree._Element) -> list[Problem]:

@@ -2,12 +2,13 @@
 pages (``/admin/...``), on the web UI's base template.
 
 A mailed link (``/moderation/confirm?token=...``, likewise ``abort`` and ``abuse``) opens a
-page with one button: mail scanners that fetch links change nothing. The button posts to
-the same address, so the token is never written into a page. Answers carry
-``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+page with one button: mail scanners that fetch links (GET, HEAD, OPTIONS or anything else)
+change nothing; only the button's POST acts. It posts to the same address, so the token is
+never written into a page.
 
 The admin pages need the same credentials as the admin API (a browser asks for the
-account of ``MARKETPLACE_ADMIN_ACCOUNTS_FILE``); their forms carry a CSRF token.
+account of ``MARKETPLACE_ADMIN_ACCOUNTS_FILE``); their forms carry a CSRF token. Headers
+and the same-origin checks of both areas are :mod:`marketplace.security`'s.
 """
 
 from __future__ import annotations
@@ -27,13 +28,6 @@ from marketplace.moderation.workflow import LinkGone
 links = Blueprint("moderation_pages", __name__, url_prefix="/moderation")
 admin = Blueprint("admin_pages", __name__, url_prefix="/admin")
 
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 LINK_TEXT = {
     "confirm": ("Confirm the publication", "Publish it", "button--primary"),
     "abort": ("Abort the upload", "Discard it", ""),
@@ -56,16 +50,6 @@ def page(template: str, status: int = 200, **context) -> Response:
                     mimetype=negotiation.HTML_TYPE)
 
 
-def protect(response: Response) -> Response:
-    for name, value in HEADERS.items():
-        response.headers[name] = value
-    return response
-
-
-links.after_request(protect)
-admin.after_request(protect)
-
-
 def message(status: int, title: str, text: str, headers: dict | None = None) -> Response:
     response = page("message.html", status, title=title, text=text, status_code=status)
     response.headers.update(headers or {})
@@ -77,12 +61,13 @@ def message(status: int, title: str, text: str, headers: dict | None = None) -> 
 
 @links.route("/<action>", methods=["GET", "POST"])
 def follow(action: str) -> Response:
-    """GET shows what the link would do and a button; POST does it."""
+    """POST (the page's button) does it; any other method (GET, and the HEAD Flask
+    answers with it) only shows what the link would do."""
     if action not in ACTIONS:
         raise NotFound("There is no such link.")
     token = request.args.get("token", "")
     now = moderation().now()
-    if request.method == "GET":
+    if request.method != "POST":
         upload = moderation().pending(token, now)
         heading, button, style = LINK_TEXT[action]
         return page("link.html", action=action, upload=upload, heading=heading,

@@ -161,6 +161,11 @@ class Store(abc.ABC):
         """How many documents are stored."""
 
     @abc.abstractmethod
+    def change_serial(self) -> int:
+        """A number that grows with every add, removal and reindex, in any process: cheap to
+        read, so that exports know whether what they rendered still holds."""
+
+    @abc.abstractmethod
     def healthy(self) -> bool:
         """True when the store can serve reads and writes now."""
 

@@ -243,6 +243,17 @@ class ElasticStore(Store):
         with self._calls():
             return self.client.count(index=self.entries)["count"]
 
+    def change_serial(self) -> int:
+        """The entries index's generation, then the sum of its primary shards' highest
+        sequence numbers: every write and delete takes the next one, and a reindex moves to
+        a higher generation."""
+        with self._calls():
+            stats = self.client.indices.stats(index=self.entries, level="shards")
+        name, index = next(iter(stats["indices"].items()))
+        writes = sum(copy["seq_no"]["max_seq_no"] + 1 for copies in index["shards"].values()
+                     for copy in copies if copy["routing"]["primary"])
+        return _generation(name) << 48 | writes
+
     def healthy(self) -> bool:
         try:
             with self._calls():

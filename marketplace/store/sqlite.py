@@ -175,6 +175,9 @@ class SQLiteStore(SQLiteFile, Store):
     def count(self) -> int:
         return self._db().execute("SELECT count(*) FROM documents").fetchone()[0]
 
+    def change_serial(self) -> int:
+        return self._db().execute("SELECT value FROM generation").fetchone()[0]
+
     def healthy(self) -> bool:
         try:
             self._db().execute("SELECT 1 FROM documents LIMIT 1").fetchall()

@@ -1,4 +1,4 @@
-"""The StratusLab project's own test documents and keys (interop/stratuslab, FORMAT.md).
+"""The StratusLab project's own test documents and keys (tests/data/stratuslab, docs/format.md).
 
 Valid documents validate; each invalid document is rejected for the fault its name
 describes (checked by hand against valid-minimal.xml, see INVALID); the two signed
@@ -23,8 +23,7 @@ from lxml import etree
 
 from marketplace.metadata import document, keys, model, signature, validation
 from marketplace.metadata.problems import MetadataError
-
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "stratuslab"
+from tests.data import STRATUSLAB as INTEROP
 
 SLREQ = "http://mp.stratuslab.eu/slreq#"
 DSIG = "http://www.w3.org/2000/09/xmldsig#"

@@ -9,7 +9,7 @@ import pytest
 
 from marketplace.metadata import document, model
 from tests import factories
-from tests.conftest import INTEROP
+from tests.data import STRATUSLAB as INTEROP
 
 VALID = sorted(p.name for p in INTEROP.glob("valid-*.xml"))
 

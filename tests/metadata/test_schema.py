@@ -26,10 +26,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.data import STRATUSLAB as INTEROP
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "metadata.xsd"
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "stratuslab"
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DCTERMS = "http://purl.org/dc/terms/"

@@ -147,7 +147,9 @@ def confirming(make_app, smtp, ca_bundle, admin_files, tmp_path) -> Callable:
         values = {"trust_store": str(ca_bundle), "endorser_whitelist": str(listed),
                   "unlisted_endorsers": "confirm", "smtp_host": "127.0.0.1",
                   "smtp_port": str(port), "smtp_from": "marketplace@example.org",
-                  "public_url": "http://marketplace.test", **admin_files, **settings}
+                  "public_url": "http://marketplace.test",
+                  "trusted_hosts": "marketplace.test, localhost",  # the test client's host
+                  **admin_files, **settings}
         return make_app(**values)
 
     return make

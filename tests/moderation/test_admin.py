@@ -259,3 +259,79 @@ def test_admin_account_prints_a_line_the_accounts_file_takes(make_app, tmp_path)
                            input="short\n", capture_output=True, text=True,
                            env=clean_environ(HOME=str(tmp_path)), timeout=60)
     assert short.returncode == 1 and "at least 12" in short.stderr
+
+
+# --- finding 1c: the admin area survives a script running on the marketplace's origin ------
+
+SCRIPT_FETCH = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
+                "Sec-Fetch-Dest": "empty"}
+FORM_POST = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate",
+             "Sec-Fetch-Dest": "document"}
+
+
+def admin_form(client) -> dict[str, str]:
+    text = client.get("/admin/", headers={**basic(), **FORM_POST}).get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', text).group(1)
+    return {"csrf": csrf, "endorser": EVE, "reason": "forged"}
+
+
+def blocked_emails(client) -> list:
+    return client.get("/admin/api/blocked", headers=bearer()).json["blocked"]
+
+
+def test_a_same_origin_script_cannot_read_the_admin_page(make_app, admin_files):
+    """What the stored XSS did: fetch('/admin/') with the browser's basic credentials."""
+    client = make_app(**admin_files).test_client()
+    for dest in ("empty", "iframe", "object", "embed", "script"):
+        refused = client.get("/admin/", headers={**basic(), **SCRIPT_FETCH,
+                                                 "Sec-Fetch-Dest": dest})
+        assert refused.status_code == 403, dest
+        assert "csrf" not in refused.get_data(as_text=True)
+    assert client.get("/admin/", headers={**basic(), **FORM_POST}).status_code == 200
+    assert client.get("/admin/", headers=basic()).status_code == 200  # no browser: curl
+
+
+@pytest.mark.parametrize("headers", [
+    SCRIPT_FETCH,  # a script on our own origin posting with the token it read
+    {**FORM_POST, "Sec-Fetch-Site": "cross-site"},
+    {**FORM_POST, "Sec-Fetch-Site": "same-site"},
+    {**FORM_POST, "Sec-Fetch-Site": "none"},
+    {"Origin": "https://evil.example"},
+    {"Origin": "http://localhost.evil.example"},
+    {"Referer": "https://evil.example/page"},
+], ids=["script", "cross-site", "same-site", "none", "origin", "origin-prefix", "referer"])
+def test_state_changing_admin_requests_from_elsewhere_are_refused(make_app, admin_files,
+                                                                  headers):
+    client = make_app(**admin_files).test_client()
+    form = admin_form(client)
+    refused = client.post("/admin/block", headers={**basic(), **headers}, data=form)
+    assert refused.status_code == 403
+    api = client.post("/admin/api/block", headers={**basic(), **headers},
+                      json={"endorser": EVE, "reason": "forged"})
+    assert api.status_code == 403 and api.is_json
+    assert blocked_emails(client) == []
+    assert [r["action"] for r in client.get("/admin/api/audit", headers=bearer())
+            .json["records"]] == []
+
+
+def test_the_admin_page_posts_and_api_clients_still_work(make_app, admin_files):
+    client = make_app(**admin_files).test_client()
+    form = admin_form(client)
+    for headers in (FORM_POST, {"Origin": "http://localhost"},
+                    {"Referer": "http://localhost/admin/"}):
+        done = client.post("/admin/block", headers={**basic(), **headers}, data=form)
+        assert done.status_code == 303, headers
+    unblock = {"endorser": EVE, "reason": "test"}
+    assert client.post("/admin/api/unblock", headers=bearer(), json=unblock).status_code == 200
+    assert client.post("/admin/api/block", headers=basic(), json=unblock).status_code == 201
+    # a bearer token is never attached by a browser on its own: a script has none to send
+    assert client.post("/admin/api/unblock", headers={**bearer(), **SCRIPT_FETCH},
+                       json=unblock).status_code == 200
+
+
+def test_admin_pages_are_cut_off_from_the_window_that_opened_them(make_app, admin_files):
+    client = make_app(**admin_files).test_client()
+    page = client.get("/admin/", headers={**basic(), **FORM_POST})
+    assert page.headers["Cross-Origin-Opener-Policy"] == "noopener-allow-popups"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Referrer-Policy"] == "same-origin"

@@ -304,3 +304,43 @@ def test_request_logs_never_show_link_tokens(caplog):
                                        "GET /moderation/confirm?token=s3cr3t_T0ken HTTP/1.1",
                                        200)
     assert "s3cr3t_T0ken" not in caplog.text and "token=[redacted]" in caplog.text
+
+
+# --- finding 2: only the confirmation page's own POST acts ---------------------------------
+
+
+@pytest.mark.parametrize("action", ["confirm", "abort", "abuse"])
+def test_no_method_but_the_pages_post_acts_on_a_mailed_link(confirming, smtp, sam, action):
+    """A mail scanner's HEAD (or PUT, OPTIONS) on a live link leaves the upload pending."""
+    mailbox, _ = smtp
+    client = confirming().test_client()
+    response = upload(client, signed(sam))
+    mailbox.wait()
+    link = path_of(mailbox.links()[action])
+    assert client.head(link).status_code == 200
+    assert client.put(link).status_code == 405
+    assert client.options(link).status_code == 200
+    assert client.delete(link).status_code == 405
+    assert client.get(response.headers["Location"]).json["state"] == "pending"
+    assert client.get("/admin/api/uploads", headers=bearer()).json["total"] == 1
+    assert [r["action"] for r in client.get("/admin/api/audit", headers=bearer())
+            .json["records"]] == ["held"]
+    assert client.post(link).status_code == 200  # the page's own button still works
+
+
+def test_a_cross_site_post_of_a_mailed_link_is_refused(confirming, smtp, sam):
+    mailbox, _ = smtp
+    client = confirming().test_client()
+    response = upload(client, signed(sam))
+    mailbox.wait()
+    link = path_of(mailbox.links()["confirm"])
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example"}):
+        refused = client.post(link, headers=headers)
+        assert refused.status_code == 403, headers
+        assert client.get(response.headers["Location"]).json["state"] == "pending"
+    done = client.post(link, headers={"Sec-Fetch-Site": "same-origin",
+                                      "Sec-Fetch-Mode": "navigate",
+                                      "Sec-Fetch-Dest": "document"})
+    assert done.status_code == 200
+    assert client.get(response.headers["Location"]).json["state"] == "published"

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ipaddress
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from client.node import config as fetcher_config
-from tests import factories
+from tests import factories, pki
 from tests.live.conftest import LiveServer, clean_environ, script, wait_for  # noqa: F401
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -41,7 +46,8 @@ class Fault:
     kind: ``drop`` (close after ``after`` bytes of the body), ``status`` (answer ``status``),
     ``wrong`` (flip a byte at ``after``), ``short`` (serve only ``after`` bytes, announced so),
     ``long`` (append ``extra`` bytes), ``slow`` (wait ``delay`` s before the body),
-    ``trickle`` (``delay`` s between chunks of ``chunk`` bytes), ``no-range`` (ignore Range).
+    ``trickle`` (``delay`` s between chunks of ``chunk`` bytes), ``no-range`` (ignore Range),
+    ``redirect`` (answer 302 to ``to``).
     """
 
     kind: str
@@ -51,6 +57,7 @@ class Fault:
     extra: int = 100
     delay: float = 0.0
     chunk: int = 64 * 1024
+    to: str = ""
     used: int = 0
 
     def active(self) -> bool:
@@ -76,7 +83,7 @@ class QuietServer(http.server.ThreadingHTTPServer):
 class Origin:
     """A threaded HTTP server on 127.0.0.1 serving in-memory files; counts what it serves."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.files: dict[str, Served] = {}
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
@@ -94,13 +101,14 @@ class Origin:
             def do_GET(self):
                 origin.handle(self)
 
-        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def add(self, name: str, data: bytes, *faults: Fault) -> str:
         with self.lock:
@@ -122,6 +130,12 @@ class Origin:
         if served is None:
             return self._answer(handler, 404, b"not found")
         kinds = {f.kind: f for f in faults}
+        if "redirect" in kinds:
+            handler.send_response(302)
+            handler.send_header("Location", kinds["redirect"].to)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
         if "status" in kinds:
             return self._answer(handler, kinds["status"].status, b"injected failure")
         data = self._body(served.data, kinds)
@@ -208,6 +222,45 @@ def origin() -> Iterator[Origin]:
     server.stop()
 
 
+# --- the origin over HTTPS ------------------------------------------------------------------
+
+
+def _server_certificate(ca: pki.Issued, directory: Path) -> tuple[Path, Path]:
+    key = pki.make_key(pki.EC)
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca.key, hashes.SHA256()))
+    key_path, cert_path = directory / "server-key.pem", directory / "server-cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.fixture
+def https_origin(origin, ca, tmp_path):
+    """The origin's files over HTTPS, with a certificate from the test CA."""
+    key_path, cert_path = _server_certificate(ca, tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = QuietServer(("127.0.0.1", 0), origin.server.RequestHandlerClass)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ca_file = tmp_path / "test-ca.pem"
+    ca_file.write_bytes(ca.certificate_pem())
+    yield f"https://127.0.0.1:{server.server_address[1]}", ca_file
+    server.shutdown()
+    server.server_close()
+
+
 # --- the real marketplace --------------------------------------------------------------
 
 
@@ -288,7 +341,8 @@ def node_settings(tmp_path, marketplace) -> dict[str, str]:
     return {"cache_dir": str(tmp_path / "cache"), "marketplace_endpoint": marketplace.url,
             "connect_timeout": "5", "read_timeout": "5", "retries": "3", "backoff": "0.01",
             "backoff_max": "0.05", "lock_stale_after": "2", "lock_wait": "120",
-            "local_lock_dir": str(tmp_path / "local-locks")}
+            "local_lock_dir": str(tmp_path / "local-locks"),
+            "allow_private_addresses": "127.0.0.1/32"}  # the origin serves on loopback
 
 
 @pytest.fixture

@@ -58,6 +58,8 @@ def test_the_config_file_comes_from_the_environment(write_config):
     ("[fetcher]\nquota = lots\n", "setting quota = 'lots'"),
     ("[fetcher]\nretries = -1\n", "setting retries"),
     ("[fetcher]\nallow_weak = perhaps\n", "must be yes or no"),
+    ("[fetcher]\nlocation_schemes = http ftp\n", "unknown scheme(s) ftp"),
+    ("[fetcher]\nallow_private_addresses = intranet\n", "'intranet' is not a network"),
     ("[fetcher\n", "cannot read config file"),
 ])
 def test_bad_files_name_the_setting(tmp_path, text, message):
@@ -66,6 +68,19 @@ def test_bad_files_name_the_setting(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)")):
         load(path, environ={})
+
+
+def test_locations_follow_the_nodes_rules_by_default(tmp_path, write_config):
+    values = load(_empty(tmp_path), environ={}).values
+    assert values["location_schemes"] == ["http", "https"]
+    assert values["allow_private_addresses"] == []
+    assert values["min_rate"] == 10 * 1024 and values["location_timeout"] == 6 * 3600
+    path = write_config(fetcher={"location_schemes": "http https file",
+                                 "allow_private_addresses": "10.1.0.0/16, fd00::/8"})
+    loaded = load(path, environ={})
+    assert loaded.location_schemes == ["http", "https", "file"]
+    assert [str(n) for n in loaded.allow_private_addresses] == ["10.1.0.0/16", "fd00::/8"]
+    assert len(config.parse_networks(["yes"])) == 2 and config.parse_networks(["no"]) == []
 
 
 def test_a_missing_config_file_given_explicitly_is_an_error(tmp_path):

@@ -8,6 +8,8 @@ import pytest
 from lxml import etree
 
 from marketplace.metadata import document as xml
+from marketplace.metadata import model, signature
+from marketplace.metadata.keys import Credentials
 from tests import factories
 from tests.server.conftest import JANE
 
@@ -273,3 +275,42 @@ def test_parameters_are_checked_before_the_store_is_touched(client, store, monke
                 "/metadata?media=pdf"):
         response = client.get(url, headers=JSON)
         assert response.status_code == 400, url
+
+
+XHTML_SCRIPT = ('<h:script xmlns:h="http://www.w3.org/1999/xhtml">'
+                'fetch("/admin").then(r => r.text())</h:script>')
+
+
+def test_signed_document_with_an_xhtml_script_is_refused(post, rsa_signer, client, store):
+    """The stored-XSS attack of issue 11: a signed document carrying an XHTML ``<script>``
+    was stored (201) and then served inline by ``/metadata?media=xml``."""
+    document = factories.signed(rsa_signer, factories.appliance(extra=[XHTML_SCRIPT]))
+    response = post(document, headers=JSON)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "active-content" in {p["rule"] for p in response.json["problems"]}
+    assert store.count() == 0
+    listing = client.get("/metadata", query_string={"media": "xml", "status": "all"})
+    assert b"script" not in listing.data
+
+
+def _signed_with(signer, change) -> bytes:
+    """A document signed by ``signer`` after ``change(root)`` altered its tree."""
+    root = model.to_document(factories.appliance())
+    change(root)
+    signature.sign(root, Credentials(signer.key, signer.certificate))
+    return xml.serialize(root)
+
+
+@pytest.mark.parametrize("place", ["prolog", "description"])
+def test_signed_document_with_a_stylesheet_instruction_is_refused(refused, rsa_signer, place):
+    """An ``xml-stylesheet`` instruction makes a browser run XSLT (or apply CSS) on the
+    marketplace's origin when the stored document is shown."""
+    instruction = etree.PI("xml-stylesheet", 'type="text/xsl" href="data:text/xsl,x"')
+
+    def add(root):
+        if place == "prolog":
+            root.addprevious(instruction)
+        else:
+            root.find(xml.DESCRIPTION).append(instruction)
+
+    refused(_signed_with(rsa_signer, add), rule="active-content")

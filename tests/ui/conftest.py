@@ -2,15 +2,19 @@
 start it) filled over HTTP with real signed documents, driven by headless Chromium.
 
 The browser is Debian's ``/usr/bin/chromium`` (``scripts/install.d/20-browser.sh`` installs
-it and Playwright); Playwright's own browser builds are not used. The catalogue server is
+it and Playwright); Playwright's own browser builds are not used, and without either the root
+conftest deselects these tests (marker ``browser``) saying why. The catalogue server is
 shared by the whole session and only read by the tests; tests that upload use a server of
 their module. Each page records the dialogs it opened and the script errors it raised, and
-a test fails when a page raised one.
+a test fails when a page raised one. Screenshots are taken on every run but written to
+docs/screenshots only with ``UPDATE_SCREENSHOTS=1``, so a test run leaves the tree as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,11 +45,21 @@ OLGA = "olga.orbit@example.org"
 # --- the browser ----------------------------------------------------------------------------
 
 
+def missing() -> str | None:
+    """Why these tests cannot run here (no Chromium, no Playwright), or None."""
+    hint = "run scripts/install.d/20-browser.sh (as root)"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing: {hint}"
+    if importlib.util.find_spec("playwright") is None:
+        return f"Playwright is not installed: {hint}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Headless Debian Chromium driven by Playwright, for the whole session."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install.d/20-browser.sh (as root)")
+    if reason := missing():
+        pytest.fail(reason)
     from playwright.sync_api import expect, sync_playwright
     expect.set_options(timeout=TIMEOUT_MS)  # a busy CI machine is slow, not wrong
     with sync_playwright() as playwright:
@@ -112,15 +126,19 @@ def phone_page(browser):
     assert not errors, f"the page raised script errors: {errors}"
 
 
-def screenshot(page, name: str, height: int = 1400) -> Path:
-    """Write the top ``height`` pixels of the page as a PNG to docs/screenshots (the README
-    points there); kept short so the committed files stay small."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+def screenshot(page, name: str, height: int = 1400) -> Path | None:
+    """Take the top ``height`` pixels of the page as a PNG (kept short so the committed files
+    stay small); write it to docs/screenshots (the README points there) only when
+    ``UPDATE_SCREENSHOTS=1`` asks, so that running the tests changes no tracked file."""
     width = page.viewport_size["width"]
     full = page.evaluate("document.documentElement.scrollHeight")
-    page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide",
-                    clip={"x": 0, "y": 0, "width": width, "height": min(full, height)})
+    png = page.screenshot(full_page=True, animations="disabled", caret="hide",
+                          clip={"x": 0, "y": 0, "width": width, "height": min(full, height)})
+    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+        return None
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    path.write_bytes(png)
     return path
 
 
