@@ -36,7 +36,7 @@ from marketplace.metadata.identifier import is_identifier
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.moderation.mail import MailUnavailable
-from marketplace.moderation.store import Upload
+from marketplace.moderation.store import OverQuota, Upload
 from marketplace.negotiation import BadMedia, Reply
 from marketplace.service import Marketplace, PendingConfirmation, Refused, TooLarge
 from marketplace.store.base import (
@@ -420,7 +420,8 @@ def negotiated(view: Callable[..., Reply]) -> Callable[..., Response]:
 REJECTIONS = ((MetadataError, "invalid"), (TooLarge, "too_large"),
               (RequestEntityTooLarge, "too_large"), (UnsupportedMediaType, "unsupported_media"),
               (Conflict, "conflict"), (StoreError, "unavailable"),
-              (ParameterError, "bad_request"), (Refused, "refused"))
+              (ParameterError, "bad_request"), (Refused, "refused"),
+              (OverQuota, "mail_limit"))
 
 
 @blueprint.post("/metadata")
@@ -429,7 +430,7 @@ def upload() -> Reply:
     """Verify and store a signed document: 201 when new, 200 for an identical replay,
     202 when it awaits its endorser's confirmation."""
     try:
-        entry, new = service().accept(read_upload())
+        entry, new = service().accept(read_upload(), client=request.remote_addr or "")
     except PendingConfirmation as held:
         return pending_reply(held)
     except Exception as exc:

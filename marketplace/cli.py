@@ -6,10 +6,13 @@ the indexes from the stored documents; ``init-store`` creates an empty store (an
 Elasticsearch, migrates indices of an older mapping); ``migrate`` copies a SQLite store into
 Elasticsearch; ``import`` takes over an original StratusLab marketplace's documents (see
 :mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
-:mod:`marketplace.replica`); ``admin-account`` prints a line of the admin accounts file.
-Settings come from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the
-command line sets the data dir, and every setting reaches the gunicorn workers through the
-environment.
+:mod:`marketplace.replica`); ``tombstones`` lists the entries operators removed and ``lift``
+lets one be published again (audited); ``admin-account`` prints a line of the admin
+accounts file. ``serve`` first finishes what a crash interrupted (:meth:`~marketplace.
+moderation.workflow.Moderation.repair`): a stored entry missing from the change feed, a
+removal half done. Settings come from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in
+the data dir; the command line sets the data dir, and every setting reaches the gunicorn
+workers through the environment.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -92,6 +97,17 @@ def _moderation_commands(commands, common, output, epilog: str) -> None:
                      "without it, pull every MARKETPLACE_REPLICATE_INTERVAL seconds")
     sub.add_argument("--full", action="store_true", help="walk every entry of the primary "
                      "again before following its change feed")
+    text = "list the entries operators removed: their uploads are refused until lifted"
+    commands.add_parser("tombstones", parents=[common, output], help=text, description=text,
+                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    text = ("let a removed entry be published again (audited, as the user running this "
+            "command)")
+    sub = commands.add_parser("lift", parents=[common, output], help=text, description=text,
+                              epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("identifier", help="the entry's identifier")
+    sub.add_argument("email", help="its endorser's email")
+    sub.add_argument("created", help="its endorsement date, YYYY-MM-DDTHH:MM:SSZ")
+    sub.add_argument("--reason", required=True, help="why (written in the audit log)")
     text = ("print a line for MARKETPLACE_ADMIN_ACCOUNTS_FILE: NAME and a hash of the password "
             "(asked for, or read from standard input when it is not a terminal)")
     sub = commands.add_parser("admin-account", help=text, description=text)
@@ -136,6 +152,63 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
         return init(migrate=migrate) if init else store.count()
     finally:
         store.close()
+
+
+@contextmanager
+def moderation_of(settings: dict[str, str]) -> Iterator:
+    """The marketplace's moderation (policy, state and store) for one command."""
+    from marketplace.app import open_store
+    from marketplace.moderation.workflow import Moderation
+    moderation = Moderation.from_settings(settings, open_store(settings))
+    try:
+        yield moderation
+    finally:
+        moderation.close()
+        moderation.store.close()
+
+
+def repair(settings: dict[str, str], feed_only: bool = False) -> None:
+    """Finish what a crash interrupted (said when it did): everything before the workers
+    start, only the change feed (which reads the store only after a crash) when a worker
+    ended."""
+    with moderation_of(settings) as moderation:
+        now = moderation.now()
+        done = moderation.repair_feed(now) if feed_only else moderation.repair(now)
+    if any(done.values()):
+        print(f"repaired after a crash: {done['published']} stored entries put in the change "
+              f"feed, {done.get('removed', 0)} removed entries taken out again, "
+              f"{done['abandoned']} unfinished uploads dropped", file=sys.stderr, flush=True)
+
+
+def tombstones(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``tombstones``: one line per removed entry (or JSON)."""
+    with moderation_of(settings) as moderation:
+        found = [t.as_dict() for t in moderation.db.tombstones()]
+    if options.json:
+        print(json.dumps({"tombstones": found, "total": len(found)}))
+    elif not options.quiet:
+        for t in found:
+            print(f"{t['identifier']} {t['email']} {t['created']}  {t['rule']} by "
+                  f"{t['actor']} on {t['at']}: {t['reason']}")
+    return 0
+
+
+def lift(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``lift IDENTIFIER EMAIL CREATED --reason TEXT``: exit status 1 if not removed."""
+    import getpass
+    import socket
+    reason = " ".join(options.reason.split())
+    if not reason or not reason.isprintable():
+        raise ValueError("--reason must be printable text, not empty")
+    key = (options.identifier, options.email, options.created)
+    actor = f"{getpass.getuser()}@{socket.gethostname()} (command line)"
+    with moderation_of(settings) as moderation:
+        done = moderation.lift(key, actor, reason, moderation.now())
+    if not done:
+        raise ValueError(f"no removal of {' '.join(key)} to lift")
+    report(options, f"lifted the removal of {' '.join(key)}", identifier=key[0],
+           email=key[1], created=key[2], lifted=True, actor=actor)
+    return 0
 
 
 def where(settings: dict[str, str]) -> str:
@@ -244,6 +317,7 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
     fresh_metrics_dir(settings)
     try:
         init_store(settings, migrate=False)
+        repair(settings)
     except StoreError as exc:  # e.g. Elasticsearch down: serve 503 until it answers
         print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
     url = f"http://{options.host}:{options.port}/"
@@ -356,9 +430,17 @@ def _ready(server) -> None:
 
 
 def _child_exit(server, worker) -> None:
-    """Let prometheus_client drop a dead worker's live gauges."""
+    """Let prometheus_client drop a dead worker's live gauges, and finish what the worker
+    may have left half done: killed (out of memory, timed out) between storing an upload
+    and writing its feed row, it leaves an entry that replicas would not learn of until
+    the next start."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        repair(config.load(), feed_only=True)
+    except Exception as exc:  # the master outlives a failed repair; the next start retries
+        server.log.warning("could not repair the change feed after worker %s ended: %s",
+                           worker.pid, exc)
 
 
 def demo(options: argparse.Namespace, settings: dict[str, str]) -> int:
@@ -388,8 +470,13 @@ def run(options: argparse.Namespace) -> int:
         return import_original(options, settings)
     if options.command == "replicate":
         return replicate(options, settings)
+    if options.command == "tombstones":
+        return tombstones(options, settings)
+    if options.command == "lift":
+        return lift(options, settings)
     if options.command == "reindex":
         count = reindex(settings)
+        repair(settings)  # a removal made while it ran may have come back
         report(options, f"reindexed {count} entries in {where(settings)}", reindexed=count,
                store=where(settings))
         return 0

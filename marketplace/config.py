@@ -66,6 +66,11 @@ SETTINGS = (
             "empty: the host of PUBLIC_URL when set, else any"),
     Setting("MODERATION_DB", "", "SQLite file of pending uploads, blocked endorsers, the audit "
             "log and the change feed; empty: DATA_DIR/moderation.db"),
+    Setting("MAILS_PER_RECIPIENT_PER_DAY", "3", "confirmation mails one address gets in 24 "
+            "hours at most; further uploads naming it are answered 429 and not kept"),
+    Setting("MAILS_PER_CLIENT_PER_HOUR", "20", "confirmation mails the uploads of one client "
+            "address (IPv6: its /64) cause in an hour at most; then 429. The address is the "
+            "one the server sees: behind a reverse proxy, the proxy's, shared by everyone"),
     Setting("SMTP_HOST", "", "mail server of the confirmation mails"),
     Setting("SMTP_PORT", "25", "its port"),
     Setting("SMTP_USER", "", "user to log in to the mail server as (empty: no login)"),

@@ -7,11 +7,11 @@ signatures survive (the signed content is canonicalized), and it never checked c
 dates, so most certificates of that era expired long ago. Each file is therefore judged by
 the one trust decision (:func:`~marketplace.metadata.verdict.judge`) as of its own
 endorsement date: signature, endorser against certificate, the trust store and CRLs,
-blocked endorsers, and -- as for a replica's copy, since no mail proved anything here --
-only emails the certificate carries. A file that passes is stored byte for byte as read,
-and joins the change feed so replicas get it. The path must name the entry the file holds;
-a tampered file fails its signature. Each file gets a verdict (accepted, already there,
-refused with the rule), so a second run adds nothing and says so.
+blocked endorsers, removals the operators made here, and -- as for a replica's copy, since
+no mail proved anything here -- only emails the certificate carries. A file that passes is
+stored byte for byte as read, and joins the change feed so replicas get it. The path must
+name the entry the file holds; a tampered file fails its signature. Each file gets a verdict
+(accepted, already there, refused with the rule), so a second run adds nothing and says so.
 
 Uploads (``POST /metadata``) still judge certificates at upload time: only this command,
 run by an operator on a directory they trust to be the old site's, looks back.
@@ -30,7 +30,6 @@ from marketplace.service import Marketplace
 from marketplace.store.base import Conflict, Entry
 
 ACCEPTED, KNOWN, REFUSED = "accepted", "already there", "refused"
-ACTOR = "import"
 
 
 @dataclass(frozen=True)
@@ -77,21 +76,18 @@ def import_file(marketplace: Marketplace, path: Path) -> Verdict:
     try:
         data = _read(path, marketplace.max_bytes)
         entry = _judged(marketplace, data, path)
-        new = marketplace.store.add(entry)
+        marketplace.moderation.check_removed(entry.key)
+        new = marketplace.moderation.publish(entry, datetime.now(UTC))
     except MetadataError as exc:
         first = exc.problems[0]
         return Verdict(str(path), REFUSED, first.rule, "; ".join(map(str, exc.problems)))
     except Refused as exc:
         return Verdict(str(path), REFUSED, exc.rule, exc.message)
-    except Conflict as exc:
-        return Verdict(str(path), REFUSED, "conflict", str(exc))
+    except Conflict as exc:  # Removed too: operators removed it here
+        return Verdict(str(path), REFUSED, getattr(exc, "rule", "conflict"), str(exc))
     except OSError as exc:
         return Verdict(str(path), REFUSED, "readable", str(exc))
-    if not new:
-        return Verdict(str(path), KNOWN)
-    marketplace.moderation.record_published(entry, datetime.now(UTC), actor=ACTOR,
-                                            action="imported")
-    return Verdict(str(path), ACCEPTED)
+    return Verdict(str(path), ACCEPTED if new else KNOWN)
 
 
 def _read(path: Path, limit: int) -> bytes:

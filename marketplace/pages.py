@@ -484,7 +484,8 @@ def upload() -> Response:
         return html("upload.html", 400, verdict={
             "outcome": "missing", "message": "Choose a signed metadata file to upload."})
     try:
-        entry, new = api.service().accept(api.read_capped(sent.stream))
+        entry, new = api.service().accept(api.read_capped(sent.stream),
+                                          client=request.remote_addr or "")
     except PendingConfirmation as held:
         return html("upload.html", 202, verdict={
             "outcome": "pending", "filename": sent.filename, "upload": held.upload,

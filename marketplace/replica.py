@@ -59,7 +59,7 @@ import requests
 from marketplace.metadata.model import parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.verdict import Moment, Refused
-from marketplace.moderation.store import PUBLISH, REMOVE, Event
+from marketplace.moderation.store import PUBLISH, REMOVE
 from marketplace.service import Marketplace, TooLarge
 from marketplace.store.base import Conflict, Entry
 
@@ -238,13 +238,14 @@ class Replicator:
         if data is None:
             report.gone += 1
             return None
+        moderation = self.marketplace.moderation
         try:
             entry = self.verify(data, key, published)
-            new = self.marketplace.store.add(entry)
-        except (MetadataError, Refused, Conflict) as exc:
+            moderation.check_removed(key, following=published is not None)
+            new = moderation.publish(entry, self.clock())
+        except (MetadataError, Refused, Conflict) as exc:  # Conflict: Removed too
             return self._refuse(key, report, str(exc))
         if new:
-            self.marketplace.moderation.record_published(entry, self.clock())
             report.added += 1
         else:
             report.known += 1
@@ -277,9 +278,7 @@ class Replicator:
                                "reason": reason})
 
     def _remove(self, key: tuple[str, str, str], report: Report) -> None:
-        if self.marketplace.store.remove(key[0], key[1], parse_date(key[2])):
-            self.marketplace.moderation.db.removed(
-                key, self.clock(), Event(ACTOR, "removed", f"removed on {self.primary}"))
+        if self.marketplace.moderation.follow_removal(key, ACTOR, self.primary, self.clock()):
             report.removed += 1
 
 

@@ -35,14 +35,17 @@ class Marketplace:
         return cls(store, int(settings["MAX_UPLOAD_BYTES"]), trust,
                    Moderation.from_settings(settings, store, trust), settings["PRIMARY_URL"])
 
-    def accept(self, data: bytes, now: datetime | None = None) -> tuple[Entry, bool]:
+    def accept(self, data: bytes, now: datetime | None = None,
+               client: str = "") -> tuple[Entry, bool]:
         """Judge a signed document as of now and store it; the entry and whether it is new.
 
         The trust decision (:func:`~marketplace.metadata.verdict.judge`) as of now, with
         this marketplace's trust store and endorser lists, then the publication policy
         (:meth:`~marketplace.moderation.workflow.Moderation.admit`). Raises MetadataError,
-        TooLarge, store.Conflict, Refused (blocked or unlisted endorser; a replica),
-        PendingConfirmation (kept until its endorser confirms by mail) or MailUnavailable.
+        TooLarge, store.Conflict (Removed: operators removed the entry), Refused (blocked or
+        unlisted endorser; a replica), PendingConfirmation (kept until its endorser confirms
+        by mail), OverQuota (the endorser or the ``client`` address had its confirmation
+        mails) or MailUnavailable.
         """
         if self.primary_url:
             raise Refused("read-only", f"this marketplace is a read-only replica of "
@@ -53,15 +56,13 @@ class Marketplace:
         if self.moderation is None:  # no lists, no mail: as UNLISTED_ENDORSERS=publish
             verdict = judge(data, Moment.upload(now), self.trust_store)
             verdict.identity.require_proven_email()
-        else:
-            verdict = self.moderation.judge(data, Moment.upload(now))
+            entry = Entry(data, verdict.appliance)
+            return entry, self.store.add(entry)
+        verdict = self.moderation.judge(data, Moment.upload(now))
         entry = Entry(data, verdict.appliance)
-        if self.moderation is not None:
-            self.moderation.admit(entry, verdict, now)
-        new = self.store.add(entry)
-        if new and self.moderation is not None:
-            self.moderation.record_published(entry, now)
-        return entry, new
+        self.moderation.check_removed(entry.key)
+        self.moderation.admit(entry, verdict, now, client)
+        return entry, self.moderation.publish(entry, now)
 
     def close(self) -> None:
         self.store.close()

@@ -3,8 +3,13 @@
 - ``GET /api/v1/uploads/<identifier>/<email>/<created>``: pending, flagged or published
   (the ``Location`` of a 202 upload);
 - ``GET /api/v1/changes?after=N``: publications and removals in order, for replicas;
-- ``/admin/api/...``: pending and flagged uploads, removal, blocking, the audit log --
-  behind :mod:`.auth`; POST bodies are JSON only (no cross-site form can send one).
+- ``/admin/api/...``: pending and flagged uploads, removal (and lifting a removal's
+  tombstone), blocking, the audit log -- behind :mod:`.auth`; POST bodies are JSON only (no
+  cross-site form can send one).
+
+It also says how an upload is refused for moderation's reasons: 410 for an entry that
+operators removed (its tombstone), 429 with ``Retry-After`` when the endorser or the
+client had its confirmation mails.
 
 Every route is in ``schemas/openapi.json``.
 """
@@ -20,7 +25,7 @@ from marketplace import api, negotiation
 from marketplace.metadata.model import format_date
 from marketplace.moderation.auth import Guard, NotConfigured, Unauthorized
 from marketplace.moderation.endorsers import Endorser
-from marketplace.moderation.store import FLAGGED, PENDING
+from marketplace.moderation.store import FLAGGED, PENDING, OverQuota, Removed
 from marketplace.moderation.workflow import Moderation
 
 public = Blueprint("moderation_api", __name__)
@@ -45,6 +50,21 @@ def install(app: Flask) -> None:
     app.extensions["admin_guard"] = Guard.from_settings(app.config["MARKETPLACE"])
     app.register_blueprint(public)
     app.register_blueprint(admin)
+    app.register_error_handler(Removed, removed_entry)
+    app.register_error_handler(OverQuota, over_quota)
+
+
+def removed_entry(exc: Removed) -> Response:
+    """An upload of an entry that operators removed: gone, until they lift the removal."""
+    return api.error_response(410, f"the document was refused: {exc}", exc.problems)
+
+
+def over_quota(exc: OverQuota) -> Response:
+    """An upload that would mail more than the quota allows: nothing was kept."""
+    return api.error_response(429, f"the upload was not kept: {exc}",
+                              [{"element": "slreq:email", "rule": "mail-limit",
+                                "message": str(exc)}],
+                              headers={"Retry-After": str(exc.retry_after)})
 
 
 def key_of(identifier: str, email: str, created: str) -> tuple[str, str, str]:
@@ -171,6 +191,27 @@ def remove() -> Response:
         raise NotFound(f"no entry and no held upload of {key[0]} by {key[1]} at {key[2]}")
     return negotiation.json_response({"identifier": key[0], "email": key[1],
                                       "created": key[2], "removed": removed,
+                                      "actor": g.admin.name, "reason": reason})
+
+
+@admin.get("/tombstones")
+def tombstones() -> Response:
+    """What operators removed (or, on a replica, the primary did): refused until lifted."""
+    found = [t.as_dict() for t in moderation().db.tombstones()]
+    return negotiation.json_response({"tombstones": found, "total": len(found)})
+
+
+@admin.post("/lift")
+def lift() -> Response:
+    """Let a removed entry be uploaded again; audited with who and why."""
+    data = body()
+    key = key_of(text_field(data, "identifier", 27), text_field(data, "email", 254),
+                 text_field(data, "created", 20))
+    reason = text_field(data, "reason")
+    if not moderation().lift(key, g.admin.name, reason, moderation().now()):
+        raise NotFound(f"no removal of {key[0]} by {key[1]} at {key[2]} to lift")
+    return negotiation.json_response({"identifier": key[0], "email": key[1],
+                                      "created": key[2], "lifted": True,
                                       "actor": g.admin.name, "reason": reason})
 
 

@@ -1,5 +1,11 @@
 """The confirmation mail: what it says, and sending it through SMTP (``MARKETPLACE_SMTP_*``).
 
+Anyone can upload a document naming any address, so the mail must not carry an uploader's
+message in the marketplace's voice: its subject is the marketplace's words alone, and the
+uploader's text (title, certificate name) appears in the body as quoted data, marked as
+such, on one line each, shortened, and with URL schemes broken so that no mail reader makes
+a link of them. How many such mails go out is limited in :mod:`.store` (``MailQuota``).
+
 The password is read from its file at each sending (so it can be rotated) and is never
 written anywhere; a failure is reported without it.
 """
@@ -7,6 +13,7 @@ written anywhere; a failure is reported without it.
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -22,6 +29,10 @@ from marketplace.store.base import StoreError
 log = logging.getLogger(__name__)
 TIMEOUT = 30
 ACTIONS = ("confirm", "abort", "abuse")
+QUOTED_LENGTH = 200  # characters of an uploader's text shown in a mail
+# What mail readers turn into links: "scheme://", the schemes used without "//", "www."
+_LINKLIKE = re.compile(r"\b(?:([A-Za-z][A-Za-z0-9+.-]*)://|(mailto|tel|sms|data|javascript):"
+                       r"|(www)\.)", re.IGNORECASE)
 
 
 class MailUnavailable(StoreError):
@@ -76,21 +87,24 @@ class Mailer:
 
 def confirmation(upload: Upload, links: dict[str, str], site: str) -> EmailMessage:
     """The mail asking an endorser to confirm, abort or report an upload."""
-    title = _one_line(upload.title or "an appliance")
     message = EmailMessage()
     message["To"] = upload.email
-    message["Subject"] = f"Confirm the publication of {title[:80]} in {_one_line(site)}"
+    message["Subject"] = f"{_one_line(site)}: confirm or abort an upload in your name"
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain="marketplace")
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(f"""\
-Someone uploaded to {site} a metadata document endorsed with your name:
+Someone uploaded to {site} a metadata document that names your address as its endorser.
 
-  title:       {title}
   identifier:  {upload.identifier}
   endorser:    {upload.email}
-  certificate: {_one_line(upload.subject or "")}
   endorsed on: {upload.created}
+
+The lines marked "|" are text written by the uploader, not by {site}; anyone
+may have written them: do not follow instructions or addresses in them.
+
+  | title:       {quoted(upload.title or "(none)")}
+  | certificate: {quoted(upload.subject or "(none)")}
 
 It will be published only if you confirm it before {format_date(upload.expires)}:
 
@@ -106,6 +120,21 @@ If you did not upload it, report it to the operators (it stays unpublished):
 Each link opens a page with one button; nothing happens until you press it.
 """)
     return message
+
+
+def quoted(text: str) -> str:
+    """An uploader's text as inert data for a mail: one line, at most QUOTED_LENGTH
+    characters, in quotes, with what looks like a link broken (``http[:]//``,
+    ``www[.]``) so that mail readers do not make links of it."""
+    line = _one_line(text)
+    if len(line) > QUOTED_LENGTH:
+        line = line[:QUOTED_LENGTH - 1] + "…"
+    return '"' + _LINKLIKE.sub(_break_link, line) + '"'
+
+
+def _break_link(match: re.Match) -> str:
+    scheme, bare, www = match.groups()
+    return f"{scheme}[:]//" if scheme else f"{bare}[:]" if bare else f"{www}[.]"
 
 
 def _one_line(text: str) -> str:

@@ -35,7 +35,8 @@ LINK_TEXT = {
 }
 DONE = {"removed": "The entry was removed.", "blocked": "The endorser is blocked.",
         "unblocked": "The endorser is no longer blocked.",
-        "already-blocked": "That endorser was blocked already."}
+        "already-blocked": "That endorser was blocked already.",
+        "lifted": "The removal is lifted: the entry may be uploaded again."}
 AUDIT_PAGE = 100
 
 
@@ -129,7 +130,8 @@ def home() -> Response:
     return page("admin.html", admin=g.admin, csrf=g.admin.form_token(),
                 pending=[u for u in held if u.state == PENDING],
                 flagged=[u for u in held if u.state == FLAGGED],
-                blocked=moderation().db.blocked(), audit=moderation().db.audit(20),
+                blocked=moderation().db.blocked(), tombstones=moderation().db.tombstones(),
+                audit=moderation().db.audit(20),
                 done=DONE.get(request.args.get("done", "")), now=format_date(now))
 
 
@@ -182,3 +184,12 @@ def unblock() -> Response:
     if not done:
         raise BadRequest(f"The endorser {endorser} is not blocked.")
     return redirect("/admin/?done=unblocked", 303)
+
+
+@admin.post("/lift")
+def lift() -> Response:
+    key = key_of(form_text("identifier", 27), form_text("email", 254),
+                 form_text("created", 20))
+    if not moderation().lift(key, g.admin.name, form_text("reason"), moderation().now()):
+        raise NotFound(f"There is no removal of {key[0]} by {key[1]} at {key[2]} to lift.")
+    return redirect("/admin/?done=lifted", 303)

@@ -1,4 +1,5 @@
-"""Where moderation state lives: pending uploads, blocked endorsers, audit log, change feed.
+"""Where moderation state lives: pending uploads, blocked endorsers, audit log, change feed,
+tombstones of removed entries, publications in progress and the count of mails sent.
 
 :class:`ModerationStore` is the interface; :class:`SQLiteModerationStore` keeps it in one
 SQLite file (WAL journal, full fsync), one ``BEGIN IMMEDIATE`` transaction per change, so
@@ -8,6 +9,13 @@ Confirmation tokens are never stored: only their SHA-256.
 The change feed numbers every publication and removal (``serial``); replicas follow it
 (``/api/v1/changes``). The audit log says who did what to which entry, and why. Both only
 grow. See the package docstring for what a multi-server site does with this file.
+
+A removal leaves a *tombstone* (written in the same transaction as its feed row) that
+refuses the entry until an operator lifts it: the public signed bytes cannot bring it back.
+A publication is announced (``publishing``) before the entry is stored and completed by
+its feed row, so that a crash between the store and this file leaves a trace that
+:meth:`ModerationStore.unfinished` finds and the next start repairs. Confirmation mails
+are counted per recipient and per client here, so every worker shares the limits.
 """
 
 from __future__ import annotations
@@ -15,17 +23,20 @@ from __future__ import annotations
 import abc
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.sqlitefile import SQLiteFile
+from marketplace.store.base import Conflict
 
 Key = tuple[str, str, str]  # identifier, email, created (YYYY-MM-DDTHH:MM:SSZ)
 PENDING = "pending"
 FLAGGED = "flagged"
 PUBLISH = "publish"
 REMOVE = "remove"
+REMOVED_BY_OPERATOR = "removed-by-operator"
+REMOVED_ON_PRIMARY = "removed-on-primary"  # a replica's copy of its primary's removal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -46,7 +57,21 @@ CREATE TABLE IF NOT EXISTS changes (
     serial INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
     action TEXT NOT NULL CHECK (action IN ('publish', 'remove')),
     identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_key ON changes (identifier, email, created, serial);
 CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (
+    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL,
+    rule TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (identifier, email, created));
+CREATE TABLE IF NOT EXISTS publishing (
+    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (identifier, email, created));
+CREATE TABLE IF NOT EXISTS mails (
+    at TEXT NOT NULL, recipient TEXT NOT NULL, client TEXT NOT NULL,
+    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mails_by_recipient ON mails (recipient, at);
+CREATE INDEX IF NOT EXISTS mails_by_client ON mails (client, at);
+CREATE INDEX IF NOT EXISTS mails_by_time ON mails (at);
 """
 
 
@@ -132,6 +157,73 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Tombstone:
+    """What is left of a removed entry: it refuses the entry until an operator lifts it."""
+
+    identifier: str
+    email: str
+    created: str
+    rule: str  # REMOVED_BY_OPERATOR, or REMOVED_ON_PRIMARY on a replica
+    at: datetime
+    actor: str
+    reason: str
+
+    @property
+    def key(self) -> Key:
+        return self.identifier, self.email, self.created
+
+    def as_dict(self) -> dict:
+        return {"identifier": self.identifier, "email": self.email, "created": self.created,
+                "rule": self.rule, "at": format_date(self.at), "actor": self.actor,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class MailQuota:
+    """How many confirmation mails one recipient (a day) and one client (an hour) get."""
+
+    per_recipient: int = 3
+    per_client: int = 20
+    recipient_window: timedelta = timedelta(days=1)
+    client_window: timedelta = timedelta(hours=1)
+
+
+class OverQuota(Exception):
+    """A confirmation mail over its quota: nothing was held; try again after
+    ``retry_after`` seconds."""
+
+    def __init__(self, who: str, limit: int, window: timedelta, retry_after: int):
+        self.retry_after = max(1, retry_after)
+        super().__init__(f"{who} got {limit} confirmation mail{'s' if limit != 1 else ''} "
+                         f"in the last {_span(window)}, the most this marketplace sends: "
+                         f"try again in {self.retry_after} s")
+
+
+def _span(window: timedelta) -> str:
+    hours = window.total_seconds() / 3600
+    return {1: "hour", 24: "day"}.get(hours, f"{hours:g} hours")
+
+
+class Removed(Conflict):
+    """An entry that operators removed and did not let back (its tombstone): the upload
+    is answered 410, naming the entry and the rule."""
+
+    def __init__(self, tombstone: Tombstone):
+        self.tombstone = tombstone
+        self.rule = tombstone.rule
+        where = ("on the primary this replica follows" if tombstone.rule == REMOVED_ON_PRIMARY
+                 else "by the operators of this marketplace")
+        super().__init__(f"the entry {tombstone.identifier} by {tombstone.email} at "
+                         f"{tombstone.created} was removed {where} on "
+                         f"{format_date(tombstone.at)}; it cannot be published again unless "
+                         "they lift the removal")
+
+    @property
+    def problems(self) -> list[dict[str, str]]:
+        return [{"element": "document", "rule": self.rule, "message": str(self)}]
+
+
+@dataclass(frozen=True)
 class Event:
     """What to write in the audit log with a change (its serial and time are added)."""
 
@@ -145,9 +237,16 @@ class ModerationStore(abc.ABC):
     """The moderation state; every method is one transaction, safe from several threads."""
 
     @abc.abstractmethod
-    def hold(self, upload: Upload, token_hash: str, event: Event) -> tuple[Upload, bool]:
-        """Keep an upload pending under a token hash; (the held upload, True) -- or, when
-        one with its key is already held, (that one, False) and nothing changes."""
+    def hold(self, upload: Upload, token_hash: str, event: Event, client: str = "",
+             quota: MailQuota | None = None) -> tuple[Upload, bool]:
+        """Keep an upload pending under a token hash and count the confirmation mail it
+        will send to its endorser from ``client``; (the held upload, True) -- or, when one
+        with its key is already held, (that one, False) and nothing changes. OverQuota
+        (nothing held) when the endorser or the client had ``quota`` mails already."""
+
+    @abc.abstractmethod
+    def release_mail(self, key: Key) -> None:
+        """Stop counting the mail of an upload: it could not be sent."""
 
     @abc.abstractmethod
     def upload(self, key: Key) -> Upload | None:
@@ -162,9 +261,10 @@ class ModerationStore(abc.ABC):
         """Pending and/or flagged uploads, oldest first."""
 
     @abc.abstractmethod
-    def resolve(self, key: Key, event: Event, at: datetime, published: bool) -> bool:
-        """Take an upload out (confirmed, aborted, discarded), audit it and, when
-        ``published``, add it to the change feed; False if it was no longer there."""
+    def resolve(self, key: Key, event: Event, at: datetime) -> bool:
+        """Take an upload out (confirmed, aborted, discarded) and audit it; False if it was
+        no longer there. (A confirmed upload's publication goes to the feed through
+        :meth:`publishing` and :meth:`published`, as every publication does.)"""
 
     @abc.abstractmethod
     def flag(self, key: Key, event: Event, at: datetime) -> bool:
@@ -175,12 +275,43 @@ class ModerationStore(abc.ABC):
         """Discard (and audit) the pending uploads that expired by ``now``."""
 
     @abc.abstractmethod
-    def published(self, key: Key, at: datetime, event: Event | None = None) -> int:
-        """Add a publication to the change feed (and the audit log); its serial."""
+    def publishing(self, key: Key, at: datetime) -> None:
+        """Note that an entry is being stored, before it is: :meth:`published` ends it, and
+        a crash in between leaves it in :meth:`unfinished` for a repair. Removed (nothing
+        noted) when the entry has a tombstone."""
 
     @abc.abstractmethod
-    def removed(self, key: Key, at: datetime, event: Event) -> int:
-        """Add a removal to the change feed and the audit log; its serial."""
+    def published(self, key: Key, at: datetime, event: Event | None = None) -> int | None:
+        """Add a stored entry to the change feed (and the audit log) unless the feed's last
+        change of it is already its publication; its serial, or None when it was there.
+        The time is when its publication was first noted, if earlier than ``at``. Removed
+        (nothing added) when the entry got a tombstone meanwhile."""
+
+    @abc.abstractmethod
+    def unfinished(self) -> list[tuple[Key, datetime]]:
+        """Publications noted and not ended, with when they were noted, oldest first."""
+
+    @abc.abstractmethod
+    def abandon(self, key: Key) -> None:
+        """Forget a noted publication that did not store its entry."""
+
+    @abc.abstractmethod
+    def removed(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR,
+                published: bool = True) -> int | None:
+        """Leave a tombstone for an entry and, when it was ``published``, add its removal
+        to the change feed and the audit log (its serial) -- one transaction."""
+
+    @abc.abstractmethod
+    def tombstone(self, key: Key) -> Tombstone | None:
+        """The tombstone of an entry, if it has one."""
+
+    @abc.abstractmethod
+    def tombstones(self) -> list[Tombstone]:
+        """Every tombstone, oldest first."""
+
+    @abc.abstractmethod
+    def lift(self, key: Key, event: Event, at: datetime) -> bool:
+        """Remove a tombstone (audited); False if there was none."""
 
     @abc.abstractmethod
     def confirmed(self, key: Key) -> bool:
@@ -230,17 +361,29 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
 
     # --- uploads ---
 
-    def hold(self, upload: Upload, token_hash: str, event: Event) -> tuple[Upload, bool]:
+    def hold(self, upload: Upload, token_hash: str, event: Event, client: str = "",
+             quota: MailQuota | None = None) -> tuple[Upload, bool]:
         with self._write() as db:
             existing = _upload(db, "identifier=? AND email=? AND created=?", upload.key)
             if existing is not None:
                 return existing, False
+            if quota is not None:
+                oldest = upload.submitted - max(quota.recipient_window, quota.client_window)
+                db.execute("DELETE FROM mails WHERE at<?", (format_date(oldest),))
+                _check_quota(db, upload.email, client, upload.submitted, quota)
             db.execute("INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (*upload.key, upload.document, upload.subject, upload.title,
                         upload.state, token_hash, format_date(upload.submitted),
                         format_date(upload.expires), None))
+            db.execute("INSERT INTO mails VALUES (?,?,?,?,?,?)",
+                       (format_date(upload.submitted), upload.email.lower(), client,
+                        *upload.key))
             _audit(db, upload.submitted, event, upload.key)
         return upload, True
+
+    def release_mail(self, key: Key) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM mails WHERE identifier=? AND email=? AND created=?", key)
 
     def upload(self, key: Key) -> Upload | None:
         return _upload(self._db(), "identifier=? AND email=? AND created=?", key)
@@ -254,14 +397,12 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
                                   "identifier", args).fetchall()
         return [_upload_of(row) for row in rows]
 
-    def resolve(self, key: Key, event: Event, at: datetime, published: bool) -> bool:
+    def resolve(self, key: Key, event: Event, at: datetime) -> bool:
         with self._write() as db:
             gone = db.execute("DELETE FROM uploads WHERE identifier=? AND email=? AND "
                               "created=?", key).rowcount
             if gone:
                 _audit(db, at, event, key)
-                if published:
-                    _change(db, at, PUBLISH, key)
         return bool(gone)
 
     def flag(self, key: Key, event: Event, at: datetime) -> bool:
@@ -286,14 +427,46 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
 
     # --- change feed ---
 
-    def published(self, key: Key, at: datetime, event: Event | None = None) -> int:
+    def publishing(self, key: Key, at: datetime) -> None:
         with self._write() as db:
+            _refuse_buried(db, key)
+            db.execute("INSERT OR IGNORE INTO publishing VALUES (?,?,?,?)",
+                       (*key, format_date(at)))
+
+    def published(self, key: Key, at: datetime, event: Event | None = None) -> int | None:
+        with self._write() as db:
+            _refuse_buried(db, key)
+            noted = db.execute("SELECT since FROM publishing WHERE identifier=? AND email=? "
+                               "AND created=?", key).fetchone()
+            db.execute("DELETE FROM publishing WHERE identifier=? AND email=? AND created=?",
+                       key)
+            last = db.execute("SELECT action FROM changes WHERE identifier=? AND email=? AND "
+                              "created=? ORDER BY serial DESC LIMIT 1", key).fetchone()
+            if last is not None and last[0] == PUBLISH:
+                return None
+            if noted is not None:
+                at = min(at, parse_date(noted[0]))
             if event is not None:
                 _audit(db, at, event, key)
             return _change(db, at, PUBLISH, key)
 
-    def removed(self, key: Key, at: datetime, event: Event) -> int:
+    def unfinished(self) -> list[tuple[Key, datetime]]:
+        rows = self._db().execute("SELECT * FROM publishing ORDER BY since").fetchall()
+        return [((r["identifier"], r["email"], r["created"]), parse_date(r["since"]))
+                for r in rows]
+
+    def abandon(self, key: Key) -> None:
         with self._write() as db:
+            db.execute("DELETE FROM publishing WHERE identifier=? AND email=? AND created=?",
+                       key)
+
+    def removed(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR,
+                published: bool = True) -> int | None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO tombstones VALUES (?,?,?,?,?,?,?)",
+                       (*key, rule, format_date(at), event.actor, event.reason or ""))
+            if not published:
+                return None
             _audit(db, at, event, key)
             return _change(db, at, REMOVE, key)
 
@@ -301,6 +474,21 @@ class SQLiteModerationStore(SQLiteFile, ModerationStore):
         return self._db().execute(
             "SELECT 1 FROM audit WHERE action='confirmed' AND identifier=? AND email=? AND "
             "created=? LIMIT 1", key).fetchone() is not None
+
+    def tombstone(self, key: Key) -> Tombstone | None:
+        return _tombstone(self._db(), key)
+
+    def tombstones(self) -> list[Tombstone]:
+        rows = self._db().execute("SELECT * FROM tombstones ORDER BY at, identifier").fetchall()
+        return [_tombstone_of(row) for row in rows]
+
+    def lift(self, key: Key, event: Event, at: datetime) -> bool:
+        with self._write() as db:
+            done = db.execute("DELETE FROM tombstones WHERE identifier=? AND email=? AND "
+                              "created=?", key).rowcount
+            if done:
+                _audit(db, at, event, key)
+        return bool(done)
 
     def changes(self, after: int = 0, limit: int = 500) -> list[Change]:
         rows = self._db().execute("SELECT * FROM changes WHERE serial>? ORDER BY serial "
@@ -373,6 +561,42 @@ def _audit(db: sqlite3.Connection, at: datetime, event: Event,
                "reason) VALUES (?,?,?,?,?,?,?,?)",
                (format_date(at), event.actor, event.action, *key, event.endorser,
                 event.reason))
+
+
+def _tombstone(db: sqlite3.Connection, key: Key) -> Tombstone | None:
+    row = db.execute("SELECT * FROM tombstones WHERE identifier=? AND email=? AND created=?",
+                     key).fetchone()
+    return _tombstone_of(row) if row else None
+
+
+def _tombstone_of(row: sqlite3.Row) -> Tombstone:
+    return Tombstone(row["identifier"], row["email"], row["created"], row["rule"],
+                     parse_date(row["at"]), row["actor"], row["reason"])
+
+
+def _refuse_buried(db: sqlite3.Connection, key: Key) -> None:
+    """Raise Removed when the entry has a tombstone (inside the caller's transaction, so
+    that no removal can slip in between the check and the write)."""
+    tombstone = _tombstone(db, key)
+    if tombstone is not None:
+        raise Removed(tombstone)
+
+
+def _check_quota(db: sqlite3.Connection, recipient: str, client: str, now: datetime,
+                 quota: MailQuota) -> None:
+    """Raise OverQuota when another mail would pass the recipient's or the client's quota."""
+    for column, value, limit, window, who in (
+            ("recipient", recipient.lower(), quota.per_recipient, quota.recipient_window,
+             recipient),
+            ("client", client, quota.per_client, quota.client_window, f"the client {client}")):
+        if column == "client" and not client:
+            continue
+        since = now - window
+        sent = db.execute(f"SELECT at FROM mails WHERE {column}=? AND at>? ORDER BY at DESC "
+                          "LIMIT 1 OFFSET ?", (value, format_date(since), limit - 1)).fetchone()
+        if sent is not None:  # the limit-th newest mail is still inside the window
+            frees = parse_date(sent[0]) + window
+            raise OverQuota(who, limit, window, int((frees - now).total_seconds()) + 1)
 
 
 def _change(db: sqlite3.Connection, at: datetime, action: str, key: Key) -> int:

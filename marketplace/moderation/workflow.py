@@ -14,6 +14,7 @@ transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
@@ -39,9 +40,12 @@ from marketplace.moderation.mail import ACTIONS, Mailer, MailUnavailable, confir
 from marketplace.moderation.store import (
     FLAGGED,
     PENDING,
+    REMOVED_ON_PRIMARY,
     Event,
     Key,
+    MailQuota,
     ModerationStore,
+    Removed,
     SQLiteModerationStore,
     Upload,
 )
@@ -50,6 +54,9 @@ from marketplace.store.base import Conflict, Entry, Query, Store
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
+# A publication noted this long ago whose entry is not stored was abandoned (its request
+# would have timed out); younger ones may belong to a request still running.
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 class PendingConfirmation(Exception):
@@ -79,6 +86,34 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
+def mail_quota(settings: dict[str, str]) -> MailQuota:
+    """The confirmation-mail limits the settings give; ValueError for one below 1."""
+    limits = {}
+    for key in ("MAILS_PER_RECIPIENT_PER_DAY", "MAILS_PER_CLIENT_PER_HOUR"):
+        try:
+            limits[key] = int(settings[key])
+        except ValueError:
+            limits[key] = 0
+        if limits[key] < 1:
+            raise ValueError(f"MARKETPLACE_{key} must be a whole number of at least 1; got "
+                             f"{settings[key]!r}")
+    return MailQuota(limits["MAILS_PER_RECIPIENT_PER_DAY"], limits["MAILS_PER_CLIENT_PER_HOUR"])
+
+
+def client_key(address: str | None) -> str:
+    """Whom a client address stands for when mails are counted: the address itself, or
+    for IPv6 its /64 network (one host may hold a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or ""
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 @dataclass
 class Moderation:
     """The publication policy in front of a store, and the operators' actions."""
@@ -93,6 +128,7 @@ class Moderation:
     site: str = "StratusLab Marketplace"
     trust_store: TrustStore | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    quota: MailQuota = field(default_factory=MailQuota)
 
     @classmethod
     def from_settings(cls, settings: dict[str, str], store: Store,
@@ -120,7 +156,8 @@ class Moderation:
             raise ValueError("MARKETPLACE_PENDING_HOURS must be positive")
         path = settings["MODERATION_DB"] or str(Path(settings["DATA_DIR"]) / "moderation.db")
         return cls(store, SQLiteModerationStore(Path(path)), unlisted, whitelist, mailer,
-                   public_url, timedelta(hours=hours), settings["TITLE"], trust_store)
+                   public_url, timedelta(hours=hours), settings["TITLE"], trust_store,
+                   quota=mail_quota(settings))
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC).replace(microsecond=0)
@@ -167,7 +204,8 @@ class Moderation:
     def blocked(self) -> list[Endorser]:
         return [Endorser.parse(b.endorser) for b in self.db.blocked()]
 
-    def admit(self, entry: Entry, verdict: Verdict, now: datetime) -> None:
+    def admit(self, entry: Entry, verdict: Verdict, now: datetime,
+              client: str = "") -> None:
         """Return when the judged entry may be stored now; else raise Refused,
         PendingConfirmation (after mailing the endorser), Conflict, or MetadataError for an
         email only a mail could prove where no mail is sent.
@@ -185,7 +223,7 @@ class Moderation:
                           "of endorsers who may publish")
         if self._already_stored(entry):
             return
-        self.hold(entry, verdict, now)
+        self.hold(entry, verdict, now, client)
 
     def admit_copy(self, verdict: Verdict) -> None:
         """What a replica takes of what its primary published: the whitelist when unlisted
@@ -213,15 +251,17 @@ class Moderation:
                            f"{entry.email} is stored; this one is from {entry.key[2]}")
         return False
 
-    def hold(self, entry: Entry, verdict: Verdict, now: datetime) -> None:
-        """Keep the upload pending, mail its endorser, raise PendingConfirmation."""
+    def hold(self, entry: Entry, verdict: Verdict, now: datetime, client: str = "") -> None:
+        """Keep the upload pending, mail its endorser, raise PendingConfirmation; OverQuota
+        (from the store: nothing held) when the endorser or the ``client`` address had its
+        mails."""
         self.purge(now)
         token = secrets.token_urlsafe(32)
         upload = Upload(*entry.key, entry.document, verdict.identity.subject,
                         entry.appliance.title, PENDING, now, now + self.pending_for)
         held, new = self.db.hold(upload, token_hash(token),
                                  Event(entry.email, "held", "awaiting the endorser's "
-                                       "confirmation by mail"))
+                                       "confirmation by mail"), client_key(client), self.quota)
         if not new:
             if held.document != entry.document:
                 raise Conflict(f"another document of {entry.identifier} by {entry.email} at "
@@ -231,7 +271,8 @@ class Moderation:
             self.mailer.send(confirmation(upload, self.links(token), self.site))
         except MailUnavailable:
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", "the confirmation mail "
-                                              "could not be sent"), now, published=False)
+                                              "could not be sent"), now)
+            self.db.release_mail(upload.key)
             raise
         log.info("upload of %s by %s held for confirmation until %s", entry.identifier,
                  entry.email, format_date(upload.expires))
@@ -241,10 +282,77 @@ class Moderation:
         return {action: f"{self.public_url}/moderation/{action}?token={token}"
                 for action in ACTIONS}
 
+    def check_removed(self, key: Key, following: bool = False) -> None:
+        """Raise Removed when operators removed the entry and did not lift it. A replica
+        ``following`` its primary's feed, which publishes the entry again after removing
+        it, lifts its own copy of that removal: the primary lifted it."""
+        tombstone = self.db.tombstone(key)
+        if tombstone is None:
+            return
+        if following and tombstone.rule == REMOVED_ON_PRIMARY:
+            self.db.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
+                         self.now())
+            return
+        raise Removed(tombstone)
+
+    def publish(self, entry: Entry, now: datetime) -> bool:
+        """Store an entry and put it in the change feed; whether it is new to the store.
+
+        The store and the feed are two databases: the publication is noted in the feed's
+        file first, so that a crash after the store took the entry is repaired by
+        :meth:`repair` on the next start, and a replay of a stored entry (``add`` says
+        "not new") puts it in the feed if it is missing there. Removed for an entry with a
+        tombstone; Conflict as :meth:`Store.add`.
+        """
+        self.db.publishing(entry.key, now)
+        try:
+            new = self.store.add(entry)
+        except Conflict:
+            self.db.abandon(entry.key)
+            raise
+        self.record_published(entry, now)
+        return new
+
     def record_published(self, entry: Entry, now: datetime, actor: str | None = None,
                          action: str = "published") -> None:
-        """Add a new entry to the change feed (audited when an ``actor`` is named)."""
-        self.db.published(entry.key, now, Event(actor, action) if actor else None)
+        """Put a stored entry in the change feed, unless it is there (audited when an
+        ``actor`` is named). When a removal came between its storing and now, the entry
+        is taken out again and Removed raised: a removal is never undone by a race."""
+        try:
+            self.db.published(entry.key, now, Event(actor, action) if actor else None)
+        except Removed:
+            self.store.remove(entry.identifier, entry.email, entry.created)
+            raise
+
+    def repair(self, now: datetime) -> dict[str, int]:
+        """Finish what a crash interrupted, at start; cheap (the noted publications and the
+        tombstones, not every entry): :meth:`repair_feed`, then an entry still stored
+        under a tombstone (a crash within a removal, or a reindex that brought it back) is
+        removed. What was done, counted."""
+        done = {**self.repair_feed(now), "removed": 0}
+        for tombstone in self.db.tombstones():
+            if self.store.remove(tombstone.identifier, tombstone.email,
+                                 parse_date(tombstone.created)):
+                done["removed"] += 1
+                log.warning("removed %s by %s at %s again: it was stored under its tombstone",
+                            *tombstone.key)
+        return done
+
+    def repair_feed(self, now: datetime) -> dict[str, int]:
+        """Put in the feed every stored entry whose publication was noted and not ended,
+        and drop the notes whose entry was not stored and whose request is long over; it
+        reads the store only when a crash left notes."""
+        done = {"published": 0, "abandoned": 0}
+        for key, since in self.db.unfinished():
+            if self.store.get(key[0], key[1], parse_date(key[2])) is not None:
+                if self.db.published(key, since) is not None:
+                    done["published"] += 1
+                    log.warning("repaired the change feed: %s by %s at %s was stored but "
+                                "not announced", *key)
+            elif now - since > ABANDONED_AFTER:
+                self.db.abandon(key)
+                done["abandoned"] += 1
+        return done
 
     def purge(self, now: datetime) -> None:
         expired = self.db.purge(now, SYSTEM)
@@ -279,7 +387,7 @@ class Moderation:
         if action == "confirm":
             return self._confirm(upload, actor, now)
         if action == "abort":
-            self.db.resolve(upload.key, Event(actor, "aborted"), now, published=False)
+            self.db.resolve(upload.key, Event(actor, "aborted"), now)
             return Outcome(action, "aborted", upload, "The upload was discarded.")
         if action == "abuse":
             self.db.flag(upload.key, Event(actor, "abuse-reported", "the endorser's address "
@@ -294,15 +402,15 @@ class Moderation:
         try:  # blocked, or revoked, since it was held
             self.judge(upload.document, Moment.published(upload.submitted, now))
         except (Refused, MetadataError) as exc:
-            self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now, False)
+            self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
             return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         try:
-            new = self.store.add(Entry.from_document(upload.document))
-        except Conflict as exc:
+            new = self.publish(Entry.from_document(upload.document), now)
+        except Conflict as exc:  # Removed too: operators removed the entry meanwhile
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", f"could not be published: "
-                                              f"{exc}"), now, published=False)
+                                              f"{exc}"), now)
             return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
-        self.db.resolve(upload.key, Event(actor, "confirmed"), now, published=new)
+        self.db.resolve(upload.key, Event(actor, "confirmed"), now)
         log.info("upload of %s by %s confirmed and published", upload.identifier, upload.email)
         return Outcome("confirm", "published" if new else "known", upload,
                        "The entry is published.")
@@ -310,18 +418,40 @@ class Moderation:
     # --- operators ---
 
     def remove(self, key: Key, actor: str, reason: str, now: datetime) -> list[str]:
-        """Remove a published entry and/or discard a held upload; what was removed."""
+        """Remove a published entry and/or discard a held upload; what was removed. Either
+        leaves a tombstone, so the public bytes cannot bring the entry back. The tombstone
+        and the feed's removal are written before the entry leaves the store: an upload
+        racing the removal is refused or taken out again, and a crash in between is
+        finished by :meth:`repair`."""
         removed = []
         upload = self.db.upload(key)
-        if upload is not None and self.db.resolve(key, Event(actor, "discarded", reason), now,
-                                                  published=False):
+        if upload is not None and self.db.resolve(key, Event(actor, "discarded", reason), now):
             removed.append(upload.state)
-        if self.store.remove(key[0], key[1], parse_date(key[2])):
-            self.db.removed(key, now, Event(actor, "removed", reason))
+        stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
+        if stored or removed:
+            self.db.removed(key, now, Event(actor, "removed", reason), published=stored)
+        if stored:
+            self.store.remove(key[0], key[1], parse_date(key[2]))
             removed.append("published")
         if removed:
             log.info("%s removed %s of %s by %s at %s", actor, " and ".join(removed), *key)
         return removed
+
+    def follow_removal(self, key: Key, actor: str, primary: str, now: datetime) -> bool:
+        """A replica's copy of its primary's removal: a tombstone that keeps the entry out
+        of later walks (the primary's next publication of it lifts it, see
+        :meth:`check_removed`), then the entry out of the store; whether it was stored."""
+        stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
+        self.db.removed(key, now, Event(actor, "removed", f"removed on {primary}"),
+                        REMOVED_ON_PRIMARY, published=stored)
+        return stored and self.store.remove(key[0], key[1], parse_date(key[2]))
+
+    def lift(self, key: Key, actor: str, reason: str, now: datetime) -> bool:
+        """Let a removed entry be published again (audited); False if it had no tombstone."""
+        done = self.db.lift(key, Event(actor, "lifted", reason), now)
+        if done:
+            log.info("%s lifted the removal of %s by %s at %s", actor, *key)
+        return done
 
     def block(self, text: str, actor: str, reason: str, now: datetime) -> tuple[str, bool]:
         """Block an endorser (email or DN); (its name as stored, whether newly blocked)."""

@@ -229,7 +229,8 @@ class ElasticStore(Store):
     def reindex(self) -> int:
         """Rebuild both indices, with the current mapping, from the stored documents: a new
         generation filled beside the old one, then both aliases swapped at once. Uploads made
-        meanwhile are copied over after the swap; a removal made meanwhile may come back."""
+        meanwhile are copied over after the swap; a removal made meanwhile may come back
+        (``stratus-marketplace reindex`` then removes it again: its tombstone remains)."""
         with self._calls(ensure=False):
             if not self.client.indices.exists_alias(name=self.entries):
                 self._ensure()

@@ -24,8 +24,9 @@ JANE_DN = "CN=Jane Tester,OU=Testing Department,O=Marketplace Tests,C=EU"
 ADMIN_ROUTES = (("GET", "/admin/api/uploads"), ("POST", "/admin/api/remove"),
                 ("POST", "/admin/api/block"), ("POST", "/admin/api/unblock"),
                 ("GET", "/admin/api/blocked"), ("GET", "/admin/api/audit"),
+                ("GET", "/admin/api/tombstones"), ("POST", "/admin/api/lift"),
                 ("GET", "/admin/"), ("GET", "/admin/audit"), ("POST", "/admin/remove"),
-                ("POST", "/admin/block"), ("POST", "/admin/unblock"))
+                ("POST", "/admin/block"), ("POST", "/admin/unblock"), ("POST", "/admin/lift"))
 
 
 def basic(name: str = "alice", password: str = ADMIN_PASSWORD) -> dict[str, str]:
