@@ -39,10 +39,10 @@ from client.node.policy import Facts
 from client.node.resolve import Candidate, Resolution
 from client.node.target import Target
 from marketplace.metadata import dn
-from marketplace.metadata.checks import Checked
 from marketplace.metadata.hepix import DATE_FORMAT, cache_identifier, slash_dn, version_key
 from marketplace.metadata.keys import certificate_emails
 from marketplace.metadata.model import Appliance
+from marketplace.metadata.verdict import Checked, Verdict, identity_of
 
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_LIST_BYTES = 64 << 20
@@ -273,8 +273,9 @@ class ListFetcher(Fetcher):
                       issuer=accepted.signer.issuer.rfc4514_string(),
                       created=accepted.created, valid=valid,
                       checksums={"SHA-512": image.sha512})
-        candidate = Candidate(accepted.subscription.url, None,
-                              Checked(None, appliance, accepted.signer), facts)
+        verdict = Verdict(Checked(None, appliance, accepted.signer),
+                          identity_of(accepted.endorser_email, accepted.signer), None)
+        candidate = Candidate(accepted.subscription.url, None, verdict, facts)
         candidate.reasons = self.policy.refusals(facts)
         return candidate
 
