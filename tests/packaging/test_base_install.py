@@ -135,7 +135,8 @@ def test_build_sign_validate_upload_pull_and_list(command, marketplace, rsa_sign
     config = tmp_path / "fetcher.cfg"
     config.write_text(f"[fetcher]\ncache_dir = {tmp_path / 'cache'}\n"
                       f"local_lock_dir = {tmp_path / 'locks'}\n"
-                      f"marketplace_endpoint = {marketplace.url}\n")
+                      f"marketplace_endpoint = {marketplace.url}\n"
+                      "location_schemes = http https file\n")  # the image is a local file
     pulled = command("stratus-image-cache", "pull", identifier, "--config", config, "--json")
     assert pulled.returncode == 0, pulled.stderr
     listed = command("stratus-image-cache", "list", "--config", config, "--json")
