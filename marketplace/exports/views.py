@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, redirect, request
 from werkzeug.datastructures import MultiDict
@@ -107,11 +108,12 @@ def _smime() -> SMIMESigner:
 
 @blueprint.get("/imagelists")
 def imagelists() -> Response:
-    """The names of the operator's lists, and where the endorsers' lists are."""
+    """The operator's lists and each endorser's list, by name and by email."""
     base = _base_url()
     return negotiation.json_response({
         "lists": {name: f"{base}/imagelists/{name}" for name in sorted(_definitions())},
-        "endorsers": f"{base}/imagelists/endorsers/{{email}}"})
+        "endorsers": {e.email: f"{base}/imagelists/endorsers/{quote(e.email, safe='@+')}"
+                      for e in _store().endorsers()}})
 
 
 @blueprint.get("/imagelists/<name>", **api.EXACT)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import requests
 
 from marketplace.app import create_app, marketplace_of
 from marketplace.exports import simplestreams
+from tests import gpg
 from tests.live.conftest import LiveServer
 from tests.node.conftest import Origin, image_bytes
 
@@ -25,28 +25,8 @@ needs_client = pytest.mark.skipif(not SSTREAM, reason="python-simplestreams is n
 
 @pytest.fixture(scope="module")
 def gpg_home() -> Iterator[tuple[Path, str, Path]]:
-    """A GnuPG home (short path: the agent's socket lives there) with a new signing key, and a
-    keyring holding only its public key, as a client would have."""
-    home = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
-    home.chmod(0o700)
-    base = ["gpg", "--batch", "--homedir", str(home)]
-    subprocess.run([*base, "--passphrase", "", "--quick-gen-key",
-                    "Marketplace Streams <streams@example.org>", "ed25519", "sign", "never"],
-                   check=True, capture_output=True)
-    listing = subprocess.run([*base, "--with-colons", "--list-secret-keys"], check=True,
-                             capture_output=True, text=True).stdout
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines()
-                       if line.startswith("fpr:"))
-    keyring = home / "client.gpg"
-    exported = subprocess.run([*base, "--export", fingerprint], check=True,
-                              capture_output=True).stdout
-    subprocess.run(["gpg", "--batch", "--homedir", str(home), "--no-default-keyring",
-                    "--keyring", str(keyring), "--import"], input=exported, check=True,
-                   capture_output=True)
-    yield home, fingerprint, keyring
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True,
-                   check=False)
-    shutil.rmtree(home, ignore_errors=True)
+    with gpg.signing_home("Marketplace Streams <streams@example.org>") as made:
+        yield made
 
 
 @pytest.fixture
