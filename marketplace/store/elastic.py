@@ -62,6 +62,7 @@ from marketplace.store.base import (
     FACET_FIELDS,
     FILTER_FIELDS,
     SORT_FIELDS,
+    TEXT_FIELDS,
     Conflict,
     Endorser,
     Entry,
@@ -69,6 +70,8 @@ from marketplace.store.base import (
     Query,
     Store,
     StoreError,
+    indexed_fields,
+    is_new,
     query_words,
 )
 
@@ -92,7 +95,6 @@ MAPPING = {
         "summary": {"type": "object", "enabled": False},
     },
 }
-TEXT_FIELDS = ("identifier", "email", "subject", "title", "description", "os", "tag")
 MAX_WINDOW = 10_010_000          # the API's largest offset plus its largest page
 FACET_SIZE = 10_000              # values counted per facet (SQLite counts all)
 PHRASE_EXPANSIONS = 1024         # terms a phrase's last word may expand to as a prefix
@@ -155,27 +157,33 @@ class ElasticStore(Store):
 
     def add(self, entry: Entry) -> bool:
         identifier, email, created = entry.key
-        pair = pair_id(identifier, email)
         with self._calls():
-            current = self._latest_of(pair)
-            latest = current["_source"]["created"] if current else ""
-            stored = None
-            if latest >= created:  # a replay, a changed copy, or an older entry
-                stored = self._document(entry.key)
-                if stored is None and latest > created:
-                    raise Conflict(f"a newer entry ({latest}) of {identifier} by {email} is "
-                                   f"stored; this one is from {created}")
-            if stored is None:
+            current = self._latest_of(pair_id(identifier, email))
+            newest = current["_source"]["created"] if current else None
+            # Only a pair with an entry as new as this one can hold its key (or an add
+            # interrupted before its latest copy: then creating it finds the key taken).
+            stored = self._document(entry.key) if newest and newest >= created else None
+            if is_new(entry, stored, newest):
                 source = fields(entry, time.time_ns())
                 if self._create(entry.key, source):
                     self._promote(source, current)
                     return True
-                stored = self._document(entry.key)  # another server stored that key first
-            if stored != entry.document:
-                raise Conflict(f"another document is stored for {identifier} by {email} at "
-                               f"{created}")
+                self._judge_taken(entry)
             self._repair(entry)
             return False
+
+    def _judge_taken(self, entry: Entry) -> None:
+        """The entry's key was taken while it was being added (by another server, or by an
+        interrupted add): a replay passes, anything else is a Conflict."""
+        stored = self._document(entry.key)
+        if stored is None or is_new(entry, stored, newest=None):
+            raise StoreError(f"{' '.join(entry.key)} was removed while it was being stored: "
+                             "try again")
+
+    def newest(self, identifier: str, email: str) -> str | None:
+        with self._calls():
+            current = self._latest_of(pair_id(identifier, email))
+        return current["_source"]["created"] if current else None
 
     def _repair(self, entry: Entry) -> None:
         """A replay finishes what an interrupted add left: the pair's latest copy."""
@@ -654,22 +662,14 @@ def pair_id(identifier: str, email: str) -> str:
 
 def fields(entry: Entry, seq: int) -> dict:
     """The indexed fields of an entry (its document included), with ``seq`` as the order of
-    arrival that breaks ties in sorting, as the SQLite store's row id does."""
-    a = entry.appliance
-    identifier, email, created = entry.key
-    locations = a.locations
-    values = {"identifier": identifier, "email": email, "subject": a.endorsement.subject,
-              "title": a.title, "description": a.description, "os": a.os, "tag": a.tag}
+    arrival that breaks ties in sorting, as the SQLite store's row id does. The description
+    has no field of its own in the mapping: it is only searched, as part of ``text``."""
+    indexed = indexed_fields(entry)
     source = {
-        "key": entry_id(entry.key), "identifier": identifier, "email": email,
-        "created": created, "valid": format_date(a.valid) if a.valid else None,
-        "deprecated": a.deprecated is not None, "os": a.os, "os_version": a.os_version,
-        "os_arch": a.os_arch, "kind": a.kind, "type": a.type, "format": a.format,
-        "hypervisor": a.hypervisor, "tag": a.tag, "title": a.title,
-        "subject": a.endorsement.subject, "bytes": a.bytes, "seq": seq,
-        "web": any(not u.startswith("pdisk:") for u in locations),
-        "pdisk": any(u.startswith("pdisk:") for u in locations),
-        "text": [" ".join(tokens(values[name])) for name in TEXT_FIELDS if values[name]],
+        "key": entry_id(entry.key),
+        **{name: value for name, value in indexed.items() if name != "description"},
+        "seq": seq,
+        "text": [" ".join(tokens(indexed[name])) for name in TEXT_FIELDS if indexed[name]],
         "document": base64.b64encode(entry.document).decode("ascii"),
         "summary": entry.as_dict(),
     }
