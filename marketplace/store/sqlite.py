@@ -77,8 +77,8 @@ INDEX += (f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # another shape (made by another version) gets it rebuilt from the documents when opened.
 INDEX_VERSION = 3
 log = logging.getLogger(__name__)
-# Each status as plain conditions on the columns (a CASE expression per row costs a third
-# more on a facet count over every latest entry).
+# Each status as plain conditions on the columns: a CASE expression per row makes a facet
+# count over every latest entry slower (bench/RESULTS.md, "Marketplace server").
 STATUS_WHERE = {"deprecated": "e.deprecated != 0",
                 "expired": "e.deprecated = 0 AND e.valid < :now",
                 "valid": "e.deprecated = 0 AND (e.valid IS NULL OR e.valid >= :now)"}
@@ -349,7 +349,8 @@ def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:
 
     One walk of the ``entries_by_facets`` index groups the matching entries by every facet
     column at once, with their counts per status; each facet is then summed here from the
-    groups that pass the other facets' filters (eight GROUP BY queries took twice as long).
+    groups that pass the other facets' filters, faster than eight GROUP BY queries
+    (bench/RESULTS.md, "Marketplace server").
     """
     where, params = _where(query, without=FACET_FIELDS)
     groups = db.execute(
