@@ -49,7 +49,7 @@ from marketplace.moderation.store import (
     SQLiteModerationStore,
     Upload,
 )
-from marketplace.store.base import Conflict, Entry, Query, Store
+from marketplace.store.base import Conflict, Entry, Store
 
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
@@ -237,19 +237,7 @@ class Moderation:
 
     def _already_stored(self, entry: Entry) -> bool:
         """True for a replay of a stored document; Conflict where the store would refuse."""
-        stored = self.store.get(entry.identifier, entry.email, entry.created)
-        if stored is not None:
-            if stored.document == entry.document:
-                return True
-            raise Conflict(f"another document is stored for {entry.identifier} by "
-                           f"{entry.email} at {entry.key[2]}")
-        latest = self.store.search(Query(filters={"identifier": entry.identifier,
-                                                  "email": entry.email},
-                                         status="all", limit=1)).entries
-        if latest and latest[0].created > entry.created:
-            raise Conflict(f"a newer entry ({latest[0].key[2]}) of {entry.identifier} by "
-                           f"{entry.email} is stored; this one is from {entry.key[2]}")
-        return False
+        return not self.store.would_add(entry)
 
     def hold(self, entry: Entry, verdict: Verdict, now: datetime, client: str = "") -> None:
         """Keep the upload pending, mail its endorser, raise PendingConfirmation; OverQuota

@@ -23,6 +23,8 @@ FILTER_FIELDS = ("identifier", "email", "os", "os_version", "os_arch", "kind", "
 FACET_FIELDS = ("os", "os_version", "os_arch", "email", "kind", "format", "hypervisor", "status")
 LOCATIONS = ("all", "web", "pdisk")
 STATUSES = ("valid", "expired", "deprecated", "all")
+# The fields of :func:`indexed_fields` that free text searches, in every backend.
+TEXT_FIELDS = ("identifier", "email", "subject", "title", "description", "os", "tag")
 _WORD = re.compile(r"[\w@.-]+", re.UNICODE)
 
 
@@ -80,6 +82,42 @@ class Entry:
         return dict(self.fields) if self.fields is not None else self.appliance.as_dict()
 
 
+def is_new(entry: Entry, stored: bytes | None, newest: str | None) -> bool:
+    """The conflict rule of every backend, so that they cannot judge an upload differently:
+    True for an entry to store, False for a replay of ``stored`` (the document kept under the
+    entry's key); Conflict for another document under that key, or for an entry older than
+    ``newest`` (the date, as in :attr:`Entry.key`, of the latest stored entry of its
+    identifier by its endorser)."""
+    identifier, email, created = entry.key
+    if stored is not None:
+        if stored == entry.document:
+            return False
+        raise Conflict(f"another document is stored for {identifier} by {email} at {created}")
+    if newest is not None and newest > created:
+        raise Conflict(f"a newer entry ({newest}) of {identifier} by {email} is stored; this "
+                       f"one is from {created}")
+    return True
+
+
+def indexed_fields(entry: Entry) -> dict:
+    """What every backend derives from an entry to filter, sort, count and search it by (one
+    definition, so that the backends cannot index differently): the key, dates as in
+    :attr:`Entry.key`, ``deprecated``, and ``web``/``pdisk``: whether the entry has a location
+    of that kind. A value the entry lacks is None."""
+    a = entry.appliance
+    identifier, email, created = entry.key
+    return {
+        "identifier": identifier, "email": email, "created": created,
+        "valid": model.format_date(a.valid) if a.valid else None,
+        "deprecated": a.deprecated is not None, "os": a.os, "os_version": a.os_version,
+        "os_arch": a.os_arch, "kind": a.kind, "type": a.type, "format": a.format,
+        "hypervisor": a.hypervisor, "tag": a.tag, "title": a.title,
+        "description": a.description, "subject": a.endorsement.subject, "bytes": a.bytes,
+        "web": any(not u.startswith("pdisk:") for u in a.locations),
+        "pdisk": any(u.startswith("pdisk:") for u in a.locations),
+    }
+
+
 @dataclass
 class Query:
     """What to list: filters, free text, order and page."""
@@ -135,6 +173,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get(self, identifier: str, email: str, created: datetime) -> Entry | None:
         """The entry with exactly this key."""
+
+    @abc.abstractmethod
+    def newest(self, identifier: str, email: str) -> str | None:
+        """The date, as in :attr:`Entry.key`, of the latest stored entry of an identifier by
+        an endorser; None when there is none."""
+
+    def would_add(self, entry: Entry) -> bool:
+        """What :meth:`add` would answer for ``entry``, without storing it (True: new, False:
+        a replay, or Conflict): the moderation workflow asks before it holds an upload for
+        its endorser's confirmation, so that a mail is sent only for what can be stored."""
+        stored = self.get(entry.identifier, entry.email, entry.created)
+        return is_new(entry, None if stored is None else stored.document,
+                      self.newest(entry.identifier, entry.email))
 
     @abc.abstractmethod
     def search(self, query: Query) -> Page:

@@ -24,12 +24,14 @@ from marketplace.store.base import (
     FACET_FIELDS,
     FILTER_FIELDS,
     SORT_FIELDS,
-    Conflict,
+    TEXT_FIELDS,
     Endorser,
     Entry,
     Page,
     Query,
     Store,
+    indexed_fields,
+    is_new,
     query_words,
 )
 
@@ -57,10 +59,9 @@ CREATE TABLE entries (
     UNIQUE (identifier, email, created));
 CREATE INDEX entries_by_created ON entries (latest, created, deprecated, valid);
 CREATE INDEX entries_by_valid ON entries (valid);
-CREATE VIRTUAL TABLE entries_fts USING fts5(
-    identifier, email, subject, title, description, os, tag,
-    content='entries', content_rowid='id');
 """
+INDEX += (f"CREATE VIRTUAL TABLE entries_fts USING fts5({', '.join(TEXT_FIELDS)}, "
+          "content='entries', content_rowid='id');\n")
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
 # One narrow covering index per facet column, (latest, column, created, status columns): a
 # filtered page walks it in date order and stops after a page of matches instead of sorting
@@ -76,9 +77,8 @@ INDEX += (f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # another shape (made by another version) gets it rebuilt from the documents when opened.
 INDEX_VERSION = 3
 log = logging.getLogger(__name__)
-INDEXED = ("identifier", "email", "subject", "title", "description", "os", "tag")
-# Each status as plain conditions on the columns (a CASE expression per row costs a third
-# more on a facet count over every latest entry).
+# Each status as plain conditions on the columns: a CASE expression per row makes a facet
+# count over every latest entry slower (bench/RESULTS.md, "Marketplace server").
 STATUS_WHERE = {"deprecated": "e.deprecated != 0",
                 "expired": "e.deprecated = 0 AND e.valid < :now",
                 "valid": "e.deprecated = 0 AND (e.valid IS NULL OR e.valid >= :now)"}
@@ -95,25 +95,19 @@ class SQLiteStore(SQLiteFile, Store):
             self._rebuild_index(only_if_outdated=True)
 
     def add(self, entry: Entry) -> bool:
-        identifier, email, created = entry.key
+        identifier, email, _ = entry.key
         with self._write() as db:
-            stored = db.execute("SELECT document FROM documents WHERE identifier=? AND email=? "
-                                "AND created=?", entry.key).fetchone()
-            if stored is not None:
-                if bytes(stored[0]) == entry.document:
-                    return False
-                raise Conflict(f"another document is stored for {identifier} by {email} at "
-                               f"{created}")
-            latest = db.execute("SELECT max(created) FROM documents WHERE identifier=? AND "
-                                "email=?", (identifier, email)).fetchone()[0]
-            if latest is not None and latest > created:
-                raise Conflict(f"a newer entry ({latest}) of {identifier} by {email} is stored; "
-                               f"this one is from {created}")
+            stored = _document(db, entry.key)
+            if not is_new(entry, stored, _newest(db, identifier, email)):
+                return False
             db.execute("INSERT INTO documents VALUES (?, ?, ?, ?)", (*entry.key, entry.document))
             db.execute("UPDATE entries SET latest=0 WHERE identifier=? AND email=?",
                        (identifier, email))
             _index(db, entry, latest=True)
         return True
+
+    def newest(self, identifier: str, email: str) -> str | None:
+        return _newest(self._db(), identifier, email)
 
     def get(self, identifier: str, email: str, created: datetime) -> Entry | None:
         return _entry(self._db(), (identifier, email, format_date(created)))
@@ -212,8 +206,8 @@ def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
 def _text_plan(query: Query, order: str, total: int) -> str:
     """For free text in date order, walk the date index and test each entry against the
     text's matches when they are many (a page is found after a few hundred entries), rather
-    than sort every match by date (10,000 matches: 27 ms against 2.5 ms); with few matches
-    sorting them wins (a rare word would make the walk read every entry)."""
+    than sort every match by date (bench/RESULTS.md, "Marketplace server", has the figures);
+    with few matches sorting them wins (a rare word would make the walk read every entry)."""
     walk = (query.q and order == "created" and query.latest_only and query.created is None
             and not any(query.filters.values())
             and total >= 10 * (query.offset + query.limit))
@@ -264,32 +258,34 @@ class CountCache:
         return total, facets or {}
 
 
-def _entry(db: sqlite3.Connection, key: tuple[str, str, str]) -> Entry | None:
+def _document(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
     row = db.execute("SELECT document FROM documents WHERE identifier=? AND email=? AND "
                      "created=?", key).fetchone()
-    return Entry.from_document(bytes(row[0])) if row else None
+    return bytes(row[0]) if row else None
+
+
+def _entry(db: sqlite3.Connection, key: tuple[str, str, str]) -> Entry | None:
+    document = _document(db, key)
+    return Entry.from_document(document) if document is not None else None
+
+
+def _newest(db: sqlite3.Connection, identifier: str, email: str) -> str | None:
+    return db.execute("SELECT max(created) FROM documents WHERE identifier=? AND email=?",
+                      (identifier, email)).fetchone()[0]
 
 
 def _index(db: sqlite3.Connection, entry: Entry, latest: bool) -> None:
-    a = entry.appliance
-    locations = a.locations
-    values = {
-        "identifier": a.identifier, "email": entry.email, "created": entry.key[2],
-        "latest": int(latest), "deprecated": int(a.deprecated is not None),
-        "valid": format_date(a.valid) if a.valid else None, "os": a.os,
-        "os_version": a.os_version, "os_arch": a.os_arch, "kind": a.kind, "type": a.type,
-        "format": a.format, "hypervisor": a.hypervisor, "tag": a.tag, "title": a.title,
-        "description": a.description, "subject": a.endorsement.subject, "bytes": a.bytes,
-        "web": int(any(not u.startswith("pdisk:") for u in locations)),
-        "pdisk": int(any(u.startswith("pdisk:") for u in locations)),
-        "summary": json.dumps(entry.as_dict(), ensure_ascii=False, separators=(",", ":")),
-    }
+    """Index one entry: its :func:`indexed_fields` as columns (flags as 0/1), with the entry
+    as JSON in ``summary``, and its text fields in ``entries_fts``."""
+    values = {**indexed_fields(entry), "latest": latest,
+              "summary": json.dumps(entry.as_dict(), ensure_ascii=False,
+                                    separators=(",", ":"))}
     columns = ", ".join(values)
     cursor = db.execute(f"INSERT INTO entries ({columns}) VALUES "
                         f"({', '.join(':' + c for c in values)})", values)
-    db.execute(f"INSERT INTO entries_fts (rowid, {', '.join(INDEXED)}) VALUES "
-               f"(?, {', '.join('?' for _ in INDEXED)})",
-               (cursor.lastrowid, *(values[c] or "" for c in INDEXED)))
+    db.execute(f"INSERT INTO entries_fts (rowid, {', '.join(TEXT_FIELDS)}) VALUES "
+               f"(?, {', '.join('?' for _ in TEXT_FIELDS)})",
+               (cursor.lastrowid, *(values[c] or "" for c in TEXT_FIELDS)))
 
 
 def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
@@ -305,9 +301,10 @@ def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
-    row = db.execute(f"SELECT {', '.join(INDEXED)} FROM entries WHERE id=?", (rowid,)).fetchone()
-    db.execute(f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join(INDEXED)}) VALUES "
-               f"('delete', ?, {', '.join('?' for _ in INDEXED)})",
+    row = db.execute(f"SELECT {', '.join(TEXT_FIELDS)} FROM entries WHERE id=?",
+                     (rowid,)).fetchone()
+    db.execute(f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join(TEXT_FIELDS)}) VALUES "
+               f"('delete', ?, {', '.join('?' for _ in TEXT_FIELDS)})",
                (rowid, *(v or "" for v in row)))
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
@@ -352,7 +349,8 @@ def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:
 
     One walk of the ``entries_by_facets`` index groups the matching entries by every facet
     column at once, with their counts per status; each facet is then summed here from the
-    groups that pass the other facets' filters (eight GROUP BY queries took twice as long).
+    groups that pass the other facets' filters, faster than eight GROUP BY queries
+    (bench/RESULTS.md, "Marketplace server").
     """
     where, params = _where(query, without=FACET_FIELDS)
     groups = db.execute(

@@ -81,6 +81,25 @@ def test_the_same_identifier_by_another_endorser_is_independent(store, add, ec_s
     assert found(store) == ["eve's", "jane's"]
 
 
+def test_would_add_answers_as_add_without_storing(store, make_entry):
+    """The moderation workflow asks the store before it mails an endorser: the answer must
+    be add's, on every backend, and asking stores nothing."""
+    image = b"asked first"
+    older, entry = make_entry(image, when=moment(2)), make_entry(image, when=moment(1))
+    assert store.newest(entry.identifier, entry.email) is None
+    assert store.would_add(entry) is True
+    assert store.count() == 0
+    store.add(entry)
+    assert store.newest(entry.identifier, entry.email) == entry.key[2]
+    assert store.would_add(entry) is False
+    with pytest.raises(Conflict, match="a newer entry"):
+        store.would_add(older)
+    with pytest.raises(Conflict, match="another document"):
+        store.would_add(make_entry(image, when=moment(1), title="changed"))
+    assert store.would_add(make_entry(image, when=moment(0))) is True
+    assert store.count() == 1
+
+
 def test_get_of_an_unknown_key_is_none(store, add):
     entry = add()
     assert store.get(entry.identifier, entry.email, entry.created - timedelta(seconds=1)) is None

@@ -13,7 +13,9 @@ import pytest
 import requests
 
 from marketplace.store.base import Conflict, Query, StoreError
-from marketplace.store.elastic import MAPPING_VERSION, fields
+from marketplace.store.elastic import latest
+from marketplace.store.elastic.documents import fields
+from marketplace.store.elastic.indices import MAPPING_VERSION
 from marketplace.store.sqlite import SQLiteStore
 from tests.elastic import new_prefix
 from tests.live.conftest import clean_environ, script
@@ -114,7 +116,7 @@ def test_an_interrupted_add_is_repaired_by_the_replay(es, make_entry):
     store.add(old)
     entry = make_entry(b"pair", when=moment(), title="new")
     with store._calls():
-        store._create(entry.key, fields(entry, 1))  # the first half of add()
+        latest.create(store.indices, entry.key, fields(entry, 1))  # add()'s first half
     assert titles(store.search(Query())) == ["old"]
     assert store.add(entry) is False
     assert titles(store.search(Query())) == ["new"]

@@ -1,0 +1,192 @@
+"""The indices of one prefix: mapping, generations and aliases, the check of the mapping
+version, and reads of single documents or of every document.
+
+Two indices, each reached through an alias (``PREFIX-entries``, ``PREFIX-latest``) that points
+at one generation (``PREFIX-entries-N``), so that a rebuild (bulk.py) can fill a new
+generation beside the old one and swap both aliases in one atomic call:
+
+- ``entries`` holds every accepted entry, document id ``identifier|email|created``: the
+  signed document byte for byte (a ``binary`` field: base64 in ``_source``, neither indexed
+  nor in doc values) and the fields derived from it. It is the truth; everything else is
+  rebuilt from its documents.
+- ``latest`` holds, per identifier and endorser (document id ``identifier|email``), a copy of
+  the newest entry (latest.py keeps it so).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from marketplace.store.base import StoreError
+from marketplace.store.elastic.client import LONG_TIMEOUT, missing_index
+from marketplace.store.elastic.documents import entry_id
+
+MAPPING_VERSION = 2  # 2: the entry as JSON in `summary`, served without parsing XML
+DATE_FORMAT = "strict_date_time_no_millis"
+KEYWORD = {"type": "keyword", "ignore_above": 8191}
+FLAG = {"type": "boolean"}
+DATE = {"type": "date", "format": DATE_FORMAT}
+MAPPING = {
+    "dynamic": "strict",
+    "_meta": {"version": MAPPING_VERSION},
+    "properties": {
+        "key": {"type": "keyword"},
+        **{name: KEYWORD for name in ("identifier", "email", "os", "os_version", "os_arch",
+                                      "kind", "type", "format", "hypervisor", "tag", "title",
+                                      "subject")},
+        "created": DATE, "valid": DATE, "deprecated": FLAG, "web": FLAG, "pdisk": FLAG,
+        "bytes": {"type": "long"}, "seq": {"type": "long"},
+        "text": {"type": "text", "analyzer": "whitespace", "norms": False},
+        "document": {"type": "binary"},
+        "summary": {"type": "object", "enabled": False},
+    },
+}
+MAX_WINDOW = 10_010_000          # the API's largest offset plus its largest page
+PAGE = 1000                      # documents or buckets per scan request
+_PREFIX = re.compile(r"[a-z0-9][a-z0-9_.-]{0,150}")
+
+
+@dataclass(frozen=True)
+class Indices:
+    """The two aliases of ``prefix`` on the cluster ``client`` reaches, and how new
+    generations are made (``replicas``: a number or an auto-expand range such as ``0-1``)."""
+
+    client: Any
+    prefix: str
+    replicas: str = "0-1"
+    shards: int = 1
+
+    def __post_init__(self):
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"index prefix {self.prefix!r}: use lowercase letters, digits, "
+                             "'.', '_' or '-', starting with a letter or digit")
+
+    @property
+    def entries(self) -> str:
+        return f"{self.prefix}-entries"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.prefix}-latest"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def exist(self) -> bool:
+        """Whether the indices exist; StoreError when the latest one is missing beside the
+        entries."""
+        if not self.client.indices.exists_alias(name=self.entries):
+            return False
+        if not self.client.indices.exists_alias(name=self.latest):
+            raise StoreError(f"the index alias {self.latest} is missing beside {self.entries} "
+                             "(another server may be creating it now); if this lasts, run "
+                             "`stratus-marketplace reindex` to rebuild it")
+        return True
+
+    def mapping_version(self) -> int:
+        """The mapping version of the live entries index."""
+        mappings = self.client.indices.get_mapping(index=self.entries)
+        return min(m["mappings"].get("_meta", {}).get("version", 0) for m in mappings.values())
+
+    def need_migration(self, migrate: bool) -> bool:
+        """Whether the live indices have an older mapping and are to be rebuilt (when
+        ``migrate``; StoreError when not, and for a mapping newer than this marketplace's)."""
+        version = self.mapping_version()
+        if version > MAPPING_VERSION:
+            raise StoreError(f"the indices {self.prefix}-* have mapping version {version}, "
+                             f"newer than this marketplace's ({MAPPING_VERSION}): upgrade it")
+        if version < MAPPING_VERSION and not migrate:
+            raise StoreError(f"the indices {self.prefix}-* have mapping version {version}; "
+                             f"this marketplace needs {MAPPING_VERSION}: run "
+                             "`stratus-marketplace init-store` to migrate them")
+        return version < MAPPING_VERSION
+
+    def create_generation(self, number: int, aliases: bool) -> tuple[str, str]:
+        """Create ``PREFIX-entries-N`` and ``PREFIX-latest-N`` (with their aliases when
+        ``aliases``; two servers doing it at once is fine: one creates, one finds them)."""
+        from elasticsearch import BadRequestError
+        names = (f"{self.entries}-{number}", f"{self.latest}-{number}")
+        settings = {"number_of_shards": self.shards, "max_result_window": MAX_WINDOW}
+        if "-" in self.replicas:
+            settings["auto_expand_replicas"] = self.replicas
+        else:
+            settings["number_of_replicas"] = int(self.replicas)
+        for name, alias in zip(names, (self.entries, self.latest), strict=True):
+            try:
+                self.client.indices.create(index=name, settings=settings, mappings=MAPPING,
+                                           aliases={alias: {}} if aliases else None,
+                                           wait_for_active_shards="1")
+            except BadRequestError as exc:
+                if exc.error != "resource_already_exists_exception" or not aliases:
+                    raise
+        return names
+
+    def generations(self) -> tuple[list[str], list[str]]:
+        """The indices behind each alias."""
+        latest = self.client.options(ignore_status=404).indices.get_alias(name=self.latest)
+        return (list(self.client.indices.get_alias(name=self.entries)),
+                [name for name in latest if name not in ("error", "status")])
+
+    def swap(self, old: tuple[list[str], list[str]], new: tuple[str, str]) -> None:
+        """Point both aliases from the ``old`` generations to the ``new`` one, atomically."""
+        actions = [{"remove": {"index": name, "alias": alias}}
+                   for names, alias in zip(old, (self.entries, self.latest), strict=True)
+                   for name in names]
+        actions += [{"add": {"index": name, "alias": alias}}
+                    for name, alias in zip(new, (self.entries, self.latest), strict=True)]
+        self.client.indices.update_aliases(actions=actions)
+
+    def delete(self, names: list[str]) -> None:
+        """Delete indices by name (wildcards may not delete: action.destructive_requires_name)."""
+        if names:
+            self.client.options(ignore_status=404).indices.delete(index=names)
+
+    def drop(self) -> None:
+        """Delete every index of this prefix."""
+        self.delete(list(self.client.indices.get(index=f"{self.entries}-*,{self.latest}-*",
+                                                 expand_wildcards="all")))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, index: str, doc_id: str, include: list[str]) -> dict | None:
+        """A document's hit with the ``include`` fields of its source; None when missing."""
+        from elasticsearch import NotFoundError
+        try:
+            return self.client.get(index=index, id=doc_id, source_includes=include)
+        except NotFoundError as exc:
+            if missing_index(exc):
+                raise
+            return None
+
+    def document(self, key: tuple[str, str, str]) -> bytes | None:
+        """The signed document stored under an entry's key."""
+        source = self.get(self.entries, entry_id(key), ["document"])
+        return None if source is None else base64.b64decode(source["_source"]["document"])
+
+    def seq(self, key: tuple[str, str, str]) -> int:
+        """The order of arrival of a stored entry."""
+        source = self.get(self.entries, entry_id(key), ["seq"])
+        return source["_source"].get("seq", 0) if source else 0
+
+    def scan(self, index: str, source: list[str]) -> Iterator[dict]:
+        """The ``source`` fields of every document of an index, by key."""
+        after = None
+        while True:
+            extra = {"search_after": after} if after is not None else {}
+            found = self.client.options(request_timeout=LONG_TIMEOUT).search(
+                index=index, size=PAGE, sort=[{"key": "asc"}], source=source,
+                query={"match_all": {}}, track_total_hits=False, **extra)["hits"]["hits"]
+            for hit in found:
+                yield hit["_source"]
+            if len(found) < PAGE:
+                return
+            after = found[-1]["sort"]
+
+
+def generation_of(name: str) -> int:
+    """The generation number N of an index named ``...-N`` (0 for another name)."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
