@@ -20,6 +20,7 @@ from datetime import datetime
 import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from tests import pki
@@ -47,7 +48,8 @@ def deprecator_form(root: etree._Element, reason: str) -> etree._Element:
 
 
 def sign(root: etree._Element, signer: pki.Issued, email: str, now: datetime) -> bytes:
-    """The original signer: fill the (last) endorsement in place and sign, RSA-SHA1.
+    """The original signer: fill the (last) endorsement in place and sign, RSA-SHA1 (or
+    ECDSA-SHA1 for an EC key, as our ``stratuslab`` profile does).
 
     The email is the certificate's, else ``email`` (the original's default email).
     """
@@ -84,7 +86,9 @@ def _certificate_email(certificate: x509.Certificate) -> str | None:
 
 def _signed(root: etree._Element, signer: pki.Issued) -> bytes:
     transform = xmlsec.Transform
-    template = xmlsec.template.create(root, transform.C14N_COMMENTS, transform.RSA_SHA1)
+    method = transform.RSA_SHA1 if isinstance(signer.key, rsa.RSAPrivateKey) \
+        else transform.ECDSA_SHA1
+    template = xmlsec.template.create(root, transform.C14N_COMMENTS, method)
     root.append(template)
     reference = xmlsec.template.add_reference(template, transform.SHA1, uri="")
     xmlsec.template.add_transform(reference, transform.ENVELOPED)
