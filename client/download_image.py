@@ -15,7 +15,8 @@ from pathlib import Path
 from client.node import errors, shell
 
 DESCRIPTION = """\
-Download an appliance image by its identifier (or marketplace URL), verified: the entries
+Download an appliance image by its identifier (or one entry, <id>/<email>/<created>, or a
+marketplace URL), verified: the entries
 are checked locally (signature, certificate, trust policy of the fetcher config), the
 image's size and strong checksum are checked while it downloads, and the output file
 appears only once the bytes are verified. Compressed images (gz, bz2, xz, zst) are written
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stratus-download-image", description=DESCRIPTION,
         epilog=errors.exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="ID-or-URL",
-                        help="image identifier, or marketplace URL .../metadata/<id>[/<email>/"
-                        "<created>]")
+                        help="image identifier, one entry of it as <id>/<email>/<created> "
+                        "(the original's form), or marketplace URL .../metadata/<id>"
+                        "[/<email>/<created>]")
     parser.add_argument("-o", "--output", metavar="FILE", type=Path,
                         help="output file or directory (default: the location's file name "
                         "without its compression suffix, else <ID>.img, in the current "

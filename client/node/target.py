@@ -1,4 +1,5 @@
-"""What the user asked for: an identifier, or a marketplace URL naming one (or one entry).
+"""What the user asked for: an identifier, the original's relative form of one entry
+(``<identifier>/<email>/<created>``), or a marketplace URL naming one (or one entry).
 
 Standard library only (plus the identifier rule): parsing a target is on the cache-hit path.
 """
@@ -34,11 +35,16 @@ class BadTarget(ValueError):
 
 
 def parse_target(text: str, endpoint: str) -> Target:
-    """An identifier, or a marketplace URL ``.../metadata/<id>[/<email>/<created>]`` (whose
-    own host is then the marketplace asked)."""
+    """An identifier, ``<id>/<email>/<created>`` on ``endpoint`` (what the original
+    ``stratus-download-image`` took, and the path of an entry's URL after ``metadata/``), or
+    a marketplace URL ``.../metadata/<id>[/<email>/<created>]`` (whose own host is then the
+    marketplace asked)."""
     text = text.strip()
     if is_identifier(text):
         return Target(text, endpoint)
+    relative = text.split("/")
+    if len(relative) == 3 and is_identifier(relative[0]) and all(relative):
+        return Target(relative[0], endpoint, (relative[1], relative[2]))
     parts = urlsplit(text)
     segments = [unquote(s) for s in parts.path.split("/")]
     if parts.scheme in ("http", "https") and parts.netloc and "metadata" in segments:
@@ -49,7 +55,8 @@ def parse_target(text: str, endpoint: str) -> Target:
             entry = (rest[1], rest[2]) if len(rest) == 3 else None
             return Target(rest[0], base, entry)
     raise BadTarget(f"{text!r} is neither an image identifier (27 characters of A-Z a-z 0-9 "
-                    "- _) nor a marketplace URL such as https://host/metadata/<identifier>")
+                    "- _), nor <identifier>/<email>/<created>, nor a marketplace URL such as "
+                    "https://host/metadata/<identifier>")
 
 
 def normal_endpoint(endpoint: str) -> str:

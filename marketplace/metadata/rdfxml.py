@@ -4,6 +4,9 @@ Only the part of RDF/XML that metadata documents use is accepted: node elements 
 property elements; property elements that are literals, empty with property attributes or
 ``rdf:resource``, hold ``rdf:parseType="Resource"`` content, or wrap a single node element.
 ``Literal`` and ``Collection`` parse types are accepted; any other parse type is refused.
+An unqualified ``parseType`` is read as ``rdf:parseType``, as RDF/XML reads the older
+unqualified form (RDF/XML Syntax Specification, 6.1.4); the original
+``stratus-deprecate-metadata`` wrote its endorsement that way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from marketplace.metadata.document import RDF, XML, elements, prefixed, qname
 from marketplace.metadata.problems import Problem
 
 PARSE_TYPE = f"{{{RDF}}}parseType"
+UNQUALIFIED_PARSE_TYPE = "parseType"
+_PARSE_TYPES = {PARSE_TYPE, UNQUALIFIED_PARSE_TYPE}
 _LITERAL_ATTRIBUTES = {f"{{{RDF}}}ID", f"{{{RDF}}}datatype"}
 
 
@@ -27,17 +32,26 @@ def rdf_problems(node: etree._Element) -> list[Problem]:
     return problems
 
 
+def parse_type(prop: etree._Element) -> str | None:
+    """The parse type of a property element, in either form (``None`` when it has none)."""
+    return prop.get(PARSE_TYPE, prop.get(UNQUALIFIED_PARSE_TYPE))
+
+
 def _property_problems(prop: etree._Element) -> list[Problem]:
-    parse_type = prop.get(PARSE_TYPE)
+    forms = {prop.get(name) for name in _PARSE_TYPES} - {None}
+    if len(forms) > 1:
+        return [_problem(prop, f"{qname(prop)} has rdf:parseType and parseType with "
+                               "different values")]
+    kind = parse_type(prop)
     children = elements(prop)
-    if parse_type == "Resource":
+    if kind == "Resource":
         return _resource_problems(prop)
-    if parse_type == "Literal":
+    if kind == "Literal":
         return []
-    if parse_type == "Collection":
+    if kind == "Collection":
         return [p for child in children for p in rdf_problems(child)]
-    if parse_type is not None:
-        return [_problem(prop, f"rdf:parseType {parse_type!r} on {qname(prop)} is not "
+    if kind is not None:
+        return [_problem(prop, f"rdf:parseType {kind!r} on {qname(prop)} is not "
                                "Resource, Literal or Collection")]
     if children:
         return _wrapper_problems(prop, children)
@@ -68,7 +82,8 @@ def _literal_problems(prop: etree._Element) -> list[Problem]:
 
 
 def _property_attributes(element: etree._Element) -> set[str]:
-    return {a for a in element.attrib if not a.startswith(f"{{{XML}}}") and a != PARSE_TYPE}
+    return {a for a in element.attrib
+            if not a.startswith(f"{{{XML}}}") and a not in _PARSE_TYPES}
 
 
 def _has_text(element: etree._Element) -> bool:

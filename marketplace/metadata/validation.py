@@ -3,8 +3,10 @@
 :func:`validate` runs the document through its layers and returns the problems found:
 active content (:mod:`~marketplace.metadata.content`), the document's outline
 (``xml:base``, one Description, the Signature last), the RDF/XML grammar, the XML Schema
-in ``schemas/`` (element order, types, dates, email, hex), and the rules across elements
-that a schema cannot say (identifier, checksums, cardinalities).
+in ``schemas/`` (types, dates, email, hex), and the rules across elements that a schema
+cannot say (identifier, checksums, how many of each property, parse types). The
+properties of the description may come in any order, as RDF/XML allows and the original
+StratusLab tools wrote them.
 An expired ``valid`` date and ``deprecated`` are statuses of a valid entry, not errors.
 """
 
@@ -22,10 +24,12 @@ from marketplace.metadata.content import active_content_problems
 from marketplace.metadata.digests import ALGORITHMS
 from marketplace.metadata.identifier import identifier_to_sha1, same_sha1, sha1_to_identifier
 from marketplace.metadata.problems import MetadataError, Problem, reported
-from marketplace.metadata.rdfxml import rdf_problems
+from marketplace.metadata.rdfxml import parse_type, rdf_problems
 from marketplace.metadata.schema import schema_problems
 
 AT_MOST_ONE = ("serial-number", "version", "deprecated", "os", "os-arch", "os-version")
+EXACTLY_ONE = (m.IDENTIFIER, m.BYTES, m.ENDORSEMENT)
+RESOURCE_NODES = (m.CHECKSUM, m.ENDORSEMENT, m.ENDORSER)
 _DCTERMS_TYPE = f"{{{doc.DCTERMS}}}type"
 
 
@@ -90,8 +94,21 @@ def _outline_problems(root: etree._Element) -> list[Problem]:
 
 
 def _rule_problems(description: etree._Element) -> list[Problem]:
-    return (_identifier_problems(description) + _checksum_problems(description)
-            + _type_problems(description) + _cardinality_problems(description))
+    return (_exactly_one_problems(description) + _identifier_problems(description)
+            + _checksum_problems(description) + _type_problems(description)
+            + _cardinality_problems(description) + _resource_node_problems(description))
+
+
+def _exactly_one_problems(description: etree._Element) -> list[Problem]:
+    """The required single properties; a missing identifier is reported as required."""
+    problems = []
+    for tag in EXACTLY_ONE:
+        count = len(description.findall(tag))
+        if count != 1 and not (tag == m.IDENTIFIER and count == 0):
+            name = doc.prefixed(tag)
+            problems.append(Problem(name, "exactly-one", f"found {count} {name} elements, "
+                                                         "exactly one is required"))
+    return problems
 
 
 def _identifier_problems(description: etree._Element) -> list[Problem]:
@@ -156,3 +173,11 @@ def _cardinality_problems(description: etree._Element) -> list[Problem]:
                     f"slterms:{name} appears {counts[tag]} times, at most once is allowed")
             for name in AT_MOST_ONE
             if counts[tag := f"{{{doc.SLTERMS}}}{name}"] > 1]
+
+
+def _resource_node_problems(description: etree._Element) -> list[Problem]:
+    """The structured slreq properties must be resources (in either parseType form)."""
+    return [Problem(doc.qname(node), "parse-type",
+                    f'{doc.qname(node)} must have rdf:parseType="Resource"')
+            for tag in RESOURCE_NODES for node in description.iter(tag)
+            if parse_type(node) is None]

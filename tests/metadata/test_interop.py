@@ -68,7 +68,7 @@ INVALID = {
     "invalid-multiple-serial-numbers.xml": [("slterms:serial-number", "at-most-one", "2 times")],
     "invalid-multiple-versions.xml": [("slterms:version", "at-most-one", "2 times")],
     "invalid-no-content.xml": [("rdf:Description", "one-description", "0")],
-    "invalid-no-endorsement.xml": [("rdf:Description", "schema", "slreq:endorsement")],
+    "invalid-no-endorsement.xml": [("slreq:endorsement", "exactly-one", "found 0")],
     "invalid-no-endorser.xml": [("slreq:endorsement", "schema", "slreq:endorser")],
     "invalid-no-xml-base.xml": [("rdf:RDF", "xml-base", "required")],
     "invalid-rdf-attribute.xml": [("ex:dummy", "rdf-xml", "badrdf")],
