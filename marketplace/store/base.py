@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from marketplace.metadata import document as xml
-from marketplace.metadata import model
+from marketplace.metadata import model, vocabulary
 
-SORT_FIELDS = ("created", "identifier", "email", "title", "os", "os_version", "os_arch",
-               "kind", "format", "hypervisor", "valid", "bytes")
-FILTER_FIELDS = ("identifier", "email", "os", "os_version", "os_arch", "kind", "type", "format",
-                 "hypervisor", "tag")
-FACET_FIELDS = ("os", "os_version", "os_arch", "email", "kind", "format", "hypervisor", "status")
-LOCATIONS = ("all", "web", "pdisk")
-STATUSES = ("valid", "expired", "deprecated", "all")
+SORT_FIELDS = vocabulary.SORT_FIELDS
+FILTER_FIELDS = tuple(vocabulary.FILTERS.values())
+FACET_FIELDS = vocabulary.facet_fields()
+LOCATIONS = vocabulary.LOCATIONS
+STATUSES = vocabulary.STATUSES
 _WORD = re.compile(r"[\w@.-]+", re.UNICODE)
 
 
@@ -112,7 +110,7 @@ class Page:
 
 
 @dataclass(frozen=True)
-class Endorser:
+class EndorserStats:
     """An endorser and what they published."""
 
     email: str
@@ -141,7 +139,7 @@ class Store(abc.ABC):
         """Entries matching a query."""
 
     @abc.abstractmethod
-    def endorsers(self) -> list[Endorser]:
+    def endorsers(self) -> list[EndorserStats]:
         """Every endorser with an entry, by email."""
 
     @abc.abstractmethod

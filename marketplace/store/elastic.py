@@ -63,7 +63,7 @@ from marketplace.store.base import (
     FILTER_FIELDS,
     SORT_FIELDS,
     Conflict,
-    Endorser,
+    EndorserStats,
     Entry,
     Page,
     Query,
@@ -198,15 +198,17 @@ class ElasticStore(Store):
         facets = read_facets(found.get("aggregations", {})) if query.facets else {}
         return Page(entries, found["hits"]["total"]["value"], facets)
 
-    def endorsers(self) -> list[Endorser]:
+    def endorsers(self) -> list[EndorserStats]:
         aggs = {"subject": {"terms": {"field": "subject", "size": 1, "order": {"_key": "desc"}}},
                 "latest": {"max": {"field": "created"}}}
         found = []
         for bucket in self._buckets("email", {"match_all": {}}, aggs):
             subjects = bucket["subject"]["buckets"]
-            found.append(Endorser(bucket["key"]["email"], subjects[0]["key"] if subjects else None,
-                                  bucket["doc_count"],
-                                  datetime.fromtimestamp(bucket["latest"]["value"] / 1000, UTC)))
+            found.append(EndorserStats(bucket["key"]["email"],
+                                       subjects[0]["key"] if subjects else None,
+                                       bucket["doc_count"],
+                                       datetime.fromtimestamp(bucket["latest"]["value"] / 1000,
+                                                              UTC)))
         return found
 
     def tags(self, email: str) -> dict[str, int]:
