@@ -59,11 +59,17 @@ def path_segment(text: str) -> str:
     return quote(text, safe="@+:")
 
 
+def metadata_path(*parts: str) -> str:
+    """``metadata/<identifier>[/<email>[/<created>]]``, relative to a marketplace's address
+    (which may have a path of its own); the one place these paths are written, for the
+    server's links and the clients' requests alike. ``created`` is the endorsement date as
+    an entry's key writes it."""
+    return "/".join(["metadata", *(path_segment(part) for part in parts)])
+
+
 def entry_path(identifier: str, email: str, created: str) -> str:
-    """The path of one stored entry, ``/metadata/<identifier>/<email>/<created>``; the one
-    place it is written, for the server's links and the clients' requests alike.
-    ``created`` is the endorsement date as the entry's key writes it."""
-    return "/metadata/" + "/".join(path_segment(part) for part in (identifier, email, created))
+    """The absolute path of one stored entry: ``/metadata/<id>/<email>/<created>``."""
+    return "/" + metadata_path(identifier, email, created)
 
 
 def same_sha1(a_hex: str, b_hex: str) -> bool:
