@@ -131,6 +131,9 @@ def forbidden(source: str, target: str) -> str | None:
 
 
 GRAPH = import_graph()
+# Packages of the domain that know nothing of HTTP frameworks.
+WITHOUT_FLASK = (CORE, "marketplace.store", "marketplace.moderation", "marketplace.exports",
+                 "client")
 
 
 def test_the_walk_sees_the_packages_and_their_imports():
@@ -164,3 +167,10 @@ def test_no_forbidden_arrow():
     broken = [f"{source} -> {target}: {why}" for source, targets in sorted(GRAPH.items())
               for target in sorted(targets) if (why := forbidden(source, target))]
     assert broken == []
+
+
+def test_only_the_web_package_imports_flask():
+    found = [name for name, path in sorted(modules().items())
+             if any(within(name, package) for package in WITHOUT_FLASK)
+             and any(within(target, "flask") for target in imported_names(name, path))]
+    assert found == []

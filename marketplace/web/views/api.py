@@ -115,7 +115,7 @@ def pending_reply(held: PendingConfirmation) -> Reply:
     upload = held.upload
     data = {"identifier": upload.identifier, "email": upload.email, "created": upload.created,
             "state": upload.state, "expires": format_date(upload.expires),
-            "url": upload_url(upload.identifier, upload.email, upload.created),
+            "url": upload_url(*upload.key),
             "message": f"a mail with a confirmation link went to {upload.email}; the entry is "
                        "published once it is followed" if held.mailed else
                        "this upload already awaits its endorser's confirmation"}
