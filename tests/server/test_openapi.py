@@ -16,6 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
+from marketplace.metadata import vocabulary
 from marketplace.metadata.identifier import is_identifier
 from marketplace.web import params
 from marketplace.web.app import create_app
@@ -280,3 +281,10 @@ def test_an_admin_api_404_is_json(tmp_path):
     assert response.status_code == 404
     assert response.mimetype == "application/json"
     assert "no entry" in response.json["error"]
+
+
+def test_the_documented_facets_are_the_vocabularys(document):
+    """A search's facet keys are its filter names (and status), in the document as served."""
+    facets = document["components"]["schemas"]["SearchResult"]["properties"]["facets"]
+    assert set(facets["propertyNames"]["enum"]) == {*vocabulary.FACETS,
+                                                    vocabulary.STATUS_FACET}
