@@ -37,10 +37,11 @@ from cryptography.x509.oid import NameOID
 from machine import DATA, cpu_model
 from werkzeug.serving import make_server
 
-from marketplace.app import create_app, marketplace_of
 from marketplace.metadata import document, model
 from marketplace.store.base import Entry
 from marketplace.store.sqlite import SQLiteStore
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 
 SYSTEMS = (("ubuntu", "24.04"), ("debian", "12"), ("centos", "stream9"), ("alpine", "3.20"))
 

@@ -137,9 +137,8 @@ _worker: dict = {}
 
 def _start_worker(data_dir: str, signers: list[tuple[bytes, bytes]]) -> None:
     from marketplace import config
-    from marketplace.app import open_store
     from marketplace.metadata.keys import Credentials
-    from marketplace.service import Marketplace
+    from marketplace.service import Marketplace, open_store
     settings = config.load(data_dir, environ={})
     store = open_store(settings)
     store._db().execute("PRAGMA synchronous=OFF")  # a cache: see the module docstring

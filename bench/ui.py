@@ -99,7 +99,8 @@ def main() -> int:
     fill_seconds = server_bench.fill(data_dir, options.entries)
 
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    from marketplace.app import create_app, marketplace_of
+    from marketplace.web.app import create_app
+    from marketplace.web.current import marketplace_of
     opened = time.perf_counter()
     app = create_app(str(data_dir))
     open_ms = (time.perf_counter() - opened) * 1000

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client.config import ConfigError, Settings
-from marketplace.files import write_atomic
+from marketplace.metadata.files import write_atomic
 from marketplace.metadata.problems import MetadataError
 
 FAILURE = 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from client import cli
 from client.config import USER_CONFIG, ConfigError, Settings
-from marketplace.files import write_atomic
+from marketplace.metadata.files import write_atomic
 
 TEMPLATE = """\
 # StratusLab user configuration, read by every stratus-* command (the original client's

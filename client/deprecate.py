@@ -17,10 +17,11 @@ from lxml import etree
 
 from client import cli, credentials
 from client.config import Settings
-from client.marketplace import Client, MarketplaceError, metadata_path
+from client.marketplace import Client, MarketplaceError
 from client.upload import add_endpoint_option
 from marketplace.metadata import document, model, signature, validation
 from marketplace.metadata.checks import check_document
+from marketplace.metadata.identifier import metadata_path
 from marketplace.metadata.keys import Credentials, certificate_emails
 from marketplace.metadata.problems import MetadataError, Problem, fail
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from client.config import ConfigError, Settings
+from marketplace.metadata.identifier import metadata_path
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 CONNECT_TIMEOUT = 10.0
@@ -135,11 +136,6 @@ class Client:
         """The stored signed document of one entry, byte for byte."""
         path = metadata_path(identifier, email, created)
         return self.request("GET", path, headers={"Accept": XML}).content
-
-
-def metadata_path(*parts: str) -> str:
-    """``metadata/<id>[/<email>[/<created>]]``, each part quoted."""
-    return "/".join(["metadata", *(quote(part, safe="@:") for part in parts)])
 
 
 def refusal(response: requests.Response) -> MarketplaceError:

@@ -14,12 +14,10 @@ from client import cli
 from client.config import Settings
 from client.marketplace import Client
 from client.upload import add_endpoint_option
+from marketplace.metadata import vocabulary
 
-STATUSES = ("valid", "expired", "deprecated", "all")
-# option name -> query parameter of /api/v1/appliances
-FILTERS = {"os": "os", "os_version": "os-version", "arch": "arch", "endorser": "endorser",
-           "kind": "kind", "type": "type", "format": "format", "hypervisor": "hypervisor",
-           "tag": "tag"}
+# Each filter option is named as the search's filter (--os-version: os_version).
+FILTERS = tuple(name for name in vocabulary.FILTERS if name != "identifier")
 COLUMNS = ("IDENTIFIER", "OS", "ENDORSER", "CREATED", "STATUS", "TITLE")
 MAX_TITLE = 40
 
@@ -38,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="disk format, e.g. qcow2")
     p.add_argument("--hypervisor", help="e.g. kvm")
     p.add_argument("--tag", help="tag (dcterms:alternative)")
-    p.add_argument("--status", choices=STATUSES, default="valid",
+    p.add_argument("--status", choices=vocabulary.STATUSES, default=vocabulary.DEFAULT_STATUS,
                    help="which entries (default valid)")
     p.add_argument("--limit", type=int, default=50, metavar="N",
                    help="at most N entries (default 50)")
@@ -49,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def query(options: argparse.Namespace) -> dict[str, str | int]:
     """The query parameters for the options given."""
     params: dict[str, str | int] = {"status": options.status, "limit": options.limit}
-    for option, parameter in FILTERS.items():
-        value = getattr(options, option, None)
+    for name in FILTERS:
+        value = getattr(options, name, None)
         if value:
-            params[parameter] = value
+            params[name] = value
     if options.words:
         params["q"] = " ".join(options.words)
     return params

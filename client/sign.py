@@ -8,8 +8,8 @@ from pathlib import Path
 
 from client import cli, credentials
 from client.config import ConfigError, Settings
-from marketplace.files import write_atomic
 from marketplace.metadata import document, model, signature, validation
+from marketplace.metadata.files import write_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:

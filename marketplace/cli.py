@@ -145,7 +145,7 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
     On Elasticsearch, ``migrate`` also moves indices of an older mapping to the current one
     (``init-store`` does; ``serve`` does not, so that several servers starting at once never
     reindex side by side)."""
-    from marketplace.app import open_store
+    from marketplace.service import open_store
     store = open_store(settings)
     try:
         init = getattr(store, "init", None)
@@ -157,8 +157,8 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
 @contextmanager
 def moderation_of(settings: dict[str, str]) -> Iterator:
     """The marketplace's moderation (policy, state and store) for one command."""
-    from marketplace.app import open_store
     from marketplace.moderation.workflow import Moderation
+    from marketplace.service import open_store
     moderation = Moderation.from_settings(settings, open_store(settings))
     try:
         yield moderation
@@ -253,9 +253,8 @@ def migrate(options: argparse.Namespace, settings: dict[str, str]) -> int:
 
 def import_original(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """``import DIR``: a verdict per file (JSON lines with --json), then a summary."""
-    from marketplace.app import open_store
     from marketplace.importer import ACCEPTED, REFUSED, import_directory
-    from marketplace.service import Marketplace
+    from marketplace.service import Marketplace, open_store
     show = not options.quiet and not options.json and sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
@@ -291,7 +290,7 @@ def report(options: argparse.Namespace, text: str, **data) -> None:
 
 
 def reindex(settings: dict[str, str]) -> int:
-    from marketplace.app import open_store
+    from marketplace.service import open_store
     store = open_store(settings)
     try:
         return store.reindex()
@@ -322,7 +321,7 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
         print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
     url = f"http://{options.host}:{options.port}/"
     if options.debug:
-        from marketplace.app import create_app
+        from marketplace.web.app import create_app
         print(f"marketplace (Flask development server) at {url}", flush=True)
         create_app().run(options.host, options.port, debug=True, use_reloader=False)
         return 0
@@ -352,9 +351,8 @@ def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """``replicate [--primary URL] [--once] [--full]``."""
     import logging
 
-    from marketplace.app import open_store
     from marketplace.replica import ReplicationError, Replicator
-    from marketplace.service import Marketplace
+    from marketplace.service import Marketplace, open_store
     primary = options.primary or settings["PRIMARY_URL"]
     if not primary:
         raise ValueError("give --primary URL or set MARKETPLACE_PRIMARY_URL")
@@ -419,7 +417,7 @@ class Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from marketplace.app import create_app
+        from marketplace.web.app import create_app
         return create_app()
 
 

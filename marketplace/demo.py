@@ -20,12 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from marketplace.app import open_store
-from marketplace.files import write_atomic
 from marketplace.metadata import document, model, signature
+from marketplace.metadata.files import write_atomic
 from marketplace.metadata.identifier import sha1_to_identifier
 from marketplace.metadata.keys import Credentials
-from marketplace.service import Marketplace
+from marketplace.service import Marketplace, open_store
 
 PKI_DIR = "demo-pki"
 SIGNERS = {"alice": ("Alice Imagemaker", "alice@images.example.org"),

@@ -52,10 +52,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote
 
 import requests
 
+from marketplace.metadata.identifier import entry_path
 from marketplace.metadata.model import parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.verdict import Moment, Refused
@@ -166,7 +166,7 @@ class Replicator:
 
     def _document(self, key: tuple[str, str, str]) -> bytes | None:
         """The primary's stored bytes of an entry; None when it has no such entry now."""
-        url = (f"{self.primary}/metadata/{key[0]}/{quote(key[1], safe='@+')}/{key[2]}")
+        url = self.primary + entry_path(*key)
         limit = self.marketplace.max_bytes
         try:
             with self.session.get(url, timeout=TIMEOUT, stream=True,

@@ -11,7 +11,18 @@ from marketplace.metadata.verdict import Moment, judge
 from marketplace.moderation.workflow import Moderation, PendingConfirmation, Refused
 from marketplace.store.base import Entry, Store
 
-__all__ = ["Marketplace", "PendingConfirmation", "Refused", "TooLarge"]
+__all__ = ["Marketplace", "PendingConfirmation", "Refused", "TooLarge", "open_store"]
+
+
+def open_store(settings: dict[str, str]) -> Store:
+    """The store the settings name (the web app, the commands and the demo all open it so)."""
+    if settings["STORE"] == "sqlite":
+        from marketplace.store.sqlite import SQLiteStore
+        return SQLiteStore(Path(settings["DATA_DIR"]) / "marketplace.db")
+    if settings["STORE"] == "elasticsearch":
+        from marketplace.store.elastic import ElasticStore
+        return ElasticStore.from_settings(settings)
+    raise ValueError(f"unknown store {settings['STORE']!r}: use sqlite or elasticsearch")
 
 
 class TooLarge(ValueError):

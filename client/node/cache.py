@@ -168,7 +168,7 @@ class Cache:
             os.utime(self.record_path(identifier), follow_symlinks=False)
 
     def write_record(self, identifier: str, record: dict, document: bytes | None = None) -> None:
-        from marketplace.files import write_atomic
+        from marketplace.metadata.files import write_atomic
 
         if document is not None:
             write_atomic(self.record_path(identifier, ".xml"), document)
@@ -194,7 +194,7 @@ class Cache:
     def commit(self, identifier: str, partial: Path, record: dict,
                document: bytes | None) -> dict:
         """Move a verified, fsynced partial file into place and write its record."""
-        from marketplace.files import fsync_directory
+        from marketplace.metadata.files import fsync_directory
 
         final = self.image_path(identifier)
         fd = entries.open_fd(partial, os.O_RDONLY)

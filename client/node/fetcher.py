@@ -349,7 +349,7 @@ class Fetcher:
     def download_to(self, text: str, output: Path | None) -> Outcome:
         """Resolve and download into ``output`` (atomically: temp file, fsync, rename)."""
         from client.node import download
-        from marketplace.files import fsync_directory
+        from marketplace.metadata.files import fsync_directory
 
         target = parse_target(text, self.config.marketplace_endpoint)
         resolution = self.resolve(target)

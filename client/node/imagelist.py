@@ -308,7 +308,7 @@ def last_version(fetcher: Fetcher, url: str) -> str | None:
 
 
 def remember(fetcher: Fetcher, accepted: AcceptedList) -> None:
-    from marketplace.files import write_atomic
+    from marketplace.metadata.files import write_atomic
 
     path = _state_path(fetcher, accepted.subscription.url)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 from lxml import etree
 
@@ -24,6 +24,7 @@ from client.node.errors import FetchError, NotFound, Refused
 from client.node.policy import Facts, Policy
 from client.node.target import Target
 from marketplace.metadata import document as doc
+from marketplace.metadata.identifier import metadata_path
 from marketplace.metadata.keys import certificate_emails
 from marketplace.metadata.model import format_date
 from marketplace.metadata.problems import MetadataError
@@ -113,9 +114,8 @@ def check_candidate(url: str, data: bytes, identifier: str, policy: Policy,
         return candidate
     candidate.facts = facts_of(candidate.verdict.checked)
     if endpoint and candidate.facts.email and candidate.facts.created:
-        candidate.url = urljoin(endpoint, f"metadata/{candidate.facts.identifier}/"
-                                f"{quote(candidate.facts.email, safe='@+')}/"
-                                f"{candidate.facts.created}")
+        candidate.url = urljoin(endpoint, metadata_path(
+            candidate.facts.identifier, candidate.facts.email, candidate.facts.created))
     if candidate.facts.identifier != identifier:
         candidate.reasons.append(f"the entry describes image {candidate.facts.identifier}, "
                                  f"not {identifier}")
@@ -156,8 +156,7 @@ def fetch_documents(target: Target, session,
     """
     if target.entry is not None:
         email, created = target.entry
-        url = urljoin(target.base, f"metadata/{target.identifier}/"
-                      f"{quote(email, safe='@+')}/{quote(created, safe=':')}")
+        url = urljoin(target.base, metadata_path(target.identifier, email, created))
         data = _get(session, url, timeout, {}, MAX_LISTING_BYTES)
         return [] if data is None else [(url, data)]
     documents: list[tuple[str, bytes]] = []

@@ -7,10 +7,11 @@ descriptions come from signed documents whose authors we do not trust with marku
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 from xml.etree import ElementTree as ET
 
 from marketplace.metadata.hepix import image_uuid
+from marketplace.metadata.identifier import entry_path
 from marketplace.metadata.model import format_date
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -57,7 +58,7 @@ def _entry(root: ET.Element, summary: dict, origin: str) -> None:
     detail = f"{origin}/appliances/{identifier}?{urlencode({'endorser': email}, safe='@')}"
     _add(entry, "link", rel="alternate", type="text/html", href=detail)
     _add(entry, "link", rel="related", type="application/rdf+xml",
-         href=f"{origin}/metadata/{identifier}/{quote(email, safe='@+')}/{created}")
+         href=origin + entry_path(identifier, email, created))
     facts = [f"{name}: {summary.get(key)}" for name, key in (
         ("Operating system", "os"), ("Version", "os_version"), ("Architecture", "os_arch"),
         ("Format", "format"), ("Hypervisor", "hypervisor"), ("Size (bytes)", "bytes"),

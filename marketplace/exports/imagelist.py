@@ -18,10 +18,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 from marketplace.exports.entries import web_location
 from marketplace.metadata.hepix import DATE_FORMAT, NAMESPACE, OUR_IDENTIFIER, image_uuid
+from marketplace.metadata.identifier import path_segment
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DESCRIBING = ("title", "description")
@@ -130,7 +130,7 @@ def image_of(summary: dict, base_url: str) -> dict | str:
         return "without a web location"
     identifier = summary["identifier"]
     endorsement = summary["endorsement"]
-    email = quote(summary["email"], safe="@+")
+    email = path_segment(summary["email"])
     image = {
         "dc:identifier": image_uuid(identifier),
         OUR_IDENTIFIER: identifier,

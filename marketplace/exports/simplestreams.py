@@ -15,9 +15,9 @@ import json
 import re
 from datetime import datetime
 from email.utils import format_datetime
-from urllib.parse import quote
 
 from marketplace.exports.entries import web_location
+from marketplace.metadata.identifier import path_segment
 
 CONTENT_ID = "org.stratuslab.marketplace:images"
 PRODUCTS_PATH = "streams/v1/images.json"
@@ -43,7 +43,7 @@ def product_name(summary: dict) -> str:
 
 def item_path(summary: dict) -> str:
     identifier, created = summary["identifier"], summary["endorsement"]["created"]
-    return f"{ITEM_PREFIX}{identifier}/{quote(summary['email'], safe='@+')}/{created}"
+    return f"{ITEM_PREFIX}{identifier}/{path_segment(summary['email'])}/{created}"
 
 
 def products(summaries, updated: datetime) -> dict:

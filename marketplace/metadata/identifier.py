@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+from urllib.parse import quote
 
 from marketplace.metadata.problems import fail
 
@@ -50,6 +51,25 @@ def is_identifier(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def path_segment(text: str) -> str:
+    """A part of a marketplace path, percent-encoded one way everywhere: ``@``, ``+`` and
+    ``:`` stay as they are (the server reads them either way), the rest as RFC 3986 says."""
+    return quote(text, safe="@+:")
+
+
+def metadata_path(*parts: str) -> str:
+    """``metadata/<identifier>[/<email>[/<created>]]``, relative to a marketplace's address
+    (which may have a path of its own); the one place these paths are written, for the
+    server's links and the clients' requests alike. ``created`` is the endorsement date as
+    an entry's key writes it."""
+    return "/".join(["metadata", *(path_segment(part) for part in parts)])
+
+
+def entry_path(identifier: str, email: str, created: str) -> str:
+    """The absolute path of one stored entry: ``/metadata/<id>/<email>/<created>``."""
+    return "/" + metadata_path(identifier, email, created)
 
 
 def same_sha1(a_hex: str, b_hex: str) -> bool:

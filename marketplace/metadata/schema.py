@@ -1,4 +1,5 @@
-"""The XML Schema of the metadata profile (``schemas/metadata.xsd``), compiled once per thread."""
+"""The XML Schema of the metadata profile (``schemas/metadata.xsd`` beside this module, installed
+with the package), compiled once per thread."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lxml import etree
 from marketplace.metadata.document import prefixed
 from marketplace.metadata.problems import Problem
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SCHEMA_FILE = SCHEMA_DIR / "metadata.xsd"
 _CLARK = re.compile(r"\{([^}'\s]*)\}([A-Za-z_][\w.-]*)")
 

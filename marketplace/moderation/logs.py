@@ -25,7 +25,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def install() -> None:
+def redact_tokens() -> None:
     """Put the filter on the request loggers (once)."""
     for name in LOGGERS:
         logger = logging.getLogger(name)

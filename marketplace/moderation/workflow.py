@@ -73,7 +73,7 @@ class LinkGone(LookupError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class LinkOutcome:
     """What following a mailed link did."""
 
     action: str
@@ -368,7 +368,7 @@ class Moderation:
                            "or reported already, or it was not confirmed in time")
         return upload
 
-    def respond(self, action: str, token: str, now: datetime) -> Outcome:
+    def respond(self, action: str, token: str, now: datetime) -> LinkOutcome:
         """Do what a mailed link says: confirm, abort or report abuse."""
         upload = self.pending(token, now)
         actor = f"{upload.email} (mailed link)"
@@ -376,31 +376,31 @@ class Moderation:
             return self._confirm(upload, actor, now)
         if action == "abort":
             self.db.resolve(upload.key, Event(actor, "aborted"), now)
-            return Outcome(action, "aborted", upload, "The upload was discarded.")
+            return LinkOutcome(action, "aborted", upload, "The upload was discarded.")
         if action == "abuse":
             self.db.flag(upload.key, Event(actor, "abuse-reported", "the endorser's address "
                                            "says it did not make this upload"), now)
             log.warning("abuse reported for the upload of %s by %s", upload.identifier,
                         upload.email)
-            return Outcome(action, FLAGGED, upload, "Thank you: the upload stays unpublished "
+            return LinkOutcome(action, FLAGGED, upload, "Thank you: the upload stays unpublished "
                            "and the operators of the marketplace will look at it.")
         raise ValueError(f"unknown action {action!r}")
 
-    def _confirm(self, upload: Upload, actor: str, now: datetime) -> Outcome:
+    def _confirm(self, upload: Upload, actor: str, now: datetime) -> LinkOutcome:
         try:  # blocked, or revoked, since it was held
             self.judge(upload.document, Moment.published(upload.submitted, now))
         except (Refused, MetadataError) as exc:
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
-            return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
+            return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         try:
             new = self.publish(Entry.from_document(upload.document), now)
         except Conflict as exc:  # Removed too: operators removed the entry meanwhile
             self.db.resolve(upload.key, Event(SYSTEM, "discarded", f"could not be published: "
                                               f"{exc}"), now)
-            return Outcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
+            return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         self.db.resolve(upload.key, Event(actor, "confirmed"), now)
         log.info("upload of %s by %s confirmed and published", upload.identifier, upload.email)
-        return Outcome("confirm", "published" if new else "known", upload,
+        return LinkOutcome("confirm", "published" if new else "known", upload,
                        "The entry is published.")
 
     # --- operators ---

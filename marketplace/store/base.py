@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from marketplace.metadata import document as xml
-from marketplace.metadata import model
+from marketplace.metadata import model, vocabulary
 
-SORT_FIELDS = ("created", "identifier", "email", "title", "os", "os_version", "os_arch",
-               "kind", "format", "hypervisor", "valid", "bytes")
-FILTER_FIELDS = ("identifier", "email", "os", "os_version", "os_arch", "kind", "type", "format",
-                 "hypervisor", "tag")
-FACET_FIELDS = ("os", "os_version", "os_arch", "email", "kind", "format", "hypervisor", "status")
-LOCATIONS = ("all", "web", "pdisk")
-STATUSES = ("valid", "expired", "deprecated", "all")
+SORT_FIELDS = vocabulary.SORT_FIELDS
+FILTER_FIELDS = tuple(vocabulary.FILTERS.values())
+FACET_FIELDS = vocabulary.facet_fields()
+LOCATIONS = vocabulary.LOCATIONS
+STATUSES = vocabulary.STATUSES
 # The fields of :func:`indexed_fields` that free text searches, in every backend.
 TEXT_FIELDS = ("identifier", "email", "subject", "title", "description", "os", "tag")
 _WORD = re.compile(r"[\w@.-]+", re.UNICODE)
@@ -150,7 +148,7 @@ class Page:
 
 
 @dataclass(frozen=True)
-class Endorser:
+class EndorserStats:
     """An endorser and what they published."""
 
     email: str
@@ -192,7 +190,7 @@ class Store(abc.ABC):
         """Entries matching a query."""
 
     @abc.abstractmethod
-    def endorsers(self) -> list[Endorser]:
+    def endorsers(self) -> list[EndorserStats]:
         """Every endorser with an entry, by email."""
 
     @abc.abstractmethod

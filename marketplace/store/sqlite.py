@@ -25,7 +25,7 @@ from marketplace.store.base import (
     FILTER_FIELDS,
     SORT_FIELDS,
     TEXT_FIELDS,
-    Endorser,
+    EndorserStats,
     Entry,
     Page,
     Query,
@@ -116,11 +116,11 @@ class SQLiteStore(SQLiteFile, Store):
         with self._read() as db:
             return _page(db, query, self._counts)
 
-    def endorsers(self) -> list[Endorser]:
+    def endorsers(self) -> list[EndorserStats]:
         rows = self._db().execute(
             "SELECT email, max(subject), count(*), max(created) FROM entries GROUP BY email "
             "ORDER BY email").fetchall()
-        return [Endorser(r[0], r[1], r[2], parse_date(r[3])) for r in rows]
+        return [EndorserStats(r[0], r[1], r[2], parse_date(r[3])) for r in rows]
 
     def tags(self, email: str) -> dict[str, int]:
         rows = self._db().execute("SELECT tag, count(*) FROM entries WHERE email=? AND tag IS "

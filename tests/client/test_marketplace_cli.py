@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from marketplace import cli, config, demo
-from marketplace.app import open_store
 from marketplace.metadata.checks import check_document
+from marketplace.service import open_store
 from marketplace.store.base import Query
 
 

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from client.config import ConfigError
-from client.marketplace import Client, MarketplaceError, metadata_path, problem_line
+from client.marketplace import Client, MarketplaceError, problem_line
+from marketplace.metadata.identifier import metadata_path
 from tests.live.conftest import free_port
 
 PROBLEM = {"element": "Signature", "rule": "signature-value", "message": "does not match"}
@@ -118,6 +119,6 @@ def test_an_endpoint_that_is_not_http_is_a_config_error(endpoint):
 
 def test_paths_quote_their_parts_and_problems_read_plainly():
     assert metadata_path("ID", "a+b@c.org", "2024-01-01T00:00:00Z") == \
-        "metadata/ID/a%2Bb@c.org/2024-01-01T00:00:00Z"
+        "metadata/ID/a+b@c.org/2024-01-01T00:00:00Z"
     assert problem_line({"message": "m"}) == "m"
     assert problem_line("plain") == "plain"

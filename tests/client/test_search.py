@@ -14,7 +14,7 @@ def test_options_become_the_api_query():
     options = build_parser().parse_args(
         ["web", "server", "--os", "ubuntu", "--os-version", "24.04", "--arch", "x86_64",
          "--endorser", "jane@example.org", "--tag", "lts", "--status", "all", "--limit", "5"])
-    assert query(options) == {"q": "web server", "os": "ubuntu", "os-version": "24.04",
+    assert query(options) == {"q": "web server", "os": "ubuntu", "os_version": "24.04",
                               "arch": "x86_64", "endorser": "jane@example.org", "tag": "lts",
                               "status": "all", "limit": 5}
     assert query(build_parser().parse_args([])) == {"status": "valid", "limit": 50}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from marketplace.app import create_app, marketplace_of
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 from tests.live.conftest import LiveServer
 

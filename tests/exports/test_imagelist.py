@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketplace.app import create_app, marketplace_of
 from marketplace.exports.changes import marker
 from marketplace.exports.entries import all_matching
 from marketplace.metadata.hepix import DATE_FORMAT, image_uuid, slash_dn, version_key
 from marketplace.store.base import Entry, Query
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

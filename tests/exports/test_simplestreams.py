@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from marketplace.app import create_app, marketplace_of
 from marketplace.exports import simplestreams
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import gpg
 from tests.live.conftest import LiveServer
 from tests.node.conftest import Origin, image_bytes

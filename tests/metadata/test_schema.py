@@ -1,4 +1,4 @@
-"""Tests of the XML Schema of the metadata profile (schemas/metadata.xsd).
+"""Tests of the XML Schema of the metadata profile (marketplace/metadata/schemas/metadata.xsd).
 
 The schema checks the shape of a document and the syntax of single values. It is run
 against the StratusLab project's own test documents: every valid one must pass, and every
@@ -31,7 +31,7 @@ from lxml import etree
 from tests.data import STRATUSLAB as INTEROP
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO / "schemas"
+SCHEMA_DIR = REPO / "marketplace" / "metadata" / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "metadata.xsd"
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"

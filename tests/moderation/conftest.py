@@ -19,7 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from marketplace.app import create_app, marketplace_of
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 from tests.server.conftest import moment
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.app import marketplace_of
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 from tests.moderation.conftest import (
     SMTP_PASSWORD,
@@ -298,7 +298,7 @@ def test_the_202_answer_comes_in_every_media_type(confirming, smtp, sam):
 def test_request_logs_never_show_link_tokens(caplog):
     """Flask's development server logs request lines, query string included."""
     from marketplace.moderation import logs
-    logs.install()
+    logs.redact_tokens()
     caplog.set_level(logging.INFO)
     logging.getLogger("werkzeug").info('%s - - "%s" %s', "127.0.0.1",
                                        "GET /moderation/confirm?token=s3cr3t_T0ken HTTP/1.1",

@@ -231,8 +231,9 @@ def hostile():
 @pytest.fixture
 def follower(tmp_path, hostile):
     """A replica's Replicator (real SQLite in tmp_path) following the hostile primary."""
-    from marketplace.app import create_app, marketplace_of
     from marketplace.replica import Replicator
+    from marketplace.web.app import create_app
+    from marketplace.web.current import marketplace_of
     app = create_app(data_dir=str(tmp_path / "replica"), primary_url=hostile.url)
     market = marketplace_of(app)
     replicator = Replicator(hostile.url, market)

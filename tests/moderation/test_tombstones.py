@@ -9,10 +9,10 @@ import re
 import requests
 
 from marketplace import config
-from marketplace.app import marketplace_of, open_store
 from marketplace.moderation.store import Event
 from marketplace.replica import Replicator
-from marketplace.service import Marketplace
+from marketplace.service import Marketplace, open_store
+from marketplace.web.current import marketplace_of
 from tests.moderation.conftest import bearer, path_of, signed, upload
 from tests.moderation.test_admin import basic
 from tests.moderation.test_replica import configure, primary, publish  # noqa: F401

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 # What a build of the distribution reads; copied so that no build debris lands in the checkout.
-DISTRIBUTION = ("pyproject.toml", "README.md", "marketplace", "client", "schemas")
+DISTRIBUTION = ("pyproject.toml", "README.md", "marketplace", "client")
 INSTALL_TIMEOUT = 600
 
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketplace.app import create_app, marketplace_of
 from marketplace.store.base import Store
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories
 
 JANE = "jane.tester@example.org"

@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from marketplace.app import create_app, marketplace_of
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories
 
 SAMPLE = {"identifier": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "email": "jane.tester@example.org",

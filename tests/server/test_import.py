@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from marketplace import cli
-from marketplace.app import create_app, marketplace_of
 from marketplace.store.base import Entry
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 
 EPOCH = datetime(2013, 3, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from marketplace import negotiation
+from marketplace.web import negotiation
 
 ACCEPTS = [
     (None, "application/xml"),

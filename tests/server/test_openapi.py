@@ -1,4 +1,5 @@
-"""schemas/openapi.json: a valid OpenAPI document that covers every route and tells the truth.
+"""marketplace/web/openapi.json: a valid OpenAPI document that covers every route and tells
+the truth.
 
 Every operation is called with valid example parameters (one optional parameter at a time,
 path parameters of a real entry) in each documented media type; the status must be one it
@@ -15,9 +16,12 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
-from marketplace import api
-from marketplace.app import create_app, marketplace_of
+from marketplace.metadata import vocabulary
 from marketplace.metadata.identifier import is_identifier
+from marketplace.web import params
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
+from marketplace.web.views.api import OPENAPI
 from tests import factories
 from tests.server.conftest import JANE, moment
 
@@ -29,7 +33,7 @@ HTML_BLUEPRINTS = ("pages.", "admin_pages.", "moderation_pages.")
 
 @pytest.fixture(scope="module")
 def document() -> dict:
-    return json.loads(api.OPENAPI.read_text())
+    return json.loads(OPENAPI.read_text())
 
 
 def resolve(document: dict, item: dict) -> dict:
@@ -58,7 +62,7 @@ def test_every_route_is_documented(app, document):
         if rule.endpoint in NOT_DOCUMENTED or rule.endpoint.startswith(HTML_BLUEPRINTS):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        assert path in document["paths"], f"{rule.rule} is not in schemas/openapi.json"
+        assert path in document["paths"], f"{rule.rule} is not in marketplace/web/openapi.json"
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in document["paths"][path], f"{method} {rule.rule}"
 
@@ -77,8 +81,8 @@ def test_documented_parameters_are_the_accepted_ones(document):
                 for p in document["paths"][path][method].get("parameters", [])
                 if resolve(document, p)["in"] == "query"}
 
-    assert names("/api/v1/appliances") == set(api.SEARCH_PARAMS)
-    assert names("/metadata") == set(api.LISTING_PARAMS)
+    assert names("/api/v1/appliances") == set(params.SEARCH_PARAMS)
+    assert names("/metadata") == set(params.LISTING_PARAMS)
 
 
 @pytest.fixture
@@ -184,10 +188,11 @@ def parameter_schemas(document: dict, name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(("name", "pattern"), [
-    ("identifier", api.IDENTIFIER_PATTERN), ("email", api.EMAIL_PATTERN),
-    ("endorser", api.EMAIL_PATTERN), ("created", api.DATE_PATTERN), ("tag", api.TAG_PATTERN),
-    ("kind", api.TOKEN_PATTERN), ("os", api.TOKEN_PATTERN), ("arch", api.TOKEN_PATTERN),
-    ("created_from", f"{api.DAY_PATTERN}(?:{api.TIME_PATTERN})?"),
+    ("identifier", params.IDENTIFIER_PATTERN), ("email", params.EMAIL_PATTERN),
+    ("endorser", params.EMAIL_PATTERN), ("created", params.DATE_PATTERN),
+    ("tag", params.TAG_PATTERN),
+    ("kind", params.TOKEN_PATTERN), ("os", params.TOKEN_PATTERN), ("arch", params.TOKEN_PATTERN),
+    ("created_from", f"{params.DAY_PATTERN}(?:{params.TIME_PATTERN})?"),
 ])
 def test_the_document_carries_the_patterns_the_server_checks(document, name, pattern):
     schemas = [s for s in parameter_schemas(document, name) if "pattern" in s
@@ -202,7 +207,7 @@ IDENTIFIERS = ["0" * 27, "Q" + "A" * 26, "_" * 27, "P" + "_" * 26, "A" * 27,
 
 @pytest.mark.parametrize("value", IDENTIFIERS)
 def test_the_identifier_pattern_admits_exactly_what_the_server_accepts(value):
-    assert bool(re.fullmatch(api.IDENTIFIER_PATTERN, value)) == is_identifier(value)
+    assert bool(re.fullmatch(params.IDENTIFIER_PATTERN, value)) == is_identifier(value)
 
 
 DATES = ["9803-13-53T12:30:93Z", "0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
@@ -215,11 +220,11 @@ DATES = ["9803-13-53T12:30:93Z", "0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
 @pytest.mark.parametrize("value", DATES)
 def test_the_date_pattern_admits_exactly_what_the_server_accepts(value):
     try:
-        api.date_value("created", value)
+        params.date_value("created", value)
         accepted = True
-    except api.ParameterError:
+    except params.ParameterError:
         accepted = False
-    assert bool(re.fullmatch(api.DATE_PATTERN, value)) == accepted
+    assert bool(re.fullmatch(params.DATE_PATTERN, value)) == accepted
 
 
 @pytest.mark.parametrize(("url", "name"), [
@@ -276,3 +281,10 @@ def test_an_admin_api_404_is_json(tmp_path):
     assert response.status_code == 404
     assert response.mimetype == "application/json"
     assert "no entry" in response.json["error"]
+
+
+def test_the_documented_facets_are_the_vocabularys(document):
+    """A search's facet keys are its filter names (and status), in the document as served."""
+    facets = document["components"]["schemas"]["SearchResult"]["properties"]["facets"]
+    assert set(facets["propertyNames"]["enum"]) == {*vocabulary.FACETS,
+                                                    vocabulary.STATUS_FACET}

@@ -109,7 +109,7 @@ def test_metrics_of_several_processes_are_summed(tmp_path):
            "PYTHONPATH": str(ROOT)}
     worker = textwrap.dedent("""
         import sys
-        from marketplace.app import create_app
+        from marketplace.web.app import create_app
         client = create_app(data_dir=sys.argv[1]).test_client()
         for _ in range(int(sys.argv[2])):
             assert client.get("/api/v1/ping").status_code == 200

@@ -1,4 +1,4 @@
-"""schemas/openapi.json against the live server (issue 11, finding 14), with Schemathesis.
+"""marketplace/web/openapi.json against the live server (issue 11, finding 14), with Schemathesis.
 
 The real server (gunicorn, ``stratus-marketplace serve``) on a free 127.0.0.1 port, with
 admin tokens and one published entry whose key is the document's own example, so that the

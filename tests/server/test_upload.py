@@ -177,7 +177,8 @@ def test_upload_answers_in_negotiated_media(post, rsa_signer):
 
 
 def test_stored_upload_survives_a_new_app_on_the_same_store(app, post, rsa_signer):
-    from marketplace.app import create_app, marketplace_of
+    from marketplace.web.app import create_app
+    from marketplace.web.current import marketplace_of
     document = factories.signed(rsa_signer)
     location = post(document).headers["Location"]
     other = create_app(**app.config["MARKETPLACE"])  # same settings: same file or indices

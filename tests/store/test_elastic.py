@@ -255,7 +255,8 @@ def test_outage_is_503_then_recovers_by_itself(elasticsearch, es_prefix, make_en
     serves without a restart."""
     if elasticsearch.server is None:
         pytest.skip("the cluster of MARKETPLACE_TEST_ELASTICSEARCH_URL is not ours to stop")
-    from marketplace.app import create_app, marketplace_of
+    from marketplace.web.app import create_app
+    from marketplace.web.current import marketplace_of
     app = create_app(data_dir=str(tmp_path), **elasticsearch.settings(es_prefix))
     client = app.test_client()
     store = marketplace_of(app).store

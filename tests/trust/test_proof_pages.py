@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from marketplace.app import marketplace_of
 from marketplace.store.base import Entry
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 from tests.moderation.conftest import path_of, signed, upload
 

@@ -24,7 +24,6 @@ import pytest
 from client import validate
 from client.node.policy import Policy
 from client.node.resolve import check_candidate
-from marketplace.app import create_app, marketplace_of
 from marketplace.metadata import document as doc
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.trust import TrustStore
@@ -33,6 +32,8 @@ from marketplace.moderation.store import PENDING, Event, Upload
 from marketplace.moderation.workflow import token_hash
 from marketplace.replica import Replicator
 from marketplace.store.base import Entry
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests import factories, pki
 
 NOW = datetime.now(UTC).replace(microsecond=0)

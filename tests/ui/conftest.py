@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from aiosmtpd.controller import Controller
 
 from tests import factories, pki
 from tests.live.conftest import LiveServer
+from tests.moderation.conftest import Mailbox
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -152,6 +155,28 @@ def upload(server: LiveServer, document: bytes) -> str:
                                       "Accept": "application/json"})
     assert response.status_code == 201, response.text
     return response.headers["Location"]
+
+
+@pytest.fixture
+def confirming_server(tmp_path, ca) -> Iterator[tuple[LiveServer, Mailbox]]:
+    """A live server that mails unlisted endorsers through a real SMTP server."""
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "ca.pem").write_bytes(ca.certificate_pem())
+    (tmp_path / "whitelist").write_text("# nobody\n")
+    server = LiveServer(data, tmp_path)
+    (data / "marketplace.cfg").write_text(
+        f"[marketplace]\nUNLISTED_ENDORSERS = confirm\nTRUST_STORE = {tmp_path / 'ca.pem'}\n"
+        f"ENDORSER_WHITELIST = {tmp_path / 'whitelist'}\nSMTP_HOST = 127.0.0.1\n"
+        f"SMTP_PORT = {smtp.port}\nSMTP_FROM = marketplace@example.org\n"
+        f"PUBLIC_URL = {server.url}\n")
+    server.start()
+    yield server, mailbox
+    server.stop()
+    smtp.stop()
 
 
 @pytest.fixture(scope="module")

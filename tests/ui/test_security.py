@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 from lxml import etree
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
@@ -32,8 +31,6 @@ from marketplace.store.base import Entry
 from marketplace.store.sqlite import SQLiteStore
 from tests import factories
 from tests.live.conftest import LiveServer
-from tests.moderation.conftest import Mailbox
-from tests.processes import free_port
 from tests.ui.conftest import EVE, JANE, open_page
 
 OPERATOR, PASSWORD = "alice", "operator password 1234"
@@ -220,28 +217,6 @@ def test_an_operator_still_blocks_and_unblocks_from_the_admin_page(browser, host
 
 
 # --- finding 2 on a live server, and the mailed link's own button in a real browser --------
-
-
-@pytest.fixture
-def confirming_server(tmp_path, ca) -> Iterator[tuple[LiveServer, Mailbox]]:
-    """A live server that mails unlisted endorsers through a real SMTP server."""
-    mailbox = Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    data = tmp_path / "data"
-    data.mkdir()
-    (tmp_path / "ca.pem").write_bytes(ca.certificate_pem())
-    (tmp_path / "whitelist").write_text("# nobody\n")
-    server = LiveServer(data, tmp_path)
-    (data / "marketplace.cfg").write_text(
-        f"[marketplace]\nUNLISTED_ENDORSERS = confirm\nTRUST_STORE = {tmp_path / 'ca.pem'}\n"
-        f"ENDORSER_WHITELIST = {tmp_path / 'whitelist'}\nSMTP_HOST = 127.0.0.1\n"
-        f"SMTP_PORT = {smtp.port}\nSMTP_FROM = marketplace@example.org\n"
-        f"PUBLIC_URL = {server.url}\n")
-    server.start()
-    yield server, mailbox
-    server.stop()
-    smtp.stop()
 
 
 def test_a_mailed_link_acts_only_through_its_pages_button(browser, confirming_server,

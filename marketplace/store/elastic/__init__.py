@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from marketplace.metadata.model import format_date
-from marketplace.store.base import Endorser, Entry, Page, Query, Store, StoreError, is_new
+from marketplace.store.base import EndorserStats, Entry, Page, Query, Store, StoreError, is_new
 from marketplace.store.elastic import bulk, latest
 from marketplace.store.elastic.client import connect, missing_index, store_error
 from marketplace.store.elastic.documents import fields, pair_id
@@ -101,15 +101,15 @@ class ElasticStore(Store):
         facets = read_facets(found.get("aggregations", {})) if query.facets else {}
         return Page(entries, found["hits"]["total"]["value"], facets)
 
-    def endorsers(self) -> list[Endorser]:
+    def endorsers(self) -> list[EndorserStats]:
         aggs = {"subject": {"terms": {"field": "subject", "size": 1, "order": {"_key": "desc"}}},
                 "latest": {"max": {"field": "created"}}}
         found = []
         for bucket in self._buckets("email", {"match_all": {}}, aggs):
             subjects = bucket["subject"]["buckets"]
-            found.append(Endorser(bucket["key"]["email"], subjects[0]["key"] if subjects else None,
-                                  bucket["doc_count"],
-                                  datetime.fromtimestamp(bucket["latest"]["value"] / 1000, UTC)))
+            found.append(EndorserStats(
+                bucket["key"]["email"], subjects[0]["key"] if subjects else None,
+                bucket["doc_count"], datetime.fromtimestamp(bucket["latest"]["value"] / 1000, UTC)))
         return found
 
     def tags(self, email: str) -> dict[str, int]:

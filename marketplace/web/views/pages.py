@@ -2,8 +2,9 @@
 
 Every page is rendered on the server and works with JavaScript off; ``static/app.js`` only
 makes the search live (it re-fetches this page and swaps the results in). The search page
-reads exactly the parameters of ``/api/v1/appliances`` through the API's own parsing
-(:func:`marketplace.api.search_query`), so a page URL and its JSON twin differ only in path.
+reads exactly the parameters of ``/api/v1/appliances`` through the one parser
+(:func:`marketplace.web.params.search_query`), so a page URL and its JSON twin differ only
+in path.
 Everything shown comes from the store through Jinja's autoescaping: data is never marked
 safe. The routes stay clear of the API's (``/metadata``, ``/endorsers``, ``/tag``,
 ``/api/v1``), whose ``?media=html`` forms are untouched.
@@ -17,7 +18,6 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -25,26 +25,45 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from marketplace import api, metrics, negotiation, security
-from marketplace.metadata import model
+from marketplace.metadata import model, vocabulary
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.verdict import Moment, Verdict, judge
+from marketplace.metadata.vocabulary import MAX_LIMIT, MAX_OFFSET, SEARCH_LIMIT, SORT_FIELDS
 from marketplace.service import PendingConfirmation, Refused, TooLarge
-from marketplace.store.base import SORT_FIELDS, Conflict, Entry, Page, Query, StoreError
+from marketplace.store.base import Conflict, Entry, Page, Query, StoreError
+from marketplace.web import metrics, negotiation, security
+from marketplace.web.current import current_marketplace, current_moderation, current_store
+from marketplace.web.errors import JSON_ONLY, RETRY_AFTER, http_error, rejection
+from marketplace.web.params import (
+    NO_MERGED_SLASHES,
+    SEARCH_ORDER,
+    ParameterError,
+    Params,
+    email_value,
+    identifier_value,
+    read_capped,
+    search_query,
+)
+from marketplace.web.urls import (
+    detail_url,
+    endorser_url,
+    entry_url,
+    publisher_url,
+    search_url,
+    tag_url,
+    upload_url,
+)
 
 blueprint = Blueprint("pages", __name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parents[1] / "static"
 PAGE_SIZES = (10, 20, 50, 100)
-DEFAULTS = {"status": "valid", "sort": "-created", "limit": str(api.SEARCH_LIMIT),
-            "offset": "0"}
-# The search page's own parameters, in the order a canonical URL lists them.
-SEARCH_ORDER = ("q", *api.SEARCH_FILTERS, "status", "location", "created_from", "created_to",
-                "valid_from", "valid_to", "sort", "limit", "offset")
-FACETS = (("os", "os", "Operating system"), ("os_version", "os_version", "OS version"),
-          ("os_arch", "arch", "Architecture"), ("email", "endorser", "Endorser"),
-          ("kind", "kind", "Kind"), ("format", "format", "Format"),
-          ("hypervisor", "hypervisor", "Hypervisor"))
+FILTER_LABELS = {"os": "Operating system", "os_version": "OS version", "arch": "Architecture",
+                 "endorser": "Endorser", "kind": "Kind", "format": "Format",
+                 "hypervisor": "Hypervisor", "q": "Text", "tag": "Tag",
+                 "identifier": "Identifier", "type": "Type", "location": "Location",
+                 "created_from": "Endorsed from", "created_to": "Endorsed until",
+                 "valid_from": "Valid from", "valid_to": "Valid until"}
 STATUS_CHOICES = (("valid", "Valid"), ("expired", "Expired"), ("deprecated", "Deprecated"),
                   ("all", "Any status"))
 SORT_LABELS = {"created": "Endorsed", "identifier": "Identifier", "email": "Endorser",
@@ -63,14 +82,11 @@ FIELD_LABELS = {"type": "Type", "kind": "Kind", "os": "Operating system",
                 "outbound_ports": "Outbound ports", "icmp": "ICMP types",
                 "is_replaced_by": "Replaced by", "replaces": "Replaces",
                 "is_version_of": "Version of"}
-API_PATHS = ("/metadata", "/endorsers", "/tag/", *api.JSON_ONLY)
+API_PATHS = ("/metadata", "/endorsers", "/tag/", *JSON_ONLY)
+STATUS_RANK = {"valid": 0, "expired": 1, "deprecated": 2}
 MAX_VERSIONS = 100
 MAX_RELATED = 10
 MAX_PAGE_LINKS = 2
-
-
-def store():
-    return api.store()
 
 
 def html(template: str, code: int = 200, **context) -> Response:
@@ -119,17 +135,6 @@ blueprint.add_app_template_filter(day, "day")
 blueprint.add_app_template_filter(model.format_date, "timestamp")
 
 
-def detail_url(entry: Entry, exact: bool = False) -> str:
-    """The detail page of an entry: its endorser's latest, or ``exact``ly this one."""
-    identifier, email, created = entry.key
-    args = {"endorser": email, **({"created": created} if exact else {})}
-    return f"/appliances/{identifier}?{urlencode(args, safe='@:')}"
-
-
-def publisher_url(email: str) -> str:
-    return f"/publishers/{quote(email, safe='@+')}"
-
-
 def row(entry: Entry, now: datetime) -> dict:
     """What a result row shows of an entry."""
     a = entry.appliance
@@ -144,42 +149,20 @@ def row(entry: Entry, now: datetime) -> dict:
 # --- search -------------------------------------------------------------------------------
 
 
-def canonical(args) -> list[tuple[str, str]] | None:
-    """The search's parameters without empty values and defaults, in a fixed order; None
-    when a parameter is repeated (the parser names that error)."""
-    pairs = list(args.items(multi=True))
-    names = [name.replace("-", "_") for name, _ in pairs]
-    if len(set(names)) != len(names):
-        return None
-    given = {name: value for name, (_, value) in zip(names, pairs, strict=True)}
-    return [(name, given[name]) for name in SEARCH_ORDER
-            if given.get(name) and given[name] != DEFAULTS.get(name)]
-
-
-def search_url(pairs: list[tuple[str, str]] | dict, path: str = "/", **changes) -> str:
-    """A URL of the search with some parameters changed (None removes one)."""
-    values = dict(pairs)
-    values.update(changes)
-    kept = [(name, values[name]) for name in SEARCH_ORDER
-            if values.get(name) not in (None, "") and str(values[name]) != DEFAULTS.get(name)]
-    return path + ("?" + urlencode(kept, safe="@:/,") if kept else "")
-
-
 @blueprint.get("/")
 def search() -> Response:
     """The search page: free text, facet filters with counts, sort, paging; all in the URL."""
-    pairs = canonical(request.args)
-    if pairs is not None and pairs != [(k, v) for k, v in request.args.items(multi=True)
-                                       if k in SEARCH_ORDER]:
-        return redirect(search_url(pairs), 302)
-    query, _ = api.search_query(strict=False)
+    search = search_query(strict=False)
+    if list(search.given.items()) != [(k, v) for k, v in request.args.items(multi=True)
+                                      if k in SEARCH_ORDER]:
+        return redirect(search_url(search.given), 302)
+    query = search.query
     query.facets = True
-    page = store().search(query)
-    return html("search.html", **search_context(query, page, pairs or []))
+    page = current_store().search(query)
+    return html("search.html", **search_context(query, page, search.given))
 
 
-def search_context(query: Query, page: Page, pairs: list[tuple[str, str]]) -> dict:
-    values = dict(pairs)
+def search_context(query: Query, page: Page, values: dict[str, str]) -> dict:
     return {"query": query, "values": values, "page": page, "total": page.total,
             "rows": [row(e, query.now) for e in page.entries],
             "facets": facet_groups(query, page), "statuses": status_choices(query, page),
@@ -202,15 +185,15 @@ class Option:
 
 def facet_groups(query: Query, page: Page) -> list[dict]:
     """Each facet's values with their counts; a chosen value is listed even at zero."""
-    groups = []
-    for field, name, label in FACETS:
-        counts = dict(page.facets.get(field, {}))
-        chosen = query.filters.get(field)
+    groups, counted = [], vocabulary.named_facets(page.facets)
+    for name in vocabulary.FACETS:
+        counts = dict(counted.get(name, {}))
+        chosen = query.filters.get(vocabulary.FILTERS[name])
         if chosen and chosen not in counts:
             counts[chosen] = 0
         options = [Option(value, value, count, value == chosen)
                    for value, count in counts.items()]
-        groups.append({"field": field, "name": name, "label": label, "options": options,
+        groups.append({"name": name, "label": FILTER_LABELS[name], "options": options,
                        "chosen": chosen})
     return groups
 
@@ -224,14 +207,9 @@ def status_choices(query: Query, page: Page) -> list[Option]:
 
 def active_filters(values: dict[str, str]) -> list[dict]:
     """The filters in force, each with the URL that drops it."""
-    labels = {name: label for _, name, label in FACETS}
-    labels.update({"q": "Text", "tag": "Tag", "identifier": "Identifier", "type": "Type",
-                   "location": "Location", "created_from": "Endorsed from",
-                   "created_to": "Endorsed until", "valid_from": "Valid from",
-                   "valid_to": "Valid until"})
-    return [{"label": labels[name], "value": value,
+    return [{"label": FILTER_LABELS[name], "value": value,
              "remove": search_url(values, **{name: None, "offset": None})}
-            for name, value in values.items() if name in labels]
+            for name, value in values.items() if name in FILTER_LABELS]
 
 
 def sort_links(query: Query, values: dict[str, str]) -> dict[str, dict]:
@@ -315,7 +293,7 @@ class Verification:
 
 def verify_now(entry: Entry, now: datetime) -> Verification:
     """Re-judge the stored bytes by the trust decision, now and at endorsement."""
-    trust = api.service().trust_store
+    trust = current_marketplace().trust_store
     try:
         verdict = judge(entry.document, Moment.endorsement(None, now), trust)
         return Verification("valid", verdict.certificate, [], email_proof(entry, verdict))
@@ -331,7 +309,7 @@ def verify_now(entry: Entry, now: datetime) -> Verification:
 
 def email_proof(entry: Entry, verdict: Verdict) -> str | None:
     """How the entry's email was proven: by its certificate, by the mailed link, or not."""
-    return api.service().moderation.email_proof(entry.key, verdict.identity)
+    return current_moderation().email_proof(entry.key, verdict.identity)
 
 
 def certificate_facts(certificate: x509.Certificate | None) -> dict | None:
@@ -370,33 +348,39 @@ def field_rows(appliance: model.Appliance) -> list[dict]:
     return rows
 
 
-@blueprint.get("/appliances/<identifier>", **api.EXACT)
+@blueprint.get("/appliances/<identifier>", **NO_MERGED_SLASHES)
 def appliance(identifier: str) -> Response:
     """One entry of an identifier (newest by default; ``endorser`` and ``created`` choose)."""
-    identifier = api.identifier_value("identifier", identifier)
-    params = api.Params(request.args, ("endorser", "created"))
-    email = params.get("endorser", api.email_value)
+    identifier = identifier_value("identifier", identifier)
+    params = Params(request.args, ("endorser", "created"))
+    email = params.get("endorser", email_value)
     created = params.date("created")
-    versions = store().search(Query(filters={"identifier": identifier}, status="all",
+    versions = current_store().search(Query(filters={"identifier": identifier}, status="all",
                                     latest_only=False, limit=MAX_VERSIONS)).entries
     chosen = [v for v in versions if (email is None or v.email == email)
               and (created is None or v.created == created)]
     if not chosen and email and created:
-        exact = store().get(identifier, email, created)
+        exact = current_store().get(identifier, email, created)
         chosen = [exact] if exact else []
     if not chosen:
         raise NotFound(f"No appliance with identifier {identifier}"
                        + (f" endorsed by {email}" if email else "")
                        + (f" on {model.format_date(created)}" if created else "") + ".")
-    entry = chosen[0]
     now = datetime.now(UTC)
-    return html("appliance.html", **appliance_context(entry, versions, now))
+    return html("appliance.html", **appliance_context(preferred(chosen, now), versions, now))
+
+
+def preferred(chosen: list[Entry], now: datetime) -> Entry:
+    """The entry a visitor means among the newest first: a valid one before an expired one
+    before a deprecated one, so that one endorser's deprecation does not hide another
+    endorser's entry that still stands."""
+    return min(chosen, key=lambda e: STATUS_RANK.get(e.appliance.status(now), len(STATUS_RANK)))
 
 
 def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dict:
     a = entry.appliance
     verification = verify_now(entry, now)
-    xml_url = api.entry_url(entry)
+    xml_url = entry_url(entry)
     endpoint = security.base_url()
     return {
         "entry": entry, "a": a, "status": a.status(now), "now": now,
@@ -406,8 +390,7 @@ def appliance_context(entry: Entry, versions: list[Entry], now: datetime) -> dic
         else None,
         "xml_url": xml_url, "json_url": xml_url + "?media=json",
         "api_url": f"/api/v1/appliances/{a.identifier}",
-        "tag_url": (f"/tag/{quote(entry.email, safe='@+')}/{quote(a.tag, safe='')}"
-                    if a.tag else None),
+        "tag_url": tag_url(entry.email, a.tag) if a.tag else None,
         "fetch_command": f"stratus-image-cache pull {a.identifier} "
                          f"--marketplace-endpoint {endpoint}",
         "versions": [{"entry": v, "url": detail_url(v, exact=True),
@@ -426,7 +409,7 @@ def related(entry: Entry, now: datetime) -> list[dict]:
     tag = entry.appliance.tag
     if not tag:
         return []
-    page = store().search(Query(filters={"email": entry.email, "tag": tag}, status="all",
+    page = current_store().search(Query(filters={"email": entry.email, "tag": tag}, status="all",
                                 limit=MAX_RELATED + 1))
     return [row(e, now) for e in page.entries if e.identifier != entry.identifier][:MAX_RELATED]
 
@@ -439,33 +422,33 @@ def publishers() -> Response:
     """Every endorser, with how many entries they published and when last."""
     return html("publishers.html", endorsers=[
         {"email": e.email, "subject": e.subject, "entries": e.entries, "latest": e.latest,
-         "url": publisher_url(e.email)} for e in store().endorsers()])
+         "url": publisher_url(e.email)} for e in current_store().endorsers()])
 
 
-@blueprint.get("/publishers/<email>", **api.EXACT)
+@blueprint.get("/publishers/<email>", **NO_MERGED_SLASHES)
 def publisher(email: str) -> Response:
     """What one endorser published, newest first, with their tags."""
-    email = api.email_value("email", email)
-    params = api.Params(request.args, ("limit", "offset"))
+    email = email_value("email", email)
+    params = Params(request.args, ("limit", "offset"))
     query = Query(filters={"email": email}, status="all", sort="created", descending=True,
-                  limit=params.integer("limit", api.SEARCH_LIMIT, 1, api.MAX_LIMIT),
-                  offset=params.integer("offset", 0, 0, api.MAX_OFFSET))
-    page = store().search(query)
+                  limit=params.integer("limit", SEARCH_LIMIT, 1, MAX_LIMIT),
+                  offset=params.integer("offset", 0, 0, MAX_OFFSET))
+    page = current_store().search(query)
     if not page.total:
         raise NotFound(f"Nobody with the email {email} has published an appliance here.")
-    entries, signed_by = api.service().moderation.unmixed(page.entries)
+    entries, signed_by = current_moderation().unmixed(page.entries)
     signers = [{"subject": s, "proof": PROOFS[p], "proven": bool(p)} for s, p in signed_by]
-    values = {"limit": str(query.limit)} if query.limit != api.SEARCH_LIMIT else {}
+    values = {"limit": str(query.limit)} if query.limit != SEARCH_LIMIT else {}
     tags = [{"tag": tag, "count": count,
              "url": search_url({"endorser": email, "tag": tag, "status": "all"})}
-            for tag, count in store().tags(email).items()]
+            for tag, count in current_store().tags(email).items()]
     return html("publisher.html", email=email, signers=signers, total=page.total,
                 rows=[row(e, query.now) for e in entries], tags=tags,
                 left_out=len(page.entries) - len(entries),
                 shown=(query.offset + 1, query.offset + len(page.entries)),
                 pager=pager(query, page.total, values, publisher_url(email)),
                 search_url=search_url({"endorser": email, "status": "all"}),
-                api_url=f"/endorsers/{quote(email, safe='@+')}?media=json")
+                api_url=f"{endorser_url(email)}?media=json")
 
 
 # --- upload -------------------------------------------------------------------------------
@@ -484,26 +467,25 @@ def upload() -> Response:
         return html("upload.html", 400, verdict={
             "outcome": "missing", "message": "Choose a signed metadata file to upload."})
     try:
-        entry, new = api.service().accept(api.read_capped(sent.stream),
+        entry, new = current_marketplace().accept(read_capped(sent.stream),
                                           client=request.remote_addr or "")
     except PendingConfirmation as held:
         return html("upload.html", 202, verdict={
             "outcome": "pending", "filename": sent.filename, "upload": held.upload,
-            "mailed": held.mailed, "status_url": api.upload_status_url(held.upload)})
+            "mailed": held.mailed, "status_url": upload_url(*held.upload.key)})
     except Refused as exc:
         metrics.upload_rejected("refused")
         return html("upload.html", 403, verdict={"outcome": "refused", "problems": [],
                                                  "filename": sent.filename,
                                                  "message": f"{str(exc).capitalize()}."})
     except (MetadataError, TooLarge, Conflict, StoreError) as exc:
-        reason = next((r for t, r in api.REJECTIONS if isinstance(exc, t)), "error")
-        metrics.upload_rejected(reason)
+        metrics.upload_rejected(rejection(exc))
         return refused(exc, sent.filename)
     metrics.upload_accepted(new)
     return html("upload.html", 201 if new else 200, verdict={
         "outcome": "accepted" if new else "known", "filename": sent.filename,
         "entry": row(entry, datetime.now(UTC)), "url": detail_url(entry, exact=True),
-        "xml_url": api.entry_url(entry)})
+        "xml_url": entry_url(entry)})
 
 
 def refused(exc: Exception, filename: str) -> Response:
@@ -528,14 +510,15 @@ def upload_too_large(exc: RequestEntityTooLarge) -> Response:
     metrics.upload_rejected("too_large")
     return html("upload.html", 413, verdict={
         "outcome": "refused", "problems": [],
-        "message": f"The file is too large: the limit is {api.service().max_bytes:,} bytes."})
+        "message": "The file is too large: the limit is "
+                   f"{current_marketplace().max_bytes:,} bytes."})
 
 
 # --- errors -------------------------------------------------------------------------------
 
 
-@blueprint.errorhandler(api.ParameterError)
-def bad_parameter(exc: api.ParameterError) -> Response:
+@blueprint.errorhandler(ParameterError)
+def bad_parameter(exc: ParameterError) -> Response:
     return html("error.html", 400, status=400, title="That search cannot be run",
                 message=f"The parameter “{exc.name}” {exc.message}.")
 
@@ -544,7 +527,7 @@ def bad_parameter(exc: api.ParameterError) -> Response:
 def unavailable(exc: StoreError) -> Response:
     response = html("error.html", 503, status=503, title="The marketplace is unavailable",
                     message="Its store does not answer right now. Try again in a minute.")
-    response.headers["Retry-After"] = api.RETRY_AFTER
+    response.headers["Retry-After"] = RETRY_AFTER
     return response
 
 
@@ -555,7 +538,7 @@ def not_found(exc: NotFound) -> Response:
         not request.path.startswith(API_PATHS)
         and negotiation.for_error() == negotiation.HTML)
     if not wants_page:
-        return api.http_error(exc)
+        return http_error(exc)
     message = exc.description if request.blueprint == "pages" else (
         "There is no page at this address. It may have moved, or the link may be mistyped.")
     return html("error.html", 404, status=404, title="Not found", message=message)

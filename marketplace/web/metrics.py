@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from time import perf_counter
 
-from flask import Blueprint, g, request
+from flask import Flask, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -45,10 +45,10 @@ ACCEPTED = Counter("marketplace_uploads_accepted", "Uploads accepted", ("outcome
 REJECTED = Counter("marketplace_uploads_rejected", "Uploads rejected", ("reason",))
 
 
-def install(blueprint: Blueprint) -> None:
-    """Time and count every request of the app the blueprint is registered on."""
-    blueprint.before_app_request(_start)
-    blueprint.after_app_request(_finish)
+def init_app(app: Flask) -> None:
+    """Time and count every request of the app."""
+    app.before_request(_start)
+    app.after_request(_finish)
 
 
 def _start() -> None:

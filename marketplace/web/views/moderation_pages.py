@@ -8,7 +8,7 @@ never written into a page.
 
 The admin pages need the same credentials as the admin API (a browser asks for the
 account of ``MARKETPLACE_ADMIN_ACCOUNTS_FILE``); their forms carry a CSRF token. Headers
-and the same-origin checks of both areas are :mod:`marketplace.security`'s.
+and the same-origin checks of both areas are :mod:`marketplace.web.security`'s.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, g, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
-from marketplace import api, negotiation
 from marketplace.metadata.model import format_date
-from marketplace.moderation.api import guard, key_of, moderation
 from marketplace.moderation.auth import NotConfigured, Unauthorized
 from marketplace.moderation.endorsers import Endorser
 from marketplace.moderation.mail import ACTIONS
 from marketplace.moderation.store import FLAGGED, PENDING
 from marketplace.moderation.workflow import LinkGone
+from marketplace.web import negotiation
+from marketplace.web.current import current_guard, current_moderation
+from marketplace.web.params import ParameterError, Params, entry_key
 
 links = Blueprint("moderation_pages", __name__, url_prefix="/moderation")
 admin = Blueprint("admin_pages", __name__, url_prefix="/admin")
@@ -40,7 +41,7 @@ DONE = {"removed": "The entry was removed.", "blocked": "The endorser is blocked
 AUDIT_PAGE = 100
 
 
-def install(app: Flask) -> None:
+def init_app(app: Flask) -> None:
     app.register_blueprint(links)
     app.register_blueprint(admin)
 
@@ -66,13 +67,13 @@ def follow(action: str) -> Response:
     if action not in ACTIONS:
         raise NotFound("There is no such link.")
     token = request.args.get("token", "")
-    now = moderation().now()
+    now = current_moderation().now()
     if request.method != "POST":
-        upload = moderation().pending(token, now)
+        upload = current_moderation().pending(token, now)
         heading, button, style = LINK_TEXT[action]
         return page("link.html", action=action, upload=upload, heading=heading,
                     button=button, style=style, expires=format_date(upload.expires))
-    outcome = moderation().respond(action, token, now)
+    outcome = current_moderation().respond(action, token, now)
     url = None
     if outcome.state in ("published", "known"):
         url = f"/appliances/{outcome.upload.identifier}"
@@ -94,7 +95,7 @@ def link_error(exc: HTTPException) -> Response:
 
 @admin.before_request
 def authenticate() -> None:
-    g.admin = guard().check(request.headers.get("Authorization"))
+    g.admin = current_guard().check(request.headers.get("Authorization"))
     if request.method == "POST" and not g.admin.check_form(request.form.get("csrf")):
         raise Forbidden("This form did not come from the admin page: open the page again "
                         "and send it from there.")
@@ -111,8 +112,8 @@ def unauthorized(exc: Unauthorized) -> Response:
                    {"WWW-Authenticate": exc.challenge})
 
 
-@admin.errorhandler(api.ParameterError)
-def bad_parameter(exc: api.ParameterError) -> Response:
+@admin.errorhandler(ParameterError)
+def bad_parameter(exc: ParameterError) -> Response:
     return message(400, "That cannot be done", f"{exc.name}: {exc.message}.")
 
 
@@ -124,22 +125,23 @@ def admin_error(exc: HTTPException) -> Response:
 @admin.get("/")
 def home() -> Response:
     """Held uploads, blocked endorsers, the forms, and the latest of the audit log."""
-    now = moderation().now()
-    moderation().purge(now)
-    held = moderation().db.uploads()
+    now = current_moderation().now()
+    current_moderation().purge(now)
+    held = current_moderation().db.uploads()
     return page("admin.html", admin=g.admin, csrf=g.admin.form_token(),
                 pending=[u for u in held if u.state == PENDING],
                 flagged=[u for u in held if u.state == FLAGGED],
-                blocked=moderation().db.blocked(), tombstones=moderation().db.tombstones(),
-                audit=moderation().db.audit(20),
+                blocked=current_moderation().db.blocked(),
+                tombstones=current_moderation().db.tombstones(),
+                audit=current_moderation().db.audit(20),
                 done=DONE.get(request.args.get("done", "")), now=format_date(now))
 
 
 @admin.get("/audit")
 def audit() -> Response:
-    params = api.Params(request.args, ("before",))
+    params = Params(request.args, ("before",))
     before = params.integer("before", 0, 1, 2 ** 62) if params.get("before") else None
-    records = moderation().db.audit(AUDIT_PAGE, before)
+    records = current_moderation().db.audit(AUDIT_PAGE, before)
     older = records[-1].serial if len(records) == AUDIT_PAGE else None
     return page("audit.html", admin=g.admin, records=records, older=older)
 
@@ -147,9 +149,9 @@ def audit() -> Response:
 def form_text(name: str, limit: int = 500) -> str:
     value = " ".join(request.form.get(name, "").split())
     if not value:
-        raise api.ParameterError(name, "is required")
+        raise ParameterError(name, "is required")
     if len(value) > limit or not value.isprintable():
-        raise api.ParameterError(name, f"must be at most {limit} printable characters")
+        raise ParameterError(name, f"must be at most {limit} printable characters")
     return value
 
 
@@ -157,14 +159,15 @@ def endorser_text() -> str:
     try:
         return Endorser.parse(form_text("endorser", 1000)).text
     except ValueError as exc:
-        raise api.ParameterError("endorser", str(exc)) from None
+        raise ParameterError("endorser", str(exc)) from None
 
 
 @admin.post("/remove")
 def remove() -> Response:
-    key = key_of(form_text("identifier", 27), form_text("email", 254),
+    key = entry_key(form_text("identifier", 27), form_text("email", 254),
                  form_text("created", 20))
-    if not moderation().remove(key, g.admin.name, form_text("reason"), moderation().now()):
+    moderation = current_moderation()
+    if not moderation.remove(key, g.admin.name, form_text("reason"), moderation.now()):
         raise NotFound(f"There is no entry and no held upload of {key[0]} by {key[1]} at "
                        f"{key[2]}.")
     return redirect("/admin/?done=removed", 303)
@@ -172,15 +175,16 @@ def remove() -> Response:
 
 @admin.post("/block")
 def block() -> Response:
-    _, new = moderation().block(endorser_text(), g.admin.name, form_text("reason"),
-                                moderation().now())
+    _, new = current_moderation().block(endorser_text(), g.admin.name, form_text("reason"),
+                                current_moderation().now())
     return redirect(f"/admin/?done={'blocked' if new else 'already-blocked'}", 303)
 
 
 @admin.post("/unblock")
 def unblock() -> Response:
-    endorser, done = moderation().unblock(endorser_text(), g.admin.name, form_text("reason"),
-                                          moderation().now())
+    moderation = current_moderation()
+    endorser, done = moderation.unblock(endorser_text(), g.admin.name, form_text("reason"),
+                                        moderation.now())
     if not done:
         raise BadRequest(f"The endorser {endorser} is not blocked.")
     return redirect("/admin/?done=unblocked", 303)
@@ -188,8 +192,9 @@ def unblock() -> Response:
 
 @admin.post("/lift")
 def lift() -> Response:
-    key = key_of(form_text("identifier", 27), form_text("email", 254),
+    key = entry_key(form_text("identifier", 27), form_text("email", 254),
                  form_text("created", 20))
-    if not moderation().lift(key, g.admin.name, form_text("reason"), moderation().now()):
+    moderation = current_moderation()
+    if not moderation.lift(key, g.admin.name, form_text("reason"), moderation.now()):
         raise NotFound(f"There is no removal of {key[0]} by {key[1]} at {key[2]} to lift.")
     return redirect("/admin/?done=lifted", 303)

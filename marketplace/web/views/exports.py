@@ -9,17 +9,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, redirect, request
 from werkzeug.datastructures import MultiDict
 
-from marketplace import api, negotiation
 from marketplace.exports import feed, imagelist, simplestreams
 from marketplace.exports.changes import Marker, Rendered, Renders, etag, marker
 from marketplace.exports.entries import all_matching, web_location
 from marketplace.exports.signing import GPGSigner, NotConfigured, SigningFailed, SMIMESigner
-from marketplace.store.base import Query, Store
+from marketplace.metadata.vocabulary import SEARCH_LIMIT
+from marketplace.store.base import Query
+from marketplace.web import negotiation
+from marketplace.web.current import current_settings, current_store
+from marketplace.web.errors import error_response
+from marketplace.web.params import (
+    NO_MERGED_SLASHES,
+    ParameterError,
+    date_value,
+    email_value,
+    identifier_value,
+    search_query,
+)
+from marketplace.web.urls import endorser_imagelist_url
 
 blueprint = Blueprint("exports", __name__)
 FEED_SEARCHES = ("/", "/api/v1/appliances")
@@ -27,7 +38,7 @@ TEXT = "text/plain; charset=utf-8"  # signed lists and .sjson: MIME or PGP text
 JSON = "application/json"
 
 
-def install(app) -> None:
+def init_app(app) -> None:
     """Register the routes; renders and loaded keys are kept per app."""
     app.extensions["exports"] = {"renders": Renders()}
     app.register_blueprint(blueprint)
@@ -37,16 +48,8 @@ def _kept() -> dict:
     return current_app.extensions["exports"]
 
 
-def _store() -> Store:
-    return api.store()
-
-
-def _settings() -> dict[str, str]:
-    return current_app.config["MARKETPLACE"]
-
-
 def _base_url() -> str:
-    return (_settings()["PUBLIC_URL"] or request.url_root).rstrip("/")
+    return (current_settings()["PUBLIC_URL"] or request.url_root).rstrip("/")
 
 
 def _answer(tag: str, make) -> Response:
@@ -77,7 +80,7 @@ def _once(name: str, load):
 
 
 def _definitions() -> dict[str, imagelist.Definition]:
-    path = _settings()["IMAGELISTS"]
+    path = current_settings()["IMAGELISTS"]
     if not path:
         return {}
     return _once("definitions", lambda: _checked(imagelist.load_definitions(Path(path))))
@@ -93,15 +96,15 @@ def _checked(definitions: dict[str, imagelist.Definition]) -> dict[str, imagelis
 
 def _list_query(definition: imagelist.Definition) -> Query:
     try:
-        query, _ = api.search_query(MultiDict(definition.search), strict=True)
-    except api.ParameterError as exc:
+        query = search_query(MultiDict(definition.search), strict=True).query
+    except ParameterError as exc:
         raise imagelist.DefinitionError(f"image list [{definition.name}]: {exc}") from None
     query.status = "valid"
     return query
 
 
 def _smime() -> SMIMESigner:
-    settings = _settings()
+    settings = current_settings()
     return _once("smime", lambda: SMIMESigner.from_files(settings["IMAGELIST_CERTIFICATE"],
                                                          settings["IMAGELIST_KEY"]))
 
@@ -112,11 +115,11 @@ def imagelists() -> Response:
     base = _base_url()
     return negotiation.json_response({
         "lists": {name: f"{base}/imagelists/{name}" for name in sorted(_definitions())},
-        "endorsers": {e.email: f"{base}/imagelists/endorsers/{quote(e.email, safe='@+')}"
-                      for e in _store().endorsers()}})
+        "endorsers": {e.email: endorser_imagelist_url(base, e.email)
+                      for e in current_store().endorsers()}})
 
 
-@blueprint.get("/imagelists/<name>", **api.EXACT)
+@blueprint.get("/imagelists/<name>", **NO_MERGED_SLASHES)
 def named_imagelist(name: str) -> Response:
     definition = _definitions().get(name)
     if definition is None:
@@ -124,15 +127,15 @@ def named_imagelist(name: str) -> Response:
     return _imagelist(definition)
 
 
-@blueprint.get("/imagelists/endorsers/<email>", **api.EXACT)
+@blueprint.get("/imagelists/endorsers/<email>", **NO_MERGED_SLASHES)
 def endorser_imagelist(email: str) -> Response:
     return _imagelist(imagelist.endorser_definition(_known_endorser(email)))
 
 
 def _known_endorser(email: str) -> str:
     """The email of an endorser with entries here (any status); else 404."""
-    email = api.email_value("email", email)
-    if not _store().search(Query(filters={"email": email}, status="all", limit=0)).total:
+    email = email_value("email", email)
+    if not current_store().search(Query(filters={"email": email}, status="all", limit=0)).total:
         abort(404, f"no endorser {email} has published here")
     return email
 
@@ -140,16 +143,16 @@ def _known_endorser(email: str) -> str:
 def _imagelist(definition: imagelist.Definition) -> Response:
     signer = _smime()
     now = datetime.now(UTC)
-    lifetime = timedelta(days=float(_settings()["IMAGELIST_LIFETIME_DAYS"]))
+    lifetime = timedelta(days=float(current_settings()["IMAGELIST_LIFETIME_DAYS"]))
     half = lifetime.total_seconds() / 2
     window = int(now.timestamp() // half)
     created = datetime.fromtimestamp(window * half, UTC)
-    version = f"{marker(_store(), now).version}.{window}"
+    version = f"{marker(current_store(), now).version}.{window}"
     base = _base_url()
     tag = etag("imagelist", definition, version, base, signer.certificate.serial_number)
 
     def make() -> Rendered:
-        built = imagelist.build(definition, all_matching(_store(), _list_query(definition)),
+        built = imagelist.build(definition, all_matching(current_store(), _list_query(definition)),
                                 signer.endorser(), version, created, lifetime, base)
         left_out = ", ".join(f"{n} {why}" for why, n in built.left_out.items()) or "none"
         return Rendered(signer.sign(built.text.encode()), TEXT, now,
@@ -163,7 +166,7 @@ def _imagelist(definition: imagelist.Definition) -> Response:
 
 
 def _gpg() -> GPGSigner:
-    settings = _settings()
+    settings = current_settings()
     return GPGSigner.from_settings(settings["GPG_HOME"], settings["GPG_KEY"])
 
 
@@ -172,7 +175,7 @@ def _products(version: str, now: datetime) -> dict:
     kept = _kept().get("products")
     if kept is not None and kept[0] == version:
         return kept[1]
-    summaries = list(all_matching(_store(), Query(status="valid", now=now)))
+    summaries = list(all_matching(current_store(), Query(status="valid", now=now)))
     newest = max((s["endorsement"]["created"] for s in summaries), default=None)
     updated = datetime.fromisoformat(newest) if newest else now
     document = simplestreams.products(summaries, updated)
@@ -183,7 +186,7 @@ def _products(version: str, now: datetime) -> dict:
 def _stream(name: str, signed: bool) -> Response:
     signer = _gpg() if signed else None
     now = datetime.now(UTC)
-    version = marker(_store(), now).version
+    version = marker(current_store(), now).version
     tag = etag("streams", name, signed, version, _base_url(), signer.key if signer else None)
 
     def make() -> Rendered:
@@ -218,13 +221,13 @@ def streams_products_signed() -> Response:
     return _stream("images", signed=True)
 
 
-@blueprint.get("/streams/v1/images/<identifier>/<email>/<created>", **api.EXACT)
+@blueprint.get("/streams/v1/images/<identifier>/<email>/<created>", **NO_MERGED_SLASHES)
 def stream_item(identifier: str, email: str, created: str) -> Response:
     """An item's fixed path: a redirect to the image's first web location."""
-    query = Query(filters={"identifier": api.identifier_value("identifier", identifier),
-                           "email": api.email_value("email", email)},
-                  created=api.date_value("created", created), status="all", limit=1)
-    found = _store().search(query).entries
+    query = Query(filters={"identifier": identifier_value("identifier", identifier),
+                           "email": email_value("email", email)},
+                  created=date_value("created", created), status="all", limit=1)
+    found = current_store().search(query).entries
     location = web_location(found[0].as_dict()) if found else None
     if location is None:
         abort(404, f"no image {identifier} by {email} at {created}")
@@ -245,32 +248,32 @@ def atom_form_of_search():
 @blueprint.get("/feeds/appliances")
 def search_feed() -> Response:
     args = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k != "media"])
-    query, _ = api.search_query(args, strict=True)
+    query = search_query(args, strict=True).query
     shown = "&".join(f"{k}={v}" for k, v in args.items(multi=True))
     return _feed(query, "Appliances" + (f" matching {shown}" if shown else ""),
                  sorted(args.items(multi=True)))
 
 
-@blueprint.get("/feeds/endorsers/<email>", **api.EXACT)
+@blueprint.get("/feeds/endorsers/<email>", **NO_MERGED_SLASHES)
 def endorser_feed(email: str) -> Response:
     email = _known_endorser(email)
-    query = Query(filters={"email": email}, status="all", limit=api.SEARCH_LIMIT)
+    query = Query(filters={"email": email}, status="all", limit=SEARCH_LIMIT)
     return _feed(query, f"Appliances endorsed by {email}", [("endorser", email)])
 
 
 def _feed(query: Query, title: str, key: list) -> Response:
     now = query.now
     query.sort, query.descending = "created", True
-    mark: Marker = marker(_store(), now)
+    mark: Marker = marker(current_store(), now)
     base = _base_url()
     tag = etag("feed", request.path, key, query.limit, query.offset, mark.version, base)
 
     def make() -> Rendered:
-        page = _store().search(query)
+        page = current_store().search(query)
         summaries = [{**e.as_dict(), "email": e.email} for e in page.entries]
         self_url = base + request.full_path.rstrip("?")
         html_url = base + "/?" + request.query_string.decode("ascii", "replace")
-        body = feed.feed(f"{title} · {_settings()['TITLE']}", self_url, html_url.rstrip("?"),
+        body = feed.feed(f"{title} · {current_settings()['TITLE']}", self_url, html_url.rstrip("?"),
                          summaries, now)
         return Rendered(body, feed.CONTENT_TYPE, now)
 
@@ -282,11 +285,11 @@ def _feed(query: Query, title: str, key: list) -> Response:
 
 @blueprint.app_errorhandler(NotConfigured)
 def not_configured(exc: NotConfigured) -> Response:
-    return api.error_response(503, str(exc), [{"element": name, "rule": "setting",
+    return error_response(503, str(exc), [{"element": name, "rule": "setting",
                                                "message": "not set"} for name in exc.settings])
 
 
 @blueprint.app_errorhandler(SigningFailed)
 @blueprint.app_errorhandler(imagelist.DefinitionError)
 def misconfigured(exc: Exception) -> Response:
-    return api.error_response(503, str(exc))
+    return error_response(503, str(exc))

@@ -1,0 +1,297 @@
+"""The REST API: upload, the original StratusLab listing routes, the JSON search, health.
+
+Every view reads and checks its path and query parameters first (:mod:`..params`: nothing
+unchecked reaches the store), asks the store, and returns a
+:class:`~marketplace.web.negotiation.Reply` that is rendered as XML (default), JSON or HTML.
+``/api/v1``, ``/healthz`` and ``/openapi.json`` answer JSON only. Errors of any route come
+back as a document in the same media type, naming the parameter or the metadata element at
+fault (:mod:`..errors`). ``openapi.json`` beside the web package describes every route.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Blueprint, Response, request
+from lxml import etree
+from werkzeug.exceptions import NotFound
+
+from marketplace.metadata.model import format_date
+from marketplace.metadata.vocabulary import MAX_LIMIT, named_facets
+from marketplace.service import PendingConfirmation
+from marketplace.store.base import EndorserStats, Entry, Page, Query
+from marketplace.web import metrics, negotiation
+from marketplace.web.current import current_marketplace, current_moderation, current_store
+from marketplace.web.errors import rejection
+from marketplace.web.negotiation import Reply
+from marketplace.web.params import (
+    NO_MERGED_SLASHES,
+    date_value,
+    email_value,
+    identifier_value,
+    listing_query,
+    make_cursor,
+    read_upload,
+    search_query,
+    tag_value,
+)
+from marketplace.web.urls import endorser_url, entry_url, tag_url, upload_url
+
+blueprint = Blueprint("api", __name__)
+
+OPENAPI = Path(__file__).resolve().parents[1] / "openapi.json"
+UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+MAX_TAGGED = 20  # entries of one tag weighed for whose email stands (a tag has a few)
+
+
+# --- forms of entries --------------------------------------------------------------------
+
+
+def entry_json(entry: Entry, now: datetime) -> dict:
+    """The entry as JSON: the appliance's fields plus email, status and url."""
+    return {**entry.as_dict(), "email": entry.email,
+            "status": entry.appliance.status(now), "url": entry_url(entry)}
+
+
+def listing_reply(page: Page, query: Query, heading: str) -> Reply:
+    """A listing: XML ``<metadata>`` holding each signed ``rdf:RDF`` verbatim, JSON or HTML."""
+    data = {"entries": [entry_json(e, query.now) for e in page.entries], "total": page.total}
+    context = {"heading": heading, "offset": query.offset, "limit": query.limit}
+    return Reply(data, "listing.html", lambda: listing_xml(page, query), context=context)
+
+
+def listing_xml(page: Page, query: Query) -> bytes:
+    head = (f'<?xml version="1.0" encoding="UTF-8"?>\n<metadata total="{page.total}" '
+            f'offset="{query.offset}" limit="{query.limit}">\n').encode()
+    documents = [negotiation.root_element(e.document) + b"\n" for e in page.entries]
+    return head + b"".join(documents) + b"</metadata>\n"
+
+
+def entry_reply(entry: Entry, now: datetime) -> Reply:
+    """One entry: the stored bytes exactly as ``application/rdf+xml``, JSON or HTML."""
+    identifier, _, created = entry.key
+    filename = UNSAFE_FILENAME.sub("-", f"{identifier}-{created}") + ".xml"
+    context = {"document": entry.document.decode("utf-8", "replace")}
+    return Reply(entry_json(entry, now), "entry.html", lambda: entry.document,
+                 xml_type=negotiation.RDF_XML_TYPE, context=context,
+                 xml_headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def endorser_json(endorser: EndorserStats) -> dict:
+    return {"email": endorser.email, "subject": endorser.subject, "entries": endorser.entries,
+            "latest": format_date(endorser.latest),
+            "url": endorser_url(endorser.email)}
+
+
+def endorsers_xml(endorsers: list[dict]) -> bytes:
+    root = etree.Element("endorsers", total=str(len(endorsers)))
+    for endorser in endorsers:
+        element = etree.SubElement(root, "endorser", email=endorser["email"],
+                                   entries=str(endorser["entries"]), latest=endorser["latest"])
+        etree.SubElement(element, "subject").text = negotiation.xml_text(endorser["subject"])
+    return negotiation.to_bytes(root)
+
+
+def tags_xml(email: str, tags: list[dict]) -> bytes:
+    root = etree.Element("tags", email=email)
+    for tag in tags:
+        etree.SubElement(root, "tag", count=str(tag["count"])).text = \
+            negotiation.xml_text(tag["tag"])
+    return negotiation.to_bytes(root)
+
+
+def accepted_xml(data: dict, tag: str = "entry") -> bytes:
+    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else v
+                               for k, v in data.items()})
+    return negotiation.to_bytes(root)
+
+
+def pending_reply(held: PendingConfirmation) -> Reply:
+    """202: the upload awaits its endorser's confirmation; Location says where it stands."""
+    upload = held.upload
+    data = {"identifier": upload.identifier, "email": upload.email, "created": upload.created,
+            "state": upload.state, "expires": format_date(upload.expires),
+            "url": upload_url(*upload.key),
+            "message": f"a mail with a confirmation link went to {upload.email}; the entry is "
+                       "published once it is followed" if held.mailed else
+                       "this upload already awaits its endorser's confirmation"}
+    return Reply(data, "pending.html", lambda: accepted_xml(data, "upload"), 202,
+                 {"Location": data["url"]})
+
+
+def negotiated(view: Callable[..., Reply]) -> Callable[..., Response]:
+    """Choose the media type before the view runs, then render its reply in it."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs) -> Response:
+        media = negotiation.requested()
+        return negotiation.render(view(*args, **kwargs), media)
+
+    return wrapper
+
+
+# --- accepting metadata ------------------------------------------------------------------
+
+@blueprint.post("/metadata")
+@negotiated
+def upload() -> Reply:
+    """Verify and store a signed document: 201 when new, 200 for an identical replay,
+    202 when it awaits its endorser's confirmation."""
+    try:
+        entry, new = current_marketplace().accept(read_upload(),
+                                                  client=request.remote_addr or "")
+    except PendingConfirmation as held:
+        return pending_reply(held)
+    except Exception as exc:
+        metrics.upload_rejected(rejection(exc))
+        raise
+    metrics.upload_accepted(new)
+    identifier, email, created = entry.key
+    data = {"identifier": identifier, "email": email, "created": created,
+            "url": entry_url(entry), "new": new}
+    return Reply(data, "accepted.html", lambda: accepted_xml(data), 201 if new else 200,
+                 {"Location": data["url"]})
+
+
+# --- serving metadata --------------------------------------------------------------------
+
+
+@blueprint.get("/metadata")
+@blueprint.get("/metadata/<identifier>", **NO_MERGED_SLASHES)
+@blueprint.get("/metadata/<identifier>/<email>", **NO_MERGED_SLASHES)
+@negotiated
+def listing(identifier: str | None = None, email: str | None = None) -> Reply:
+    """Latest entries per identifier and endorser (all dates when ``created`` is given)."""
+    query = listing_query(identifier, email)
+    heading = " / ".join(["Metadata", *query.filters.values()])
+    return listing_reply(current_store().search(query), query, heading)
+
+
+@blueprint.get("/metadata/<identifier>/<email>/<created>", **NO_MERGED_SLASHES)
+@negotiated
+def entry(identifier: str, email: str, created: str) -> Reply:
+    """One stored document, byte for byte."""
+    key = (identifier_value("identifier", identifier), email_value("email", email),
+           date_value("created", created))
+    found = current_store().get(*key)
+    if found is None:
+        raise NotFound(f"no entry of {key[0]} by {key[1]} at {created}")
+    return entry_reply(found, datetime.now(UTC))
+
+
+@blueprint.get("/endorsers")
+@negotiated
+def endorsers() -> Reply:
+    """Every endorser with how many entries they published and when last."""
+    found = [endorser_json(e) for e in current_store().endorsers()]
+    data = {"endorsers": found, "total": len(found)}
+    return Reply(data, "endorsers.html", lambda: endorsers_xml(found))
+
+
+@blueprint.get("/endorsers/<email>", **NO_MERGED_SLASHES)
+@negotiated
+def endorser(email: str) -> Reply:
+    """An endorser's latest entries, newest first, whatever their status by default."""
+    query = listing_query(email=email, status="all")
+    page = current_store().search(query)
+    if not page.total and not current_store().search(
+            Query(filters={"email": query.filters["email"]}, status="all", limit=1)).total:
+        raise NotFound(f"no entries endorsed by {query.filters['email']}")
+    return listing_reply(page, query, f"Endorser {query.filters['email']}")
+
+
+@blueprint.get("/endorsers/<email>/tags", **NO_MERGED_SLASHES)
+@negotiated
+def endorser_tags(email: str) -> Reply:
+    """The tags (``dcterms:alternative``) an endorser used, with their counts."""
+    email = email_value("email", email)
+    tags = [{"tag": tag, "count": count, "url": tag_url(email, tag)}
+            for tag, count in current_store().tags(email).items()]
+    data = {"email": email, "tags": tags}
+    return Reply(data, "tags.html", lambda: tags_xml(email, tags))
+
+
+@blueprint.get("/tag/<email>/<tag>", **NO_MERGED_SLASHES)
+@negotiated
+def tagged(email: str, tag: str) -> Reply:
+    """The latest non-deprecated entry of an endorser carrying a tag."""
+    email, tag = email_value("email", email), tag_value("tag", tag)
+    found = latest_tagged(email, tag)
+    if found is None:
+        raise NotFound(f"no entry of {email} that is not deprecated is tagged {tag!r}")
+    reply = entry_reply(found, datetime.now(UTC))
+    reply.headers["Content-Location"] = entry_url(found)
+    return reply
+
+
+def latest_tagged(email: str, tag: str) -> Entry | None:
+    """The newest entry with the tag, among those the email's proof lets stand together."""
+    now = datetime.now(UTC)
+    candidates = [entry for status in ("valid", "expired")
+                  for entry in current_store().search(Query(filters={"email": email, "tag": tag},
+                                                    status=status, limit=MAX_TAGGED,
+                                                    now=now)).entries]
+    kept, _ = current_moderation().unmixed(candidates)
+    return max(kept, key=lambda e: e.created, default=None)
+
+
+# --- JSON API, health, metrics -----------------------------------------------------------
+
+
+@blueprint.get("/api/v1/appliances")
+def search() -> Response:
+    """Free text, filters, ranges, sort, paging by offset or cursor, facet counts."""
+    search = search_query()
+    query = search.query
+    page = current_store().search(query)
+    following = query.offset + len(page.entries)
+    return negotiation.json_response({
+        "items": [entry_json(e, query.now) for e in page.entries], "total": page.total,
+        "next_cursor": (make_cursor(following, search.fingerprint)
+                        if following < page.total else None),
+        "facets": named_facets(page.facets)})
+
+
+@blueprint.get("/api/v1/appliances/<identifier>", **NO_MERGED_SLASHES)
+def appliance(identifier: str) -> Response:
+    """Every endorser's latest entry of one identifier, whatever its status."""
+    query = Query(filters={"identifier": identifier_value("identifier", identifier)},
+                  status="all", limit=MAX_LIMIT)
+    page = current_store().search(query)
+    if not page.total:
+        raise NotFound(f"no entry of {identifier}")
+    return negotiation.json_response(
+        {"items": [entry_json(e, query.now) for e in page.entries], "total": page.total})
+
+
+@blueprint.get("/api/v1/ping")
+def ping() -> Response:
+    """The cheapest JSON answer: the ceiling of the benchmarks; the store is not touched."""
+    return negotiation.json_response({"pong": True})
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    healthy = current_store().healthy()
+    return negotiation.json_response({"status": "ok" if healthy else "unavailable",
+                                      "store": healthy}, 200 if healthy else 503)
+
+
+@blueprint.get("/metrics")
+def metrics_text() -> Response:
+    body, content_type = metrics.exposition(current_store())
+    return Response(body, content_type=content_type)
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    return Response(openapi_document(), mimetype="application/json")
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    return OPENAPI.read_bytes()
