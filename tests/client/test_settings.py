@@ -36,7 +36,7 @@ def test_later_files_override_earlier_ones_and_missing_ones_are_skipped(tmp_path
 def test_a_broken_file_is_an_error_naming_it(tmp_path):
     broken = tmp_path / "broken.cfg"
     broken.write_text("key without section\n")
-    with pytest.raises(ConfigError, match="broken.cfg"):
+    with pytest.raises(ConfigError, match=r"broken\.cfg"):
         read_ini(broken)
 
 
