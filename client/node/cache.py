@@ -43,7 +43,8 @@ from pathlib import Path
 from client.node import entries, locks
 from client.node.entries import UnsafeEntry
 from client.node.locks import Owner
-from client.node.policy import PREFERRED, Facts
+from client.node.policy import Facts
+from marketplace.metadata.digests import STRONG, same_digest
 from marketplace.metadata.identifier import is_identifier
 
 DIRECTORIES = ("images", "records", "pins", "leases", "locks", "partial", "trash")
@@ -470,7 +471,7 @@ class Cache:
                               progress=progress)
         found = {"size": digests.size, **digests.checksums}
         good = bool(expected) and digests.size == record.get("size") and all(
-            digests.checksums.get(a, "").lower() == v.lower() for a, v in expected.items())
+            same_digest(digests.checksums.get(a, ""), v) for a, v in expected.items())
         return good, found
 
 
@@ -482,7 +483,7 @@ def checked_identifier(identifier: str) -> str:
 
 
 def verified_strongly(record: dict) -> bool:
-    return any(a in PREFERRED for a in record.get("digests", {}))
+    return any(a in STRONG for a in record.get("digests", {}))
 
 
 def _read_json(path: Path, trusted: frozenset[int] | None) -> dict | None:

@@ -53,7 +53,7 @@ from marketplace.metadata.compression import (
     compression_from_name,
     decompressing_reader,
 )
-from marketplace.metadata.digests import Digests, MultiHasher
+from marketplace.metadata.digests import Digests, MultiHasher, same_digest
 
 CHUNK_SIZE = 1 << 20
 WRITEBACK_EVERY = 64 << 20  # start writing dirty pages to disk this often, so fsync is short
@@ -289,7 +289,7 @@ def check(expected: Expected, digests: Digests) -> None:
                        f"{expected.size} (slreq:bytes)")
     for algorithm, want in expected.checksums.items():
         got = digests.checksums[algorithm]
-        if int(got, 16) != int(want, 16):
+        if not same_digest(got, want):
             raise Mismatch(f"{algorithm} mismatch: the entry says {want.lower()}, the bytes "
                            f"give {got} (the location serves other bytes)")
 

@@ -25,6 +25,7 @@ from client.node.events import Events
 from client.node.locks import LockTimeout
 from client.node.policy import Policy
 from client.node.target import Target, parse_target
+from marketplace.metadata.digests import same_digest
 
 ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
 
@@ -163,8 +164,8 @@ class Fetcher:
         from marketplace.metadata.digests import digest_file
 
         digests = digest_file(hit.path, missing, compression=None)
-        if any(int(digests.checksums[a], 16) != int(hit.facts.checksums[a], 16)
-               for a in missing):
+        if not all(same_digest(digests.checksums[a], hit.facts.checksums[a])
+                   for a in missing):
             self._evict_damaged(hit.identifier, digests.checksums)
             return False
         record = dict(hit.record)
@@ -272,7 +273,7 @@ class Fetcher:
             return None
         digests = hit.record.get("digests", {})
         same = [a for a in expected.checksums
-                if a in digests and int(digests[a], 16) == int(expected.checksums[a], 16)]
+                if a in digests and same_digest(digests[a], expected.checksums[a])]
         if not same or hit.record.get("size") != expected.size:
             return None
         record = dict(hit.record)
