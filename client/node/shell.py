@@ -77,11 +77,10 @@ class Output:
         sys.stdout.flush()
 
     def progress(self, label: str, total: int | None):
-        if self.quiet or not sys.stderr.isatty():
-            return None
-        from client.cli import Progress
+        """A progress display for a download or a verification (tqdm, loaded only then)."""
+        from marketplace.metadata.progress import Progress
 
-        return Progress.for_terminal(label, total, self.quiet)
+        return Progress(label, total, self.quiet)
 
 
 def run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Namespace) -> int:

@@ -905,6 +905,16 @@ class Terminal(io.StringIO):
         return True
 
 
+def progress_updates(shown: str, label: str) -> list[re.Match]:
+    """Each state of tqdm's line: (percentage or None, count with its unit prefix)."""
+    pattern = re.compile(rf"{re.escape(label)}: (?: *(\d+)%\|[^|]*\| )?"
+                         r"(\d+(?:\.\d+)?[kMGT]?)B(?:/\S+B)? \[[^]]*\]")
+    updates = [update.strip() for update in shown.split("\r") if update.strip()]
+    matches = [pattern.fullmatch(update) for update in updates]
+    assert updates and all(matches), updates
+    return matches
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES, ids=lambda s: s or "raw")
 def test_progress_on_a_terminal_never_passes_100_percent(suffix, capsys, tmp_path, images,
                                                          content, monkeypatch):
@@ -915,21 +925,28 @@ def test_progress_on_a_terminal_never_passes_100_percent(suffix, capsys, tmp_pat
     assert checksums(output) == expected_checksums(content)
 
     shown = terminal.getvalue()
-    assert shown.startswith("\r") and shown.endswith(" \n")
-    updates = shown[1:-1].split("\r")
-    pattern = re.compile(rf"hashing {re.escape(str(images[suffix]))}: (?:(\d+\.\d)% )?"
-                         rf"(\d+\.\d\d) GB +\d+ MB/s ")
-    matches = [pattern.fullmatch(update) for update in updates]
-    assert all(matches), updates
-    shares = [float(m.group(1)) for m in matches if m.group(1)]
-    final = matches[-1]
-    assert final.group(2) == f"{len(content) / 1e9:.2f}"
+    assert shown.endswith("\n")
+    matches = progress_updates(shown, f"hashing {images[suffix]}")
+    shares = [int(m.group(1)) for m in matches if m.group(1)]
+    assert matches[-1].group(2) == f"{len(content) / 1e6:.2f}M"
     if suffix:
         # the compressed file's size is no total for the uncompressed bytes counted
         assert shares == []
     else:
-        assert final.group(1) == "100.0"
+        assert shares[-1] == 100
         assert all(0 <= share <= 100 for share in shares)
+
+
+@pytest.mark.parametrize(("size", "shown"), [(300, "300"), (5_000, "5.00k")])
+def test_a_small_files_progress_is_in_bytes_or_kilobytes(size, shown, tmp_path, monkeypatch):
+    """Formerly "0.00 GB" for anything under 5 MB."""
+    image = tmp_path / "small.img"
+    image.write_bytes(os.urandom(size))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert build.main([str(image), "--output", str(tmp_path / "meta.xml")]) == 0
+    assert progress_updates(terminal.getvalue(), f"hashing {image}")[-1].group(2) == shown
+    assert "GB" not in terminal.getvalue()
 
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["not-a-terminal", "quiet"])
