@@ -412,17 +412,17 @@ class Fetcher:
     def session(self):
         """The session for the marketplace (any address: the operator configured it)."""
         if self._session is None:
-            from client.node import download
+            from client.node import session
 
-            self._session = download.make_session(self.settings())
+            self._session = session.make_session(self.settings())
         return self._session
 
     def location_session(self):
         """The session for image locations (public addresses unless the node allows more)."""
         if self._location_session is None:
-            from client.node import download
+            from client.node import session
 
-            self._location_session = download.location_session(self.settings())
+            self._location_session = session.location_session(self.settings())
         return self._location_session
 
     def _progress(self, label: str, total: int | None):

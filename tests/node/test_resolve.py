@@ -11,6 +11,7 @@ from client.node import download, errors
 from client.node.fetcher import Fetcher
 from client.node.policy import Policy
 from client.node.resolve import resolve, split_listing
+from client.node.session import make_session
 from client.node.target import BadTarget, Target, parse_target
 from tests import factories
 from tests.node.conftest import entry_time, image_bytes
@@ -20,7 +21,7 @@ TIMEOUT = (5.0, 10.0)
 
 @pytest.fixture
 def session():
-    return download.make_session(download.Settings())
+    return make_session(download.Settings())
 
 
 def test_the_newest_acceptable_entry_is_chosen_and_the_others_explained(
