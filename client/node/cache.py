@@ -168,12 +168,19 @@ class Cache:
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.record_path(identifier), follow_symlinks=False)
 
-    def write_record(self, identifier: str, record: dict, document: bytes | None = None) -> None:
+    def write_record(self, identifier: str, record: dict, document: bytes | None = None,
+                     keep_last_use: bool = False) -> None:
+        """Write an image's record; ``keep_last_use`` when the image was not used, only
+        looked after (a verify), as the record's mtime is its last use for eviction."""
         from marketplace.files import write_atomic
 
+        path = self.record_path(identifier)
+        used = self._safe_file(path) if keep_last_use else None
         if document is not None:
             write_atomic(self.record_path(identifier, ".xml"), document)
-        write_atomic(self.record_path(identifier), json.dumps(record, indent=1).encode())
+        write_atomic(path, json.dumps(record, indent=1).encode())
+        if used is not None:
+            os.utime(path, ns=(used.st_atime_ns, used.st_mtime_ns), follow_symlinks=False)
 
     def update_record(self, identifier: str, **changes) -> dict | None:
         record = self.read_record(identifier)

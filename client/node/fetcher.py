@@ -334,7 +334,7 @@ class Fetcher:
             getattr(progress, "close", lambda: None)()
             if good:
                 self.cache.write_record(identifier, self.cache.stamp(
-                    identifier, self.cache.read_record(identifier) or {}))
+                    identifier, self.cache.read_record(identifier) or {}), keep_last_use=True)
                 results.append({"identifier": identifier, "status": "ok", "found": found})
             else:
                 if not keep:
