@@ -20,8 +20,11 @@ A location must keep up ``min_rate`` bytes per second over each ``rate_window`` 
 within ``location_timeout``; else the next location is tried. Without this, a server sending
 a byte every few seconds stalls a pull for ever under any read timeout.
 
-HTTP(S) goes through ``requests`` with connect and read timeouts. A failed connection, a
-5xx/429 answer, a read timeout or a body cut short is retried with exponential backoff; a
+HTTP(S) goes through ``requests`` with connect and read timeouts. A location that cannot
+be connected to at all on first contact (refused, no such host, connect timeout) is left at
+once for the next one: backing off on a dead mirror cost half a minute per pull. Once it
+has answered, a failed connection, a 5xx/429 answer, a read timeout or a body cut short is
+retried with exponential backoff; a
 body that breaks off is resumed with ``Range: bytes=N-`` (guarded by ``If-Range``), and the
 decompressor and hashes simply go on, since they never left memory. A server that ignores
 ``Range`` gets its first N bytes skipped. 4xx answers, TLS failures and wrong bytes move on to
@@ -45,7 +48,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from client.node import entries
 from client.node.config import parse_networks
-from client.node.session import AddressRefused, location_session
+from client.node.session import AddressRefused, location_session, network_reason, never_connected
 from marketplace.metadata.compression import (
     COMPRESSIONS,
     CompressionError,
@@ -473,6 +476,7 @@ class HTTPSource(io.RawIOBase):
         self.validator = validator
         self.on_open = on_open
         self.failures = self.reconnects = self.since_failure = 0
+        self.answered = False  # has the server at this location ever answered?
         self._response = None
         self._end: int | None = None
         self._skip = 0
@@ -558,8 +562,11 @@ class HTTPSource(io.RawIOBase):
                 requests.exceptions.InvalidSchema) as exc:
             raise LocationError(f"bad URL: {exc}") from None
         except requests.RequestException as exc:
+            if not self.answered and never_connected(exc):
+                raise LocationError(_describe(exc, self)) from None  # dead: next location
             self._retry(_describe(exc, self))
             return
+        self.answered = True
         status = response.status_code
         if status in (200, 206):
             self._accept(response)
@@ -663,27 +670,12 @@ def _describe(exc: BaseException, source: HTTPSource) -> str:
                   | TimeoutError):
         return f"no data for {source.settings.read_timeout:g} s{at} (read timeout)"
     if isinstance(exc, requests.exceptions.ConnectionError) and source._response is None:
-        return f"cannot connect: {_root_cause(exc)}"
-    return f"the connection broke{at}: {_root_cause(exc)}"
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error of a chain (requests wraps urllib3, which wraps the socket's)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:200] + "..."
+        return f"cannot connect: {network_reason(exc)}"
+    return f"the connection broke{at}: {network_reason(exc)}"
 
 
 def _tls_reason(exc: BaseException) -> str:
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", _root_cause(exc))
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", network_reason(exc))
     if "certificate verify failed" in text:
         return "certificate verify failed" + text.split("certificate verify failed", 1)[1]\
             .rstrip(" )'\"")

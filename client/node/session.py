@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -35,6 +36,47 @@ class Settings(Protocol):
 
     @property
     def private_networks(self) -> list: ...
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a request failed, in plain words ("connection refused"): the innermost error of
+    the chain (requests wraps urllib3, which wraps the socket's), without the libraries'
+    framing of pools, retries and errno numbers."""
+    root = _innermost(exc)
+    if isinstance(root, socket.gaierror):
+        return f"the host name cannot be resolved ({root.strerror or root})"
+    if isinstance(root, OSError) and root.strerror and not isinstance(root, TimeoutError):
+        return root.strerror[:1].lower() + root.strerror[1:]
+    text = str(root) or type(root).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether a request failed before any connection was made (refused, unresolvable,
+    connect timeout), as opposed to a connection that broke."""
+    from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError's base
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConnectTimeoutError):
+            return True
+        seen.add(id(exc))
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = getattr(exc, "reason", None) or inner or exc.__cause__
+    return False
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 def make_session(settings: Settings):
