@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from marketplace.metadata.problems import MetadataError
 
 FAILURE = 1
 USAGE = 2
+READER_GONE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,6 +67,8 @@ def command(main: Callable[[argparse.Namespace, Settings], int],
         try:
             with _verbosity(options.verbose):
                 return main(options, Settings(options))
+        except BrokenPipeError:
+            return reader_gone()
         except MetadataError as exc:
             for problem in exc.problems:
                 error(str(problem))
@@ -76,6 +80,16 @@ def command(main: Callable[[argparse.Namespace, Settings], int],
             error("interrupted")
             return 130
     return entry
+
+
+def reader_gone() -> int:
+    """Standard output's reader went away (``--json list | head``): stop quietly, as Unix
+    tools do, rather than with a traceback. Standard output is pointed at /dev/null so that
+    Python's flush at exit does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE
 
 
 @contextlib.contextmanager

@@ -84,10 +84,22 @@ class Output:
 
 
 def run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Namespace) -> int:
-    """Run a command body, turning every expected failure into a message and an exit status."""
+    """Run a command body, turning every expected failure into a message and an exit status
+    (the JSON of a failure may meet a closed pipe too, hence the outer guard)."""
+    try:
+        return _run(body, options)
+    except BrokenPipeError:
+        from client.cli import reader_gone
+
+        return reader_gone()
+
+
+def _run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Namespace) -> int:
     out = Output(options)
     try:
         return body(options, out)
+    except BrokenPipeError:
+        raise  # not an error to report: see run()
     except errors.FetchError as exc:
         lines = exc.lines() if hasattr(exc, "lines") else [exc.message]
         out.error(lines[0])

@@ -213,3 +213,20 @@ def test_download_image_failure_leaves_no_file(marketplace, origin, rsa_signer, 
     assert done.returncode == errors.DOWNLOAD_FAILED
     assert "the server offers" in done.stderr
     assert not list(tmp_path.glob("*x.img*"))
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "client.image_cache", "--json", "list"],
+    ["-c", "from client.validate import main; raise SystemExit(main())", "--json", __file__],
+], ids=["stratus-image-cache", "stratus-validate-metadata"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command, tmp_path):
+    """``--json list | head`` ended in a BrokenPipe traceback (or "error: Broken pipe")."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, *command], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60,
+                                env={**os.environ, "STRATUSLAB_CACHE_DIR": str(tmp_path)})
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
