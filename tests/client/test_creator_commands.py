@@ -660,6 +660,17 @@ def test_an_unknown_profile_from_the_environment_is_a_clear_error(capsys, unsign
     assert err == "error: unknown signature profile 'rsa-md5'; known: default, stratuslab\n"
 
 
+def test_a_certificate_of_another_key_is_named_not_the_key(capsys, tmp_path, unsigned,
+                                                           rsa_signer, ec_signer):
+    """The error named the key file, which is right; the certificate is what is wrong."""
+    key, _ = pki.write_pem(rsa_signer, tmp_path, "rsa")
+    _, other = pki.write_pem(ec_signer, tmp_path, "ec")
+    code, out, err = run(capsys, sign.main, unsigned, "--pem-key", key, "--pem-cert", other)
+    assert (code, out) == (1, "")
+    assert err == (f"error: credentials: the certificate in {other} does not belong to the "
+                   f"private key in {key} [key-mismatch]\n")
+
+
 def test_signing_a_malformed_document_fails_and_keeps_it(capsys, tmp_path, p12):
     broken = tmp_path / "broken.xml"
     broken.write_bytes(b"<rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>")
