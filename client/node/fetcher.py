@@ -353,6 +353,8 @@ class Fetcher:
         from marketplace.files import fsync_directory
 
         target = parse_target(text, self.config.marketplace_endpoint)
+        if output is not None:
+            _check_output_folder(Path(output))  # before asking anyone for anything
         resolution = self.resolve(target)
         chosen = resolution.chosen
         expected = self._expected(chosen)
@@ -445,6 +447,21 @@ def _fetched_dict(fetched) -> dict:
     return {"location": fetched.location, "compression": fetched.compression,
             "resumed_from": fetched.resumed_from, "reconnects": fetched.reconnects,
             "seconds": round(fetched.seconds, 3)}
+
+
+def _check_output_folder(output: Path) -> None:
+    """An OSError naming ``output`` and its folder when the file could not be written there
+    (else the error would name the hidden temporary file written first)."""
+    folder = output if output.is_dir() else output.parent
+    if not folder.exists():
+        reason = "does not exist"
+    elif not folder.is_dir():
+        reason = "is not a directory"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = "is not writable"
+    else:
+        return
+    raise OSError(f"cannot write {output}: {folder} {reason}")
 
 
 def _output_path(output: Path | None, chosen) -> Path:

@@ -185,6 +185,17 @@ def test_download_image_writes_a_verified_file(node, tmp_path):
     assert not (node.cache / "images").exists(), "download-image does not fill the cache"
 
 
+@pytest.mark.parametrize("where", ["missing/disk.img", "file/disk.img"])
+def test_a_bad_output_directory_is_named_not_the_hidden_part_file(node, tmp_path, where):
+    (tmp_path / "file").write_text("a file, not a directory")
+    output = tmp_path / where
+    done = node.run("download", node.identifier, "-o", str(output))
+    assert done.returncode == 1
+    assert ".part" not in done.stderr
+    reason = "does not exist" if where.startswith("missing") else "is not a directory"
+    assert done.stderr == f"error: cannot write {output}: {output.parent} {reason}\n"
+
+
 def test_download_image_from_a_marketplace_url_decompresses(marketplace, origin, rsa_signer,
                                                            tmp_path, write_config,
                                                            node_settings):
