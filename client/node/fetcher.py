@@ -20,7 +20,7 @@ from pathlib import Path
 
 from client.node import errors
 from client.node.cache import Cache, Hit, verified_strongly
-from client.node.config import FetcherConfig
+from client.node.config import FetcherConfig, human_size
 from client.node.events import Events
 from client.node.locks import LockTimeout
 from client.node.policy import Policy
@@ -298,10 +298,13 @@ class Fetcher:
             return []
         for item in evicted:
             self.events.emit("evicted", item.identifier, reason="quota", size=item.size)
-            self.log(f"{item.identifier}: evicted ({item.size} bytes, least recently used)")
+            self.log(f"{item.identifier}: evicted ({human_size(item.size)}, least recently "
+                     "used)")
         if left + incoming > quota:
-            self.log(f"the cache holds {left} bytes, over the quota of {quota}: the rest is "
-                     "pinned, in use or being pulled")
+            coming = f" and {human_size(incoming)} more are coming" if incoming else ""
+            self.log(f"the cache holds {human_size(left)}{coming}, "
+                     f"{human_size(left + incoming - quota)} over the quota of "
+                     f"{human_size(quota)}: what stays is pinned, in use or being pulled")
         return [item.identifier for item in evicted]
 
     def prune(self, quota: int | None = None) -> tuple[list[str], list[str]]:

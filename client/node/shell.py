@@ -10,6 +10,7 @@ from pathlib import Path
 
 from client.node import config as fetcher_config
 from client.node import errors
+from client.node.config import human_size as human_size  # the commands' size format
 from client.node.target import BadTarget
 
 SUPPRESS = argparse.SUPPRESS
@@ -124,16 +125,6 @@ def _fail(out: Output, message: str, code: int) -> int:
     if out.json:
         out.emit({"error": message, "exit_code": code})
     return code
-
-
-def human_size(size: int | float | None) -> str:
-    if size is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
 
 
 def report_resolution(out: Output, resolution: dict | None) -> None:

@@ -142,6 +142,20 @@ def test_room_is_made_before_downloading(make_config, publish):
     assert fetcher.cache.usage() == 2 * SIZE
 
 
+def test_the_over_quota_note_counts_the_incoming_image_in_human_units(make_config, publish):
+    """It read "holds 400000 bytes, over the quota of 500000": raw bytes, and not over."""
+    notes: list[str] = []
+    fetcher = Fetcher(make_config(quota=str(int(2.5 * SIZE))), log=notes.append)
+    for seed in (23, 24):
+        identifier, _ = publish(seed)
+        fetcher.pull(identifier)
+        fetcher.cache.pin(identifier)
+    third, _ = publish(25)
+    fetcher.pull(third)
+    assert ("the cache holds 390.6 KiB and 195.3 KiB more are coming, 97.7 KiB over the quota "
+            "of 488.3 KiB: what stays is pinned, in use or being pulled") in notes, notes
+
+
 def test_pinned_and_in_use_images_are_never_evicted(make_config, publish):
     fetcher = Fetcher(make_config(quota=str(int(2.5 * SIZE))))
     pinned, _ = publish(30)
