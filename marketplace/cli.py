@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _moderation_commands(commands, common, output, epilog: str) -> None:
     text = ("pull the entries of a primary marketplace into this read-only replica, "
-            "verifying each one here")
+            "verifying each one here. Exit status of --once: 0, everything pulled; "
+            f"{SOME_REFUSED}, pulled, but entries refused here were left out (each logged "
+            "with its reason); 1, the primary could not be read (the next pull goes on from "
+            "where this one stopped)")
     sub = commands.add_parser("replicate", parents=[common, output], help=text,
                               description=text, epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -360,10 +363,9 @@ def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
             raise RuntimeError(f"could not pull from {primary}: {exc}") from None
     finally:
         market.close()
-    report(options, f"pulled from {primary} up to change {pulled.serial}: {pulled.added} "
-           f"added, {pulled.removed} removed, {len(pulled.refused)} left out",
-           primary=primary, **pulled.as_dict())
-    return 1 if pulled.refused else 0
+    report(options, f"pulled from {primary} {pulled.summary()}", primary=primary,
+           **pulled.as_dict())
+    return SOME_REFUSED if pulled.refused else 0
 
 
 def admin_account(options: argparse.Namespace) -> int:
