@@ -14,6 +14,7 @@ from marketplace.metadata.compression import COMPRESSIONS, CompressionError, com
 from marketplace.metadata.digests import ALGORITHMS, Digests, digest_file
 from marketplace.metadata.identifier import sha1_to_identifier
 from marketplace.metadata.problems import MetadataError, Problem, fail
+from marketplace.metadata.progress import Progress
 
 GIVEN = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._+-]")
@@ -77,7 +78,7 @@ def measure(options: argparse.Namespace, algorithms: list[str]) -> Digests:
     compression = _compression(options)
     # The progress counts uncompressed bytes: the file's size is their total only when raw.
     total = None if compression else Path(options.image).stat().st_size
-    progress = cli.Progress.for_terminal(f"hashing {options.image}", total, options.quiet)
+    progress = Progress(f"hashing {options.image}", total, options.quiet)
     try:
         digests = digest_file(options.image, algorithms, compression=compression,
                               progress=progress)

@@ -1,4 +1,4 @@
-"""What every command shares: common options, error reporting, progress and output."""
+"""What every command shares: common options, error reporting and output."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from marketplace.metadata.problems import MetadataError
 
 FAILURE = 1
 USAGE = 2
+READER_GONE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,6 +67,8 @@ def command(main: Callable[[argparse.Namespace, Settings], int],
         try:
             with _verbosity(options.verbose):
                 return main(options, Settings(options))
+        except BrokenPipeError:
+            return reader_gone()
         except MetadataError as exc:
             for problem in exc.problems:
                 error(str(problem))
@@ -77,6 +80,16 @@ def command(main: Callable[[argparse.Namespace, Settings], int],
             error("interrupted")
             return 130
     return entry
+
+
+def reader_gone() -> int:
+    """Standard output's reader went away (``--json list | head``): stop quietly, as Unix
+    tools do, rather than with a traceback. Standard output is pointed at /dev/null so that
+    Python's flush at exit does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE
 
 
 @contextlib.contextmanager
@@ -121,37 +134,3 @@ def write_output(data: bytes, output: str | None) -> None:
         sys.stdout.flush()
     else:
         write_atomic(Path(output), data)
-
-
-class Progress:
-    """A one-line progress display on standard error, only on a terminal."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.started = self.shown = time.monotonic()
-        self.done = 0
-
-    @classmethod
-    def for_terminal(cls, label: str, total: int | None, quiet: bool) -> Progress:
-        return cls(label, total, enabled=not quiet and sys.stderr.isatty())
-
-    def __call__(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if not self.enabled or now - self.shown < 0.2:
-            return
-        self.shown = now
-        self._show(now)
-
-    def _show(self, now: float) -> None:
-        done = self.done
-        rate = done / max(now - self.started, 1e-9) / 1e6
-        share = f"{100 * done / self.total:5.1f}% " if self.total else ""
-        sys.stderr.write(f"\r{self.label}: {share}{done / 1e9:.2f} GB  {rate:.0f} MB/s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        """Show the final count (however quick the work was) and end the line."""
-        if self.enabled:
-            self._show(time.monotonic())
-            sys.stderr.write("\n")

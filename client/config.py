@@ -9,7 +9,9 @@ name a ``selected_section`` whose keys override them; ``-S/--user-config-section
 ``STRATUSLAB_USER_CONFIG_SECTION``) chooses another section. Values follow the original's
 ConfigParser rule that a literal ``%`` is written ``%%`` (as in passwords); a lone ``%`` is
 kept as written. The original key names (``p12_certificate``, ``pem_certificate``) are
-read as ours (``p12_cert``, ``pem_cert``), in the file and in the environment.
+read as ours (``p12_cert``, ``pem_cert``), in the file and in the environment. Files, the
+environment and errors go through the mechanism the server and the node share,
+:mod:`marketplace.metadata.settings`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 import os
 from pathlib import Path
 
+from marketplace.metadata.settings import ConfigError, from_environment, read_ini, section
+
 log = logging.getLogger(__name__)
 USER_CONFIG = Path("~/.stratuslab/stratuslab-user.cfg")
 SECTION = "default"
@@ -29,10 +33,6 @@ ENV_PREFIX = "STRATUSLAB_"
 SECTION_VARIABLE = ENV_PREFIX + "USER_CONFIG_SECTION"
 # our key -> the original client's name for the same setting
 ORIGINAL_KEYS = {"p12_cert": "p12_certificate", "pem_cert": "pem_certificate"}
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read, or a setting that is missing or wrong."""
 
 
 class Settings:
@@ -63,10 +63,10 @@ class Settings:
         if value is not None:
             return value
         names = (key, ORIGINAL_KEYS[key]) if key in ORIGINAL_KEYS else (key,)
+        environment = from_environment(self.environ, ENV_PREFIX, names)
         for name in names:
-            value = self.environ.get(ENV_PREFIX + name.upper())
-            if value is not None:
-                return value
+            if name in environment:
+                return environment[name]
         for name in names:
             value = self.file.get(name)
             if value is not None:
@@ -81,26 +81,21 @@ class _DoubledPercent(configparser.Interpolation):
         return value.replace("%%", "%")
 
 
-def read_config_file(path: Path, section: str | None = None) -> dict[str, str]:
+def read_config_file(path: Path, chosen_section: str | None = None) -> dict[str, str]:
     """``[default]`` overlaid with the selected section; empty when the file is absent.
 
-    ``section`` (the option or variable) wins over ``selected_section`` in ``[default]``;
+    ``chosen_section`` (the option or variable) wins over ``selected_section`` in ``[default]``;
     a section that is named but missing is an error, as in the original client.
     """
-    parser = configparser.ConfigParser(interpolation=_DoubledPercent())
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except configparser.Error as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
-    chosen = section or values.pop(SELECTED_SECTION, None)
+    parser = read_ini(path, interpolation=_DoubledPercent())
+    values = section(parser, SECTION)
+    chosen = chosen_section or values.pop(SELECTED_SECTION, None)
     values.pop(SELECTED_SECTION, None)
     if chosen and chosen != SECTION:
         if not parser.has_section(chosen):
-            raise ConfigError(f"config file {path} has no section [{chosen}] (selected by "
-                              f"{'-S/' + SECTION_VARIABLE if section else SELECTED_SECTION})")
+            by = "-S/" + SECTION_VARIABLE if chosen_section else SELECTED_SECTION
+            raise ConfigError(f"config file {path} has no section [{chosen}] (selected by {by})")
         values.update(parser[chosen])
     return values

@@ -18,6 +18,7 @@ from pathlib import Path
 from client.cli import warning
 from client.config import ConfigError, Settings
 from marketplace.metadata.keys import Credentials, load_pem, load_pkcs12
+from marketplace.metadata.settings import read_secret
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -66,9 +67,7 @@ def password(settings: Settings, kind: str) -> bytes:
         else:
             value = settings.environ.get(f"STRATUSLAB_{kind.upper()}_PASSWORD")
     if value is None:
-        file = settings.get(f"{kind}_password_file")
-        if file:
-            value = Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        value = read_secret(f"the {kind} password", None, settings.get(f"{kind}_password_file"))
     if value is None:
         value = _config_password(settings, kind)
     if value is None:

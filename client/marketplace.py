@@ -60,10 +60,12 @@ def problem_line(problem: dict | str) -> str:
 
 @dataclass(frozen=True)
 class Uploaded:
-    """The answer to an upload: where the entry lives and whether it is new."""
+    """The answer to an upload: where the entry lives and whether it is new; or, when
+    ``pending`` (202), where the upload stands until its endorser confirms it by mail."""
 
     url: str
     created: bool
+    pending: bool = False
 
 
 @dataclass
@@ -110,14 +112,15 @@ class Client:
 
     def upload(self, document: bytes) -> Uploaded:
         """POST a signed document; where it is stored and whether it is new (201) or was
-        already there (200)."""
+        already there (200), or where it awaits its endorser's confirmation (202)."""
         response = self.request("POST", "metadata", data=document,
                                 headers={"Content-Type": XML, "Accept": JSON})
         location = response.headers.get("Location")
         if not location:
             raise MarketplaceError(f"the marketplace answered {response.status_code} without "
                                    "a Location", response.status_code)
-        return Uploaded(self.url(location), response.status_code == 201)
+        return Uploaded(self.url(location), response.status_code == 201,
+                        response.status_code == 202)
 
     def search(self, params: dict[str, str | int]) -> dict:
         """``GET /api/v1/appliances``: ``{"items": [...], "total": N, ...}``."""

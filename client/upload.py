@@ -1,8 +1,10 @@
 """stratus-upload-metadata: send signed metadata documents to a marketplace.
 
 Prints the URL of each stored entry on standard output, one a line; each failure is
-reported on standard error with the problems the marketplace named. The exit status is the
-number of files that failed (at most 125).
+reported on standard error with the problems the marketplace named, each once. The exit
+status is the number of files that failed (at most 125). An upload the marketplace holds
+until its endorser confirms it (HTTP 202, a link mailed to the endorser) is no failure: it
+counts as 0, prints no entry URL, and a line on standard error says so and where it stands.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("stratus-upload-metadata",
                    "Upload signed metadata documents to a marketplace and print the URL of "
                    f"each entry. The exit status is the number of failed files (at most "
-                   f"{MAX_EXIT}).")
+                   f"{MAX_EXIT}); an upload held until its endorser follows the link mailed "
+                   "to them is no failure (a line on standard error says so).")
     p.add_argument("files", nargs="+", metavar="FILE", help="signed metadata documents")
     add_endpoint_option(p)
     return p
@@ -46,19 +49,33 @@ def upload_file(client: Client, path: Path) -> dict:
         uploaded = client.upload(data)
     except MarketplaceError as exc:
         return {"file": str(path), "ok": False, **exc.as_dict()}
-    return {"file": str(path), "ok": True, "url": uploaded.url, "new": uploaded.created}
+    return {"file": str(path), "ok": True, "url": uploaded.url, "new": uploaded.created,
+            "pending": uploaded.pending}
 
 
 def report(result: dict, quiet: bool) -> None:
     """The human form: the URL on standard output, notes and failures on standard error."""
+    if result.get("pending"):
+        # not a note that -q silences: nothing is published until the endorser acts
+        print(f"{result['file']}: held until its endorser confirms it: follow the link "
+              f"mailed to the endorser's address (where it stands: {result['url']})",
+              file=sys.stderr, flush=True)
+        return
     if result["ok"]:
         print(result["url"], flush=True)
         if not result["new"] and not quiet:
             print(f"{result['file']}: already stored, not added again", file=sys.stderr)
         return
     cli.error(f"{result['file']}: {result['error']}")
-    for problem in result.get("problems") or []:
-        print(f"  - {problem_line(problem)}", file=sys.stderr)
+    for line in unsaid_problems(result["error"], result.get("problems") or []):
+        print(f"  - {line}", file=sys.stderr)
+
+
+def unsaid_problems(error: str, problems: list) -> list[str]:
+    """The problems the error line does not already name (the marketplace's message quotes
+    them): each is printed once."""
+    return [problem_line(p) for p in problems
+            if (p.get("message") if isinstance(p, dict) else str(p)) not in error]
 
 
 def run(options: argparse.Namespace, settings: Settings) -> int:

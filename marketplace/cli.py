@@ -29,6 +29,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from marketplace import config
+from marketplace.metadata.progress import Progress
 from marketplace.store.base import StoreError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -87,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _moderation_commands(commands, common, output, epilog: str) -> None:
     text = ("pull the entries of a primary marketplace into this read-only replica, "
-            "verifying each one here")
+            "verifying each one here. Exit status of --once: 0, everything pulled; "
+            f"{SOME_REFUSED}, pulled, but entries refused here were left out (each logged "
+            "with its reason); 1, the primary could not be read (the next pull goes on from "
+            "where this one stopped)")
     sub = commands.add_parser("replicate", parents=[common, output], help=text,
                               description=text, epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,18 +234,13 @@ def migrate(options: argparse.Namespace, settings: dict[str, str]) -> int:
     target_settings = {**settings, "STORE": "elasticsearch"}
     if url:
         target_settings["ELASTICSEARCH_URL"] = url
-    show = not options.quiet and not options.json and sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        print(f"\rmigrating: {done}/{total} entries", end="", file=sys.stderr, flush=True)
-
+    progress = Progress("migrating", None, options.quiet or options.json, unit="entries")
     store = ElasticStore.from_settings(target_settings)
     try:
-        done = migration.migrate(source, store, progress if show else None)
+        done = migration.migrate(source, store, progress)
     finally:
         store.close()
-    if show:
-        print(file=sys.stderr)
+        progress.close()
     if options.json:
         print(json.dumps({**done.as_dict(), "target": where(target_settings)}))
     elif not options.quiet:
@@ -255,27 +254,19 @@ def import_original(options: argparse.Namespace, settings: dict[str, str]) -> in
     """``import DIR``: a verdict per file (JSON lines with --json), then a summary."""
     from marketplace.importer import ACCEPTED, REFUSED, import_directory
     from marketplace.service import Marketplace, open_store
-    show = not options.quiet and not options.json and sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        print(f"\rimporting: {done}/{total} files", end="", file=sys.stderr, flush=True)
-
+    progress = Progress("importing", None, options.quiet or options.json, unit="files")
     marketplace = Marketplace.from_settings(settings, open_store(settings))
     counts = {ACCEPTED: 0, "already there": 0, REFUSED: 0}
     try:
-        for verdict in import_directory(marketplace, Path(options.directory),
-                                        progress if show else None):
+        for verdict in import_directory(marketplace, Path(options.directory), progress):
             counts[verdict.outcome] += 1
             if options.json:
                 print(json.dumps(verdict.as_dict()), flush=True)
             elif verdict.outcome == REFUSED and not options.quiet:
-                start = "\n" if show else ""  # off the progress line
-                print(f"{start}refused {verdict.path}: {verdict.message} [{verdict.rule}]",
-                      file=sys.stderr)
+                progress.note(f"refused {verdict.path}: {verdict.message} [{verdict.rule}]")
     finally:
         marketplace.close()
-    if show:
-        print(file=sys.stderr)
+        progress.close()
     if not options.json and not options.quiet:
         print(f"imported {options.directory}: {counts[ACCEPTED]} accepted, "
               f"{counts['already there']} already there, {counts[REFUSED]} refused")
@@ -370,10 +361,9 @@ def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
             raise RuntimeError(f"could not pull from {primary}: {exc}") from None
     finally:
         market.close()
-    report(options, f"pulled from {primary} up to change {pulled.serial}: {pulled.added} "
-           f"added, {pulled.removed} removed, {len(pulled.refused)} left out",
-           primary=primary, **pulled.as_dict())
-    return 1 if pulled.refused else 0
+    report(options, f"pulled from {primary} {pulled.summary()}", primary=primary,
+           **pulled.as_dict())
+    return SOME_REFUSED if pulled.refused else 0
 
 
 def admin_account(options: argparse.Namespace) -> int:

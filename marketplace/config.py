@@ -1,27 +1,27 @@
 """Marketplace settings: defaults < ``marketplace.cfg`` in the data dir < ``MARKETPLACE_*``.
 
-:data:`SETTINGS` documents every key once; ``stratus-marketplace --help`` prints it.
+:data:`SETTINGS` documents every key once; ``stratus-marketplace --help`` prints it. The
+mechanism (reading the file and the environment, the precedence) is the one the commands
+share, :mod:`marketplace.metadata.settings`.
 """
 
 from __future__ import annotations
 
-import configparser
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from marketplace.metadata.settings import (
+    ConfigError,
+    Setting,
+    from_environment,
+    layered,
+    read_ini,
+    section,
+)
 
 CONFIG_FILE = "marketplace.cfg"
 ENV_PREFIX = "MARKETPLACE_"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One configuration key with its default and meaning."""
-
-    key: str
-    default: str
-    help: str
-
+SECTION = "marketplace"
 
 SETTINGS = (
     Setting("DATA_DIR", "./var/marketplace", "folder for the SQLite store and marketplace.cfg"),
@@ -108,26 +108,16 @@ def load(data_dir: str | None = None, environ: dict[str, str] | None = None,
     """The effective settings: defaults, then the data dir's file, environment, then the
     arguments (an explicit ``data_dir`` or override beats the environment)."""
     environ = os.environ if environ is None else environ
-    values = dict(_DEFAULTS)
-    values["DATA_DIR"] = data_dir or environ.get(ENV_PREFIX + "DATA_DIR") or values["DATA_DIR"]
-    values.update(_read_file(Path(values["DATA_DIR"]) / CONFIG_FILE))
-    values.update({k[len(ENV_PREFIX):]: v for k, v in environ.items()
-                   if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] in _DEFAULTS})
-    values.update({k.upper(): str(v) for k, v in overrides.items() if v is not None})
-    if data_dir:
-        values["DATA_DIR"] = data_dir
+    folder = data_dir or environ.get(ENV_PREFIX + "DATA_DIR") or _DEFAULTS["DATA_DIR"]
+    file = section(read_ini(Path(folder) / CONFIG_FILE, key_case=str.upper), SECTION)
+    values = layered(_DEFAULTS, {"DATA_DIR": folder}, file,
+                     from_environment(environ, ENV_PREFIX, _DEFAULTS),
+                     {k.upper(): str(v) for k, v in overrides.items() if v is not None},
+                     {"DATA_DIR": data_dir})
     unknown = set(values) - set(_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown marketplace settings: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown marketplace settings: {', '.join(sorted(unknown))}")
     return values
-
-
-def _read_file(path: Path) -> dict[str, str]:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str.upper
-    if not parser.read(path, encoding="utf-8"):
-        return {}
-    return dict(parser["marketplace"]) if parser.has_section("marketplace") else {}
 
 
 def describe() -> str:

@@ -85,6 +85,13 @@ class Report:
     serial: int = 0
     walked: bool = False
 
+    def summary(self) -> str:
+        """One line for people. Entries left out are no failure of the pull: they were
+        refused here, each logged with its reason, and the pull went on past them."""
+        left = f", {len(self.refused)} left out (refused here; each is logged with its " \
+            "reason)" if self.refused else ""
+        return f"up to change {self.serial}: {self.added} added, {self.removed} removed{left}"
+
     def as_dict(self) -> dict:
         return {"added": self.added, "known": self.known, "removed": self.removed,
                 "gone": self.gone, "refused": self.refused, "serial": self.serial,

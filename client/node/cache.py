@@ -43,7 +43,8 @@ from pathlib import Path
 from client.node import entries, locks
 from client.node.entries import UnsafeEntry
 from client.node.locks import Owner
-from client.node.policy import PREFERRED, Facts
+from client.node.policy import Facts
+from marketplace.metadata.digests import STRONG, same_digest
 from marketplace.metadata.identifier import is_identifier
 
 DIRECTORIES = ("images", "records", "pins", "leases", "locks", "partial", "trash")
@@ -167,12 +168,19 @@ class Cache:
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.record_path(identifier), follow_symlinks=False)
 
-    def write_record(self, identifier: str, record: dict, document: bytes | None = None) -> None:
+    def write_record(self, identifier: str, record: dict, document: bytes | None = None,
+                     keep_last_use: bool = False) -> None:
+        """Write an image's record; ``keep_last_use`` when the image was not used, only
+        looked after (a verify), as the record's mtime is its last use for eviction."""
         from marketplace.metadata.files import write_atomic
 
+        path = self.record_path(identifier)
+        used = self._safe_file(path) if keep_last_use else None
         if document is not None:
             write_atomic(self.record_path(identifier, ".xml"), document)
-        write_atomic(self.record_path(identifier), json.dumps(record, indent=1).encode())
+        write_atomic(path, json.dumps(record, indent=1).encode())
+        if used is not None:
+            os.utime(path, ns=(used.st_atime_ns, used.st_mtime_ns), follow_symlinks=False)
 
     def update_record(self, identifier: str, **changes) -> dict | None:
         record = self.read_record(identifier)
@@ -470,7 +478,7 @@ class Cache:
                               progress=progress)
         found = {"size": digests.size, **digests.checksums}
         good = bool(expected) and digests.size == record.get("size") and all(
-            digests.checksums.get(a, "").lower() == v.lower() for a, v in expected.items())
+            same_digest(digests.checksums.get(a, ""), v) for a, v in expected.items())
         return good, found
 
 
@@ -482,7 +490,7 @@ def checked_identifier(identifier: str) -> str:
 
 
 def verified_strongly(record: dict) -> bool:
-    return any(a in PREFERRED for a in record.get("digests", {}))
+    return any(a in STRONG for a in record.get("digests", {}))
 
 
 def _read_json(path: Path, trusted: frozenset[int] | None) -> dict | None:

@@ -29,6 +29,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from marketplace.metadata.settings import (
+    ConfigError,
+    Setting,
+    from_environment,
+    layered,
+    read_ini,
+    section,
+)
+
 DEFAULT_CONFIG = Path("/etc/stratuslab/fetcher.cfg")
 CONFIG_ENV = "STRATUSLAB_FETCHER_CONFIG"
 HOSTNAME_ENV = "STRATUSLAB_HOSTNAME"
@@ -45,56 +54,49 @@ POLICY_KEYS = {
 }
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be read, or a setting with a wrong value."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    kind: str  # path, paths, size, float, int, bool, text, schemes, networks
-    default: object
-    help: str
-
-
 SETTINGS = (
-    Setting("cache_dir", "path", Path("/var/lib/stratuslab/images"),
-            "the image cache (may be a shared mount: NFS and the like)"),
-    Setting("quota", "size", None, "largest total size of cached images, e.g. 200G (none: no "
-            "limit); least recently used images are evicted, never pinned or in-use ones"),
-    Setting("marketplace_endpoint", "text", "http://127.0.0.1:8080", "the marketplace to ask"),
-    Setting("connect_timeout", "float", 10.0, "seconds to connect to a server"),
-    Setting("read_timeout", "float", 60.0, "seconds without a byte before a read gives up"),
-    Setting("min_rate", "size", 10 * 1024, "bytes per second a location must keep up over each "
-            "rate_window, else the next location is tried (0: no minimum)"),
-    Setting("rate_window", "float", 60.0, "seconds over which min_rate is measured"),
-    Setting("location_timeout", "float", 6 * 3600.0, "seconds one location may take for the "
-            "whole image before the next is tried (0: no limit)"),
-    Setting("location_schemes", "schemes", ["http", "https"], "the location schemes followed "
-            "(of http, https, file): entries are signed by their endorsers, not by the node's "
-            "operator, so file (the node's own files) only when added here"),
-    Setting("allow_private_addresses", "networks", [], "networks (e.g. 10.1.0.0/16) of "
-            "loopback, link-local or private addresses that image locations and redirects may "
-            "lead to, or yes for all; by default only public addresses"),
-    Setting("retries", "int", 5, "attempts per location after a failure without progress"),
-    Setting("backoff", "float", 1.0, "first wait between attempts; doubles each time"),
-    Setting("backoff_max", "float", 30.0, "longest wait between attempts"),
-    Setting("lock_stale_after", "float", 60.0, "seconds without a heartbeat after which another "
-            "host's lock counts as abandoned (a dead process on this host is seen at once)"),
-    Setting("lock_wait", "float", 3600.0, "longest wait for another puller of the same image"),
-    Setting("local_lock_dir", "path", None, "host-local directory for same-host locks "
-            "(default /run/lock/stratuslab-fetcher, else a directory under /tmp)"),
-    Setting("event_command", "text", None, "command run with a JSON event on standard input "
-            "when an image becomes available, is evicted, or is refused"),
-    Setting("event_timeout", "float", 30.0, "seconds the event command may take"),
-    Setting("ca_bundle", "paths", [], "extra CA certificates (PEM) for HTTPS servers, added "
-            "to the system's; certificates are always verified"),
-    Setting("policy_file", "path", None, "an original StratusLab policy.cfg to read the "
-            "[endorsers], [images] and [checksums] sections from"),
-    Setting("allow_expired", "bool", False, "accept entries whose valid date has passed"),
-    Setting("allow_deprecated", "bool", False, "accept deprecated entries"),
-    Setting("allow_weak", "bool", False, "accept entries with only MD5/SHA-1 checksums"),
-    Setting("verify_all", "bool", False, "verify every checksum of the entry, not one strong one"),
+    Setting("cache_dir", Path("/var/lib/stratuslab/images"), "the image cache (may be a "
+            "shared mount: NFS and the like)", kind="path"),
+    Setting("quota", None, "largest total size of cached images, e.g. 200G (none: no limit); "
+            "least recently used images are evicted, never pinned or in-use ones", kind="size"),
+    Setting("marketplace_endpoint", "http://127.0.0.1:8080", "the marketplace to ask"),
+    Setting("connect_timeout", 10.0, "seconds to connect to a server", kind="float"),
+    Setting("read_timeout", 60.0, "seconds without a byte before a read gives up",
+            kind="float"),
+    Setting("min_rate", 10 * 1024, "bytes per second a location must keep up over each "
+            "rate_window, else the next location is tried (0: no minimum)", kind="size"),
+    Setting("rate_window", 60.0, "seconds over which min_rate is measured", kind="float"),
+    Setting("location_timeout", 6 * 3600.0, "seconds one location may take for the whole "
+            "image before the next is tried (0: no limit)", kind="float"),
+    Setting("location_schemes", ["http", "https"], "the location schemes followed (of http, "
+            "https, file): entries are signed by their endorsers, not by the node's operator, "
+            "so file (the node's own files) only when added here", kind="schemes"),
+    Setting("allow_private_addresses", [], "networks (e.g. 10.1.0.0/16) of loopback, "
+            "link-local or private addresses that image locations and redirects may lead to, "
+            "or yes for all; by default only public addresses", kind="networks"),
+    Setting("retries", 5, "attempts per location after a failure without progress",
+            kind="int"),
+    Setting("backoff", 1.0, "first wait between attempts; doubles each time", kind="float"),
+    Setting("backoff_max", 30.0, "longest wait between attempts", kind="float"),
+    Setting("lock_stale_after", 60.0, "seconds without a heartbeat after which another host's "
+            "lock counts as abandoned (a dead process on this host is seen at once)",
+            kind="float"),
+    Setting("lock_wait", 3600.0, "longest wait for another puller of the same image",
+            kind="float"),
+    Setting("local_lock_dir", None, "host-local directory for same-host locks (default "
+            "/run/lock/stratuslab-fetcher, else a directory under /tmp)", kind="path"),
+    Setting("event_command", None, "command run with a JSON event on standard input when an "
+            "image becomes available, is evicted, or is refused"),
+    Setting("event_timeout", 30.0, "seconds the event command may take", kind="float"),
+    Setting("ca_bundle", [], "extra CA certificates (PEM) for HTTPS servers, added to the "
+            "system's; certificates are always verified", kind="paths"),
+    Setting("policy_file", None, "an original StratusLab policy.cfg to read the [endorsers], "
+            "[images] and [checksums] sections from", kind="path"),
+    Setting("allow_expired", False, "accept entries whose valid date has passed", kind="bool"),
+    Setting("allow_deprecated", False, "accept deprecated entries", kind="bool"),
+    Setting("allow_weak", False, "accept entries with only MD5/SHA-1 checksums", kind="bool"),
+    Setting("verify_all", False, "verify every checksum of the entry, not one strong one",
+            kind="bool"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -152,51 +154,33 @@ def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None =
     if given and not main.is_file():
         raise ConfigError(f"config file {main} does not exist")
     host = hostname(environ)
-    parser = configparser.ConfigParser(interpolation=None)
     files = [f for f in [main, *host_files(main, host)] if f.is_file()]
-    _read(parser, files)
-    raw = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
-    unknown = sorted(set(raw) - set(_BY_KEY))
+    parser = read_ini(*files)
+    file = section(parser, SECTION)
+    unknown = sorted(set(file) - set(_BY_KEY))
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{SECTION}] of {', '.join(map(str, files))}: "
                           f"{', '.join(unknown)}; known: {', '.join(_BY_KEY)}")
-    for key in _BY_KEY:
-        if ENV_PREFIX + key.upper() in environ:
-            raw[key] = environ[ENV_PREFIX + key.upper()]
-    values = {s.key: _typed(s, _host(raw[s.key], host)) if s.key in raw else _copy(s.default)
+    chosen = layered(file, from_environment(environ, ENV_PREFIX, _BY_KEY), overrides or {})
+    values = {s.key: _typed(s, chosen[s.key], host) if s.key in chosen else _copy(s.default)
               for s in SETTINGS}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = _typed(_BY_KEY[key], _host(value, host)) if isinstance(value, str) \
-                else value
     policy = _policy(parser, values["policy_file"], host)
     if values["policy_file"] is not None:
         files.append(values["policy_file"])
     return FetcherConfig(values, policy, host, [str(f) for f in files])
 
 
-def _read(parser: configparser.ConfigParser, files: list[Path]) -> None:
-    for file in files:
-        try:
-            with open(file, encoding="utf-8") as handle:
-                parser.read_file(handle)
-        except (OSError, configparser.Error) as exc:
-            raise ConfigError(f"cannot read config file {file}: {exc}") from None
-
-
 def _policy(parser: configparser.ConfigParser, policy_file: Path | None,
             host: str) -> dict[str, list[str]]:
-    original = configparser.ConfigParser(interpolation=None)
-    if policy_file is not None:
-        if not Path(policy_file).is_file():
-            raise ConfigError(f"policy_file {policy_file} does not exist")
-        _read(original, [Path(policy_file)])
+    if policy_file is not None and not Path(policy_file).is_file():
+        raise ConfigError(f"policy_file {policy_file} does not exist")
+    original = read_ini(*([policy_file] if policy_file is not None else []))
     lists: dict[str, list[str]] = {}
-    for section, keys in POLICY_KEYS.items():
+    for name, keys in POLICY_KEYS.items():
         for key in keys:
             for source in (parser, original):
-                if source.has_option(section, key):
-                    lists[key] = split_values(_host(source.get(section, key), host))
+                if source.has_option(name, key):
+                    lists[key] = split_values(_host(source.get(name, key), host))
                     break
             else:
                 lists[key] = []
@@ -226,8 +210,12 @@ def _host(value: str, host: str) -> str:
     return value.replace(HOSTNAME_MARK, host)
 
 
-def _typed(setting: Setting, text: str) -> object:
-    text = text.strip()
+def _typed(setting: Setting, value: object, host: str) -> object:
+    """A text value as its setting's kind, ``@HOSTNAME@`` replaced; a value the command line
+    already typed is kept."""
+    if not isinstance(value, str):
+        return value
+    text = _host(value, host).strip()
     try:
         if setting.kind == "path":
             return Path(text).expanduser() if text else None
@@ -264,6 +252,17 @@ def parse_size(text: str) -> int | None:
     if not match:
         raise ValueError("is not a size such as 200G, 500M or a number of bytes")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def human_size(size: int | float | None) -> str:
+    """A size as people read it (``390.6 KiB``): the inverse of :func:`parse_size`."""
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 SCHEMES = ("http", "https", "file")

@@ -11,22 +11,24 @@ next one is tried; the caller renames the file into place only after :func:`fetc
 Which locations a node follows is its own choice, since the entry's endorser chooses them:
 only the schemes of ``location_schemes`` (``http`` and ``https`` unless ``file`` is added),
 and over HTTP(S) only public addresses unless ``allow_private_addresses`` names the
-networks of the node's own mirrors. The address checked is the one each connection actually
-reached (so a name resolving to ``127.0.0.1`` is caught), for every redirect too; redirects
-stay on http(s) and never go from https to http. A ``file`` location that fails says only
+networks of the node's own mirrors (checked by the session, :mod:`client.node.session`, on
+the address each connection actually reached, for every redirect too); redirects stay on
+http(s) and never go from https to http. A ``file`` location that fails says only
 that it failed, never its size, its digests or whether it exists.
 
 A location must keep up ``min_rate`` bytes per second over each ``rate_window`` and finish
 within ``location_timeout``; else the next location is tried. Without this, a server sending
 a byte every few seconds stalls a pull for ever under any read timeout.
 
-HTTP(S) goes through ``requests`` with connect and read timeouts. A failed connection, a
-5xx/429 answer, a read timeout or a body cut short is retried with exponential backoff; a
+HTTP(S) goes through ``requests`` with connect and read timeouts. A location that cannot
+be connected to at all on first contact (refused, no such host, connect timeout) is left at
+once for the next one: backing off on a dead mirror cost half a minute per pull. Once it
+has answered, a failed connection, a 5xx/429 answer, a read timeout or a body cut short is
+retried with exponential backoff; a
 body that breaks off is resumed with ``Range: bytes=N-`` (guarded by ``If-Range``), and the
 decompressor and hashes simply go on, since they never left memory. A server that ignores
 ``Range`` gets its first N bytes skipped. 4xx answers, TLS failures and wrong bytes move on to
-the next location at once. TLS certificates are always verified; ``ca_bundle`` only adds
-CAs to the system's.
+the next location at once. TLS certificates are always verified (:mod:`client.node.session`).
 
 A partial file left by a process that died is resumed across processes only for an
 uncompressed location (a decompressor's state cannot be saved): its bytes are read through
@@ -36,7 +38,6 @@ the hashes again, then the download continues with ``Range`` from its end.
 from __future__ import annotations
 
 import io
-import ipaddress
 import os
 import re
 import time
@@ -47,17 +48,17 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from client.node import entries
 from client.node.config import parse_networks
+from client.node.session import AddressRefused, location_session, network_reason, never_connected
 from marketplace.metadata.compression import (
     COMPRESSIONS,
     CompressionError,
     compression_from_name,
     decompressing_reader,
 )
-from marketplace.metadata.digests import Digests, MultiHasher
+from marketplace.metadata.digests import Digests, MultiHasher, same_digest
 
 CHUNK_SIZE = 1 << 20
 WRITEBACK_EVERY = 64 << 20  # start writing dirty pages to disk this often, so fsync is short
-USER_AGENT = "stratus-fetcher/0.1"
 SUPPORTED_SCHEMES = ("http", "https", "file")
 MAX_REDIRECTS = 10
 FILE_FAILED = ("the file location did not deliver the image (a file location's reason is not "
@@ -136,10 +137,6 @@ class RangeRefused(LocationError):
 
 class SchemeRefused(LocationError):
     """The location's scheme is not one this node follows."""
-
-
-class AddressRefused(LocationError):
-    """A connection reached an address the node does not fetch from."""
 
 
 class DownloadError(Exception):
@@ -289,7 +286,7 @@ def check(expected: Expected, digests: Digests) -> None:
                        f"{expected.size} (slreq:bytes)")
     for algorithm, want in expected.checksums.items():
         got = digests.checksums[algorithm]
-        if int(got, 16) != int(want, 16):
+        if not same_digest(got, want):
             raise Mismatch(f"{algorithm} mismatch: the entry says {want.lower()}, the bytes "
                            f"give {got} (the location serves other bytes)")
 
@@ -479,6 +476,7 @@ class HTTPSource(io.RawIOBase):
         self.validator = validator
         self.on_open = on_open
         self.failures = self.reconnects = self.since_failure = 0
+        self.answered = False  # has the server at this location ever answered?
         self._response = None
         self._end: int | None = None
         self._skip = 0
@@ -555,6 +553,8 @@ class HTTPSource(io.RawIOBase):
                 headers["If-Range"] = self.validator
         try:
             response = self._get_following_redirects(headers)
+        except AddressRefused as exc:
+            raise LocationError(str(exc)) from None
         except requests.exceptions.SSLError as exc:
             raise LocationError(f"TLS: the server's certificate was not accepted "
                                 f"({_tls_reason(exc)})") from None
@@ -562,8 +562,11 @@ class HTTPSource(io.RawIOBase):
                 requests.exceptions.InvalidSchema) as exc:
             raise LocationError(f"bad URL: {exc}") from None
         except requests.RequestException as exc:
+            if not self.answered and never_connected(exc):
+                raise LocationError(_describe(exc, self)) from None  # dead: next location
             self._retry(_describe(exc, self))
             return
+        self.answered = True
         status = response.status_code
         if status in (200, 206):
             self._accept(response)
@@ -632,17 +635,6 @@ def redirect_target(url: str, location: str, settings: Settings) -> str:
     return target
 
 
-def address_allowed(address: str, private_networks: list) -> bool:
-    """Public addresses always; loopback, link-local, private, reserved and multicast ones
-    only inside the networks the node allows (``allow_private_addresses``)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_global and not ip.is_multicast:
-        return True
-    return any(ip.version == net.version and ip in net for net in private_networks)
-
-
 def _validator(response) -> str | None:
     etag = response.headers.get("ETag")
     if etag and not etag.startswith("W/"):
@@ -678,155 +670,13 @@ def _describe(exc: BaseException, source: HTTPSource) -> str:
                   | TimeoutError):
         return f"no data for {source.settings.read_timeout:g} s{at} (read timeout)"
     if isinstance(exc, requests.exceptions.ConnectionError) and source._response is None:
-        return f"cannot connect: {_root_cause(exc)}"
-    return f"the connection broke{at}: {_root_cause(exc)}"
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error of a chain (requests wraps urllib3, which wraps the socket's)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:200] + "..."
+        return f"cannot connect: {network_reason(exc)}"
+    return f"the connection broke{at}: {network_reason(exc)}"
 
 
 def _tls_reason(exc: BaseException) -> str:
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", _root_cause(exc))
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", network_reason(exc))
     if "certificate verify failed" in text:
         return "certificate verify failed" + text.split("certificate verify failed", 1)[1]\
             .rstrip(" )'\"")
     return text
-
-
-# --- the HTTP session -------------------------------------------------------------------
-
-
-def make_session(settings: Settings):
-    """A requests Session that verifies TLS against the system's CAs plus ``ca_bundle``
-    (for the marketplace, which the node's operator chose: any address)."""
-    return _session(settings, None)
-
-
-def location_session(settings: Settings):
-    """Like :func:`make_session`, but every connection must reach an address that
-    :func:`address_allowed` (for the locations, which the entry's endorser chose)."""
-    return _session(settings, settings.private_networks)
-
-
-def _session(settings: Settings, private_networks: list | None):
-    import requests
-
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    context = _tls_context(settings.ca_bundle) if settings.ca_bundle else None
-    if context is not None or private_networks is not None:
-        adapter = _adapter(context, private_networks)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-    return session
-
-
-def _tls_context(extra: list[Path]):
-    import ssl
-
-    import requests.certs
-
-    context = ssl.create_default_context()
-    context.load_verify_locations(cafile=os.environ.get("REQUESTS_CA_BUNDLE")
-                                  or requests.certs.where())
-    for path in extra:
-        path = Path(path)
-        if not path.exists():
-            raise OSError(f"CA bundle {path} does not exist")
-        if path.is_dir():
-            context.load_verify_locations(capath=str(path))
-        else:
-            context.load_verify_locations(cafile=str(path))
-    return context
-
-
-def _adapter(context, private_networks: list | None):
-    """An HTTPAdapter with our TLS context and/or connections that check the peer address."""
-    from requests.adapters import HTTPAdapter
-
-    pools = _guarded_pools(private_networks) if private_networks is not None else None
-
-    class NodeAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            if context is not None:
-                kwargs["ssl_context"] = context
-            super().init_poolmanager(*args, **kwargs)
-            if pools is not None:
-                self.poolmanager.pool_classes_by_scheme = pools
-
-        def send(self, request, *args, **kwargs):
-            if private_networks is not None:
-                _check_proxied_name(request.url, kwargs.get("proxies") or {}, private_networks)
-            return super().send(request, *args, **kwargs)
-
-    return NodeAdapter()
-
-
-def _check_proxied_name(url: str, proxies: dict, private_networks: list) -> None:
-    """Through a proxy the connection's peer is the proxy (the operator's choice), so check
-    what the location's name resolves to here. A name this host cannot resolve is left to
-    the proxy, which then decides."""
-    import socket
-
-    from requests.utils import select_proxy
-
-    if not select_proxy(url, proxies):
-        return
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        return
-    for address in sorted(addresses):
-        if not address_allowed(address, private_networks):
-            raise _address_refused(host, address)
-
-
-def _address_refused(host: str, address: str) -> AddressRefused:
-    where = address if host == address else f"{host} ({address})"
-    return AddressRefused(f"{where} is a loopback, link-local or private address; the node "
-                          "fetches images from public addresses only (allow_private_addresses "
-                          "names the networks of the node's mirrors)")
-
-
-def _guarded_pools(private_networks: list) -> dict:
-    """urllib3 pool classes whose connections refuse a peer outside the allowed addresses.
-
-    The check is on the socket's peer after connecting, so it holds whatever the name
-    resolved to (DNS rebinding included) and for every redirect. Through a proxy the peer
-    is the proxy: see :func:`_check_proxied_name`.
-    """
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class Guard:
-        def _new_conn(self):
-            sock = super()._new_conn()
-            peer = sock.getpeername()[0]
-            if getattr(self, "proxy", None) is None and \
-                    not address_allowed(peer, private_networks):
-                sock.close()
-                raise _address_refused(self.host, peer)
-            return sock
-
-    class GuardedHTTP(Guard, HTTPConnection):
-        pass
-
-    class GuardedHTTPS(Guard, HTTPSConnection):
-        pass
-
-    return {"http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": GuardedHTTP}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,),
-                          {"ConnectionCls": GuardedHTTPS})}

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from client.node import errors
 from client.node.cache import Cache, Hit, verified_strongly
-from client.node.config import FetcherConfig
+from client.node.config import FetcherConfig, human_size
 from client.node.events import Events
 from client.node.locks import LockTimeout
 from client.node.policy import Policy
 from client.node.target import Target, parse_target
+from marketplace.metadata.digests import same_digest
 
 ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
 
@@ -163,8 +164,8 @@ class Fetcher:
         from marketplace.metadata.digests import digest_file
 
         digests = digest_file(hit.path, missing, compression=None)
-        if any(int(digests.checksums[a], 16) != int(hit.facts.checksums[a], 16)
-               for a in missing):
+        if not all(same_digest(digests.checksums[a], hit.facts.checksums[a])
+                   for a in missing):
             self._evict_damaged(hit.identifier, digests.checksums)
             return False
         record = dict(hit.record)
@@ -272,7 +273,7 @@ class Fetcher:
             return None
         digests = hit.record.get("digests", {})
         same = [a for a in expected.checksums
-                if a in digests and int(digests[a], 16) == int(expected.checksums[a], 16)]
+                if a in digests and same_digest(digests[a], expected.checksums[a])]
         if not same or hit.record.get("size") != expected.size:
             return None
         record = dict(hit.record)
@@ -297,10 +298,13 @@ class Fetcher:
             return []
         for item in evicted:
             self.events.emit("evicted", item.identifier, reason="quota", size=item.size)
-            self.log(f"{item.identifier}: evicted ({item.size} bytes, least recently used)")
+            self.log(f"{item.identifier}: evicted ({human_size(item.size)}, least recently "
+                     "used)")
         if left + incoming > quota:
-            self.log(f"the cache holds {left} bytes, over the quota of {quota}: the rest is "
-                     "pinned, in use or being pulled")
+            coming = f" and {human_size(incoming)} more are coming" if incoming else ""
+            self.log(f"the cache holds {human_size(left)}{coming}, "
+                     f"{human_size(left + incoming - quota)} over the quota of "
+                     f"{human_size(quota)}: what stays is pinned, in use or being pulled")
         return [item.identifier for item in evicted]
 
     def prune(self, quota: int | None = None) -> tuple[list[str], list[str]]:
@@ -333,7 +337,7 @@ class Fetcher:
             getattr(progress, "close", lambda: None)()
             if good:
                 self.cache.write_record(identifier, self.cache.stamp(
-                    identifier, self.cache.read_record(identifier) or {}))
+                    identifier, self.cache.read_record(identifier) or {}), keep_last_use=True)
                 results.append({"identifier": identifier, "status": "ok", "found": found})
             else:
                 if not keep:
@@ -352,6 +356,8 @@ class Fetcher:
         from marketplace.metadata.files import fsync_directory
 
         target = parse_target(text, self.config.marketplace_endpoint)
+        if output is not None:
+            _check_output_folder(Path(output))  # before asking anyone for anything
         resolution = self.resolve(target)
         chosen = resolution.chosen
         expected = self._expected(chosen)
@@ -411,17 +417,17 @@ class Fetcher:
     def session(self):
         """The session for the marketplace (any address: the operator configured it)."""
         if self._session is None:
-            from client.node import download
+            from client.node import session
 
-            self._session = download.make_session(self.settings())
+            self._session = session.make_session(self.settings())
         return self._session
 
     def location_session(self):
         """The session for image locations (public addresses unless the node allows more)."""
         if self._location_session is None:
-            from client.node import download
+            from client.node import session
 
-            self._location_session = download.location_session(self.settings())
+            self._location_session = session.location_session(self.settings())
         return self._location_session
 
     def _progress(self, label: str, total: int | None):
@@ -444,6 +450,21 @@ def _fetched_dict(fetched) -> dict:
     return {"location": fetched.location, "compression": fetched.compression,
             "resumed_from": fetched.resumed_from, "reconnects": fetched.reconnects,
             "seconds": round(fetched.seconds, 3)}
+
+
+def _check_output_folder(output: Path) -> None:
+    """An OSError naming ``output`` and its folder when the file could not be written there
+    (else the error would name the hidden temporary file written first)."""
+    folder = output if output.is_dir() else output.parent
+    if not folder.exists():
+        reason = "does not exist"
+    elif not folder.is_dir():
+        reason = "is not a directory"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = "is not writable"
+    else:
+        return
+    raise OSError(f"cannot write {output}: {folder} {reason}")
 
 
 def _output_path(output: Path | None, chosen) -> Path:

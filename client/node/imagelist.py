@@ -37,6 +37,7 @@ from client.node import errors
 from client.node.fetcher import Fetcher, Outcome
 from client.node.policy import Facts
 from client.node.resolve import Candidate, Resolution
+from client.node.session import network_reason
 from client.node.target import Target
 from marketplace.metadata import dn
 from marketplace.metadata.hepix import DATE_FORMAT, cache_identifier, slash_dn, version_key
@@ -121,8 +122,9 @@ def fetch_list(subscription: Subscription, session, timeout) -> bytes:
         if response.status_code != 200:
             raise errors.FetchError(f"{subscription.url} answered {response.status_code}")
         data = response.raw.read(MAX_LIST_BYTES + 1, decode_content=True)
-    except OSError as exc:
-        raise errors.FetchError(f"{subscription.url}: {exc}") from None
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise errors.FetchError(f"cannot fetch the image list {subscription.url}: "
+                                f"{network_reason(exc)}") from None
     if len(data) > MAX_LIST_BYTES:
         raise errors.FetchError(f"{subscription.url}: the list is over {MAX_LIST_BYTES} bytes")
     return data

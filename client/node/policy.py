@@ -26,12 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from client.node.config import ConfigError
+from marketplace.metadata.digests import WeakChecksums, choose, same_digest
 from marketplace.metadata.identity import Endorser, Identity, first_naming
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-WEAK = ("MD5", "SHA-1")
-PREFERRED = ("SHA-256", "SHA-512")  # the strong checksums, in order of preference
-WEAK_PREFERRED = ("SHA-1", "MD5")
 
 
 @dataclass
@@ -66,10 +64,6 @@ class Facts:
         if self.email and self.subject:
             return f"{self.email} ({self.subject})"
         return self.email or self.subject or "unknown endorser"
-
-
-class WeakChecksums(ValueError):
-    """The entry has no checksum the policy accepts."""
 
 
 @dataclass
@@ -173,10 +167,10 @@ class Policy:
             reasons.append(f"image {facts.identifier} is not in the whitelist of images")
         if facts.identifier in self.blacklist_images:
             reasons.append(f"image {facts.identifier} is blacklisted")
-        if self.whitelist_checksums and not any(_same_hex(facts.sha1, value)
+        if self.whitelist_checksums and not any(same_digest(facts.sha1, value)
                                                 for value in self.whitelist_checksums):
             reasons.append(f"SHA-1 checksum {facts.sha1} is not in the whitelist of checksums")
-        if any(_same_hex(facts.sha1, value) for value in self.blacklist_checksums):
+        if any(same_digest(facts.sha1, value) for value in self.blacklist_checksums):
             reasons.append(f"SHA-1 checksum {facts.sha1} is blacklisted")
         return reasons
 
@@ -200,20 +194,6 @@ class Policy:
         return []
 
     def algorithms(self, checksums: dict[str, str]) -> list[str]:
-        """The checksums to verify while downloading: the first strong one (SHA-256, else
-        SHA-512), or every one with ``verify_all``; a weak one only with ``allow_weak``."""
-        known = [a for a in (*PREFERRED, *WEAK_PREFERRED) if a in checksums]
-        strong = [a for a in known if a in PREFERRED]
-        if not strong and not self.allow_weak:
-            have = ", ".join(checksums) or "none"
-            raise WeakChecksums(f"the entry has only weak checksums ({have}); SHA-256 or "
-                                "SHA-512 is needed (--allow-weak accepts MD5/SHA-1)")
-        if self.verify_all:
-            return known
-        return (strong or known)[:1]
-
-def _same_hex(a: str, b: str) -> bool:
-    try:
-        return int(a, 16) == int(b, 16)
-    except ValueError:
-        return False
+        """The checksums to verify while downloading, as the core chooses them under this
+        policy's ``allow_weak`` and ``verify_all``."""
+        return choose(checksums, allow_weak=self.allow_weak, every=self.verify_all)

@@ -22,6 +22,7 @@ from lxml import etree
 
 from client.node.errors import FetchError, NotFound, Refused
 from client.node.policy import Facts, Policy
+from client.node.session import network_reason
 from client.node.target import Target
 from marketplace.metadata import document as doc
 from marketplace.metadata.identifier import metadata_path
@@ -184,9 +185,10 @@ def _get(session, url: str, timeout: tuple[float, float], params: dict,
                                headers={"Accept": XML_ACCEPT})
     except requests.exceptions.SSLError as exc:
         raise FetchError(f"TLS: the marketplace's certificate at {url} was not accepted: "
-                         f"{exc}") from None
+                         f"{network_reason(exc)}") from None
     except requests.RequestException as exc:
-        raise FetchError(f"cannot reach the marketplace at {url}: {exc}") from None
+        raise FetchError(f"cannot reach the marketplace at {url}: {network_reason(exc)}") \
+            from None
     with response:
         if response.status_code == 404:
             return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from client.node import config as fetcher_config
 from client.node import errors
+from client.node.config import human_size as human_size  # the commands' size format
 from client.node.target import BadTarget
 
 SUPPRESS = argparse.SUPPRESS
@@ -77,18 +78,29 @@ class Output:
         sys.stdout.flush()
 
     def progress(self, label: str, total: int | None):
-        if self.quiet or not sys.stderr.isatty():
-            return None
-        from client.cli import Progress
+        """A progress display for a download or a verification (tqdm, loaded only then)."""
+        from marketplace.metadata.progress import Progress
 
-        return Progress.for_terminal(label, total, self.quiet)
+        return Progress(label, total, self.quiet)
 
 
 def run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Namespace) -> int:
-    """Run a command body, turning every expected failure into a message and an exit status."""
+    """Run a command body, turning every expected failure into a message and an exit status
+    (the JSON of a failure may meet a closed pipe too, hence the outer guard)."""
+    try:
+        return _run(body, options)
+    except BrokenPipeError:
+        from client.cli import reader_gone
+
+        return reader_gone()
+
+
+def _run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Namespace) -> int:
     out = Output(options)
     try:
         return body(options, out)
+    except BrokenPipeError:
+        raise  # not an error to report: see run()
     except errors.FetchError as exc:
         lines = exc.lines() if hasattr(exc, "lines") else [exc.message]
         out.error(lines[0])
@@ -113,16 +125,6 @@ def _fail(out: Output, message: str, code: int) -> int:
     if out.json:
         out.emit({"error": message, "exit_code": code})
     return code
-
-
-def human_size(size: int | float | None) -> str:
-    if size is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
 
 
 def report_resolution(out: Output, resolution: dict | None) -> None:

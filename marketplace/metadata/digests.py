@@ -1,7 +1,10 @@
 """The checksum set of an image, computed in one pass over its bytes on two cores.
 
 This module is the one place that knows which checksums the metadata carries
-(`ALGORITHMS`, with their StratusLab names) and how they map to hashlib.
+(`ALGORITHMS`, with their StratusLab names) and how they map to hashlib, which of them to
+check (`choose`, in the order `PREFERRED`) and when two values are the same checksum
+(`same_digest`), as pip's ``utils/hashes.py`` keeps its favourite and strong hashes and
+their comparison together.
 
 `MultiHasher` is fed chunk by chunk (by a file reader or a downloader). Each chunk is
 handed to worker threads, each owning a group of hashes of about equal cost; hashlib
@@ -14,6 +17,7 @@ the next chunk. The rule for callers: do not modify a chunk after passing it to
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import queue
 import threading
@@ -22,10 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from marketplace.metadata.compression import compression_from_name, decompressing_reader
-
 ALGORITHMS = ("MD5", "SHA-1", "SHA-256", "SHA-512")
-STRONG = ("SHA-256", "SHA-512")
+STRONG = ("SHA-256", "SHA-512")  # in order of preference: SHA-256 hashes faster
+WEAK = ("SHA-1", "MD5")  # broken for collisions: only when a node allows them
+PREFERRED = STRONG + WEAK
 _HASHLIB_NAMES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 
 # Single-thread cost in seconds per GB (OpenSSL 3, AMD EPYC with SHA-NI, 4 MiB updates);
@@ -43,6 +47,42 @@ def hashlib_name(algorithm: str) -> str:
     except KeyError:
         known = ", ".join(ALGORITHMS)
         raise ValueError(f"unknown checksum algorithm {algorithm!r}; known: {known}") from None
+
+
+class WeakChecksums(ValueError):
+    """The entry has no checksum that may be relied on."""
+
+
+def choose(available: Iterable[str], allow_weak: bool = False,
+           every: bool = False) -> list[str]:
+    """The checksums to verify of those an entry carries: the first strong one in the order
+    of :data:`PREFERRED` (one strong checksum is as good as all of them, and hashing is the
+    cost of a download), or all known ones with ``every``; weak ones only with
+    ``allow_weak``. :class:`WeakChecksums` when none may be relied on."""
+    present = list(dict.fromkeys(available))
+    known = [a for a in PREFERRED if a in present]
+    strong = [a for a in known if a in STRONG]
+    if not strong and not allow_weak:
+        have = ", ".join(present) or "none"
+        raise WeakChecksums(f"the entry has only weak checksums ({have}); SHA-256 or SHA-512 "
+                            "is needed (--allow-weak accepts MD5/SHA-1)")
+    return known if every else (strong or known)[:1]
+
+
+def same_digest(a: str, b: str) -> bool:
+    """Whether two hex values are the same checksum: case and leading zeros do not count
+    (the format compares them as numbers, and the original Java client dropped leading
+    zeros). Anything but hex digits is never equal. Constant time in the values, as the
+    answer may decide whether bytes from a server are trusted."""
+    left, right = _canonical_hex(a), _canonical_hex(b)
+    return left is not None and right is not None and hmac.compare_digest(left, right)
+
+
+def _canonical_hex(value: str) -> str | None:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not text or text.strip("0123456789abcdef"):
+        return None
+    return text.lstrip("0") or "0"
 
 
 @dataclass(frozen=True)
@@ -219,6 +259,10 @@ def digest_file(
 
     `compression="auto"` guesses it from the file name; None reads the file as it is.
     """
+    # Imported here: the checksum rule above is on the node's cache-hit path, which must
+    # not load the decompressors (zstandard).
+    from marketplace.metadata.compression import compression_from_name, decompressing_reader
+
     if compression == "auto":
         compression = compression_from_name(os.fspath(path))
     buffering = -1 if compression else 0  # plain files: read straight into our buffers

@@ -41,7 +41,7 @@ def load_pkcs12(path: Path, password: bytes | None) -> Credentials:
                    f"cannot open {path}: wrong password or not a PKCS#12 file ({exc})") from None
     if key is None or certificate is None:
         raise fail("credentials", "pkcs12", f"{path} holds no private key with a certificate")
-    return _checked(key, certificate, path)
+    return _checked(key, path, certificate, path)
 
 
 def load_pem(key_path: Path, certificate_path: Path, password: bytes | None) -> Credentials:
@@ -55,16 +55,20 @@ def load_pem(key_path: Path, certificate_path: Path, password: bytes | None) -> 
     except ValueError as exc:
         raise fail("credentials", "pem-certificate",
                    f"cannot read the certificate in {certificate_path}: {exc}") from None
-    return _checked(key, certificate, key_path)
+    return _checked(key, key_path, certificate, certificate_path)
 
 
-def _checked(key, certificate: x509.Certificate, source: Path) -> Credentials:
+def _checked(key, key_source: Path, certificate: x509.Certificate,
+             certificate_source: Path) -> Credentials:
+    """Usable credentials; a mismatch names the certificate, the part that is wrong for the
+    key (and the key's file too, when they are two files)."""
     if not isinstance(key, SigningKey):
-        raise fail("credentials", "key-type",
-                   f"the key in {source} is {type(key).__name__}; RSA, ECDSA or DSA is needed")
+        raise fail("credentials", "key-type", f"the key in {key_source} is "
+                   f"{type(key).__name__}; RSA, ECDSA or DSA is needed")
     if key.public_key().public_numbers() != certificate.public_key().public_numbers():
-        raise fail("credentials", "key-mismatch",
-                   f"the certificate in {source} does not belong to the private key")
+        where = "" if key_source == certificate_source else f" in {key_source}"
+        raise fail("credentials", "key-mismatch", f"the certificate in {certificate_source} "
+                   f"does not belong to the private key{where}")
     return Credentials(key, certificate)
 
 

@@ -660,6 +660,17 @@ def test_an_unknown_profile_from_the_environment_is_a_clear_error(capsys, unsign
     assert err == "error: unknown signature profile 'rsa-md5'; known: default, stratuslab\n"
 
 
+def test_a_certificate_of_another_key_is_named_not_the_key(capsys, tmp_path, unsigned,
+                                                           rsa_signer, ec_signer):
+    """The error named the key file, which is right; the certificate is what is wrong."""
+    key, _ = pki.write_pem(rsa_signer, tmp_path, "rsa")
+    _, other = pki.write_pem(ec_signer, tmp_path, "ec")
+    code, out, err = run(capsys, sign.main, unsigned, "--pem-key", key, "--pem-cert", other)
+    assert (code, out) == (1, "")
+    assert err == (f"error: credentials: the certificate in {other} does not belong to the "
+                   f"private key in {key} [key-mismatch]\n")
+
+
 def test_signing_a_malformed_document_fails_and_keeps_it(capsys, tmp_path, p12):
     broken = tmp_path / "broken.xml"
     broken.write_bytes(b"<rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>")
@@ -905,6 +916,16 @@ class Terminal(io.StringIO):
         return True
 
 
+def progress_updates(shown: str, label: str) -> list[re.Match]:
+    """Each state of tqdm's line: (percentage or None, count with its unit prefix)."""
+    pattern = re.compile(rf"{re.escape(label)}: (?: *(\d+)%\|[^|]*\| )?"
+                         r"(\d+(?:\.\d+)?[kMGT]?)B(?:/\S+B)? \[[^]]*\]")
+    updates = [update.strip() for update in shown.split("\r") if update.strip()]
+    matches = [pattern.fullmatch(update) for update in updates]
+    assert updates and all(matches), updates
+    return matches
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES, ids=lambda s: s or "raw")
 def test_progress_on_a_terminal_never_passes_100_percent(suffix, capsys, tmp_path, images,
                                                          content, monkeypatch):
@@ -915,21 +936,28 @@ def test_progress_on_a_terminal_never_passes_100_percent(suffix, capsys, tmp_pat
     assert checksums(output) == expected_checksums(content)
 
     shown = terminal.getvalue()
-    assert shown.startswith("\r") and shown.endswith(" \n")
-    updates = shown[1:-1].split("\r")
-    pattern = re.compile(rf"hashing {re.escape(str(images[suffix]))}: (?:(\d+\.\d)% )?"
-                         rf"(\d+\.\d\d) GB +\d+ MB/s ")
-    matches = [pattern.fullmatch(update) for update in updates]
-    assert all(matches), updates
-    shares = [float(m.group(1)) for m in matches if m.group(1)]
-    final = matches[-1]
-    assert final.group(2) == f"{len(content) / 1e9:.2f}"
+    assert shown.endswith("\n")
+    matches = progress_updates(shown, f"hashing {images[suffix]}")
+    shares = [int(m.group(1)) for m in matches if m.group(1)]
+    assert matches[-1].group(2) == f"{len(content) / 1e6:.2f}M"
     if suffix:
         # the compressed file's size is no total for the uncompressed bytes counted
         assert shares == []
     else:
-        assert final.group(1) == "100.0"
+        assert shares[-1] == 100
         assert all(0 <= share <= 100 for share in shares)
+
+
+@pytest.mark.parametrize(("size", "shown"), [(300, "300"), (5_000, "5.00k")])
+def test_a_small_files_progress_is_in_bytes_or_kilobytes(size, shown, tmp_path, monkeypatch):
+    """Formerly "0.00 GB" for anything under 5 MB."""
+    image = tmp_path / "small.img"
+    image.write_bytes(os.urandom(size))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert build.main([str(image), "--output", str(tmp_path / "meta.xml")]) == 0
+    assert progress_updates(terminal.getvalue(), f"hashing {image}")[-1].group(2) == shown
+    assert "GB" not in terminal.getvalue()
 
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["not-a-terminal", "quiet"])

@@ -113,6 +113,23 @@ def test_the_least_recently_used_image_is_evicted_first(make_config, publish):
     assert evicted == [{**evicted[0], "identifier": second, "reason": "quota", "size": SIZE}]
 
 
+def test_verify_keeps_each_images_last_use_so_eviction_order_survives(make_config, publish):
+    """A nightly verify used to make every image "just used": eviction order became the
+    order in which verify went through them."""
+    fetcher = Fetcher(make_config(quota=str(int(2.5 * SIZE))))
+    first, _ = publish(13)
+    second, _ = publish(14)
+    fetcher.pull(first)
+    fetcher.pull(second)
+    set_last_use(fetcher, first, 60)
+    set_last_use(fetcher, second, 120)
+    before = {i.identifier: i.last_used for i in fetcher.cache.items()}
+    assert [r["status"] for r in fetcher.verify([second, first])] == ["ok", "ok"]
+    assert {i.identifier: i.last_used for i in fetcher.cache.items()} == before
+    third, _ = publish(15)
+    assert fetcher.pull(third).evicted == [second]
+
+
 def test_room_is_made_before_downloading(make_config, publish):
     fetcher = Fetcher(make_config(quota=str(2 * SIZE)))
     first, _ = publish(20)
@@ -123,6 +140,20 @@ def test_room_is_made_before_downloading(make_config, publish):
     outcome = fetcher.pull(third)
     assert outcome.evicted == [first]
     assert fetcher.cache.usage() == 2 * SIZE
+
+
+def test_the_over_quota_note_counts_the_incoming_image_in_human_units(make_config, publish):
+    """It read "holds 400000 bytes, over the quota of 500000": raw bytes, and not over."""
+    notes: list[str] = []
+    fetcher = Fetcher(make_config(quota=str(int(2.5 * SIZE))), log=notes.append)
+    for seed in (23, 24):
+        identifier, _ = publish(seed)
+        fetcher.pull(identifier)
+        fetcher.cache.pin(identifier)
+    third, _ = publish(25)
+    fetcher.pull(third)
+    assert ("the cache holds 390.6 KiB and 195.3 KiB more are coming, 97.7 KiB over the quota "
+            "of 488.3 KiB: what stays is pinned, in use or being pulled") in notes, notes
 
 
 def test_pinned_and_in_use_images_are_never_evicted(make_config, publish):

@@ -185,6 +185,17 @@ def test_download_image_writes_a_verified_file(node, tmp_path):
     assert not (node.cache / "images").exists(), "download-image does not fill the cache"
 
 
+@pytest.mark.parametrize("where", ["missing/disk.img", "file/disk.img"])
+def test_a_bad_output_directory_is_named_not_the_hidden_part_file(node, tmp_path, where):
+    (tmp_path / "file").write_text("a file, not a directory")
+    output = tmp_path / where
+    done = node.run("download", node.identifier, "-o", str(output))
+    assert done.returncode == 1
+    assert ".part" not in done.stderr
+    reason = "does not exist" if where.startswith("missing") else "is not a directory"
+    assert done.stderr == f"error: cannot write {output}: {output.parent} {reason}\n"
+
+
 def test_download_image_from_a_marketplace_url_decompresses(marketplace, origin, rsa_signer,
                                                            tmp_path, write_config,
                                                            node_settings):
@@ -213,3 +224,20 @@ def test_download_image_failure_leaves_no_file(marketplace, origin, rsa_signer, 
     assert done.returncode == errors.DOWNLOAD_FAILED
     assert "the server offers" in done.stderr
     assert not list(tmp_path.glob("*x.img*"))
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "client.image_cache", "--json", "list"],
+    ["-c", "from client.validate import main; raise SystemExit(main())", "--json", __file__],
+], ids=["stratus-image-cache", "stratus-validate-metadata"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command, tmp_path):
+    """``--json list | head`` ended in a BrokenPipe traceback (or "error: Broken pipe")."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, *command], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60,
+                                env={**os.environ, "STRATUSLAB_CACHE_DIR": str(tmp_path)})
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

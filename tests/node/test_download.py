@@ -13,6 +13,7 @@ import hashlib
 import lzma
 import shutil
 import subprocess
+import time
 
 import pytest
 import zstandard
@@ -172,6 +173,28 @@ def test_every_location_failing_lists_each_reason(origin, tmp_path):
     assert "HTTP 502" in reasons[1] and "gave up after" in reasons[1]
     assert "unsupported location scheme 'ftp'" in reasons[2]
     assert "cannot connect" in reasons[3]
+
+
+def test_a_dead_first_location_costs_no_backoff_with_the_default_retries(origin, tmp_path):
+    """With 5 retries doubling from 1 s, a mirror that refuses connections cost 31 s on every
+    pull before the next location was tried."""
+    good = origin.add("good.img", IMAGE)
+    defaults = Settings(allow_private_addresses=LOOPBACK)
+    began = time.monotonic()
+    result, data = fetch(["http://127.0.0.1:9/dead.img", good], tmp_path, settings=defaults)
+    assert data == IMAGE and result.location == good
+    assert time.monotonic() - began < 5
+
+
+def test_a_location_that_answered_once_is_still_retried(origin, tmp_path):
+    url = origin.add("a.img", IMAGE, Fault("status", times=1, status=503))
+    _result, data = fetch([url], tmp_path)
+    assert data == IMAGE and origin.requests["a.img"] == 2
+
+
+def test_an_unreachable_location_is_named_in_plain_words(tmp_path):
+    error = failed(["http://127.0.0.1:9/closed.img"], tmp_path)
+    assert error.attempts[0]["error"] == "cannot connect: connection refused"
 
 
 def test_file_locations_are_read_and_checked(tmp_path):

@@ -24,6 +24,7 @@ from client.node.download import DownloadError, Settings, Sink
 from client.node.errors import DownloadFailed, FetchError
 from client.node.fetcher import Fetcher
 from client.node.resolve import MAX_LISTING_BYTES
+from client.node.session import location_session, make_session
 from client.node.target import Target
 from tests.node.conftest import Fault, Origin, QuietServer, image_bytes
 from tests.node.test_download import FAST, IMAGE, expected, failed, fetch
@@ -103,10 +104,11 @@ RESOLVE_IN_A_CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))  # never take the machine down
 from client.node import download
+from client.node.session import make_session
 from client.node.errors import FetchError
 from client.node.resolve import fetch_documents
 from client.node.target import Target
-session = download.make_session(download.Settings())
+session = make_session(download.Settings())
 try:
     found = fetch_documents(Target(sys.argv[2], sys.argv[1]), session, (5.0, 30.0))
     outcome = f"{len(found)} documents"
@@ -167,7 +169,7 @@ def test_a_marketplace_trickling_its_answer_is_given_up_on(liar, monkeypatch):
     trickler = Origin()
     trickler.add(f"metadata/{IDENTIFIER}", liar.body * 100, Fault("trickle", chunk=1, delay=0.05))
     monkeypatch.setattr(resolve, "ANSWER_SECONDS", 1.0)
-    session = download.make_session(download.Settings())
+    session = make_session(download.Settings())
     began = time.monotonic()
     try:
         with pytest.raises(FetchError, match="took longer than 1 s"):
@@ -346,7 +348,7 @@ def test_a_redirect_from_https_down_to_http_is_not_followed(origin, https_origin
 
 
 def test_through_a_proxy_the_name_of_the_location_is_checked(origin, internal, tmp_path):
-    session = download.location_session(node())
+    session = location_session(node())
     session.proxies = {"http": origin.base}  # the origin stands in for the operator's proxy
     error = failed([f"{internal.base}/admin/api/audit"], tmp_path, settings=node(),
                    session=session)

@@ -16,6 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from client.node import errors
+from client.node.download import Settings
+from client.node.imagelist import Subscription, fetch_list
+from client.node.session import make_session
 from marketplace.exports.signing import SMIMESigner
 from marketplace.metadata.hepix import DATE_FORMAT, cache_identifier, slash_dn
 from tests import pki
@@ -196,3 +200,12 @@ def test_subscriptions_in_the_fetcher_config(origin, write_config, node_settings
     usage = run_command("stratus-image-cache", "--config", str(config), "subscribe", url,
                         env=command_env())
     assert usage.returncode == 2 and "--endorser-dn" in usage.stderr
+
+
+def test_an_unreachable_list_is_said_in_plain_words(tmp_path):
+
+    subscription = Subscription("http://127.0.0.1:9/image.list", "/CN=x", tmp_path)
+    with pytest.raises(errors.FetchError) as raised:
+        fetch_list(subscription, make_session(Settings()), (5.0, 5.0))
+    assert str(raised.value) == ("cannot fetch the image list http://127.0.0.1:9/image.list: "
+                                 "connection refused")

@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from client.node import config as fetcher_config
-from client.node.policy import PREFERRED, Facts, Policy, WeakChecksums
+from client.node.policy import Facts, Policy, WeakChecksums
 from client.node.resolve import check_candidate
 from marketplace.metadata import model
-from marketplace.metadata.digests import STRONG
 from tests import factories, pki
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -167,10 +166,6 @@ def test_which_checksums_are_verified():
     assert Policy(allow_weak=True).algorithms({"MD5": "a", "SHA-1": "b"}) == ["SHA-1"]
     with pytest.raises(WeakChecksums):
         Policy(verify_all=True).algorithms({"SHA-1": "b"})
-
-
-def test_the_strong_checksums_are_the_metadata_cores():
-    assert set(PREFERRED) == set(STRONG)
 
 
 def test_a_tampered_document_fails_verification(rsa_signer):
