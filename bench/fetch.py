@@ -353,7 +353,7 @@ def file_variants(place: str, directory: Path, work: Path, url: str, size: int,
         expected = download.Expected(size, {"SHA-256": sums["SHA-256"]})
         sink = download.Sink(directory / "image")
         download.fetch([url], expected, sink,
-                       download.Settings(allow_private_addresses=["127.0.0.1/32"]))
+                       download.TransferSettings(allow_private_addresses=["127.0.0.1/32"]))
         sink.finish()
 
     prepare = lambda: reset(directory)  # noqa: E731

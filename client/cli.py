@@ -7,7 +7,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +14,10 @@ from pathlib import Path
 from client.config import ConfigError, Settings
 from marketplace.metadata.files import write_atomic
 from marketplace.metadata.problems import MetadataError
+from marketplace.metadata.progress import reader_gone
 
 FAILURE = 1
 USAGE = 2
-READER_GONE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,16 +79,6 @@ def command(main: Callable[[argparse.Namespace, Settings], int],
             error("interrupted")
             return 130
     return entry
-
-
-def reader_gone() -> int:
-    """Standard output's reader went away (``--json list | head``): stop quietly, as Unix
-    tools do, rather than with a traceback. Standard output is pointed at /dev/null so that
-    Python's flush at exit does not fail on the closed pipe again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return READER_GONE
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from marketplace import config
-from marketplace.metadata.progress import Progress
+from marketplace.metadata.progress import Progress, reader_gone
 from marketplace.store.base import StoreError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.command == "admin-account":
             return admin_account(options)
         return run(options)
+    except BrokenPipeError:
+        return reader_gone()
     except (ValueError, OSError, StoreError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -67,7 +67,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass
-class Settings:
+class TransferSettings:
     """How patient and persistent a download is."""
 
     connect_timeout: float = 10.0
@@ -84,7 +84,7 @@ class Settings:
     location_timeout: float = 6 * 3600.0
 
     @classmethod
-    def from_config(cls, config) -> Settings:
+    def from_config(cls, config) -> TransferSettings:
         return cls(config.connect_timeout, config.read_timeout, config.retries,
                    config.backoff, config.backoff_max, list(config.ca_bundle),
                    location_schemes=list(config.location_schemes),
@@ -94,7 +94,8 @@ class Settings:
 
     @property
     def private_networks(self) -> list:
-        """The private networks locations may be on (parsed here too for hand-made Settings)."""
+        """The private networks locations may be on (parsed here too for settings made by
+        hand)."""
         return parse_networks(self.allow_private_addresses)
 
     @property
@@ -152,7 +153,7 @@ class DownloadError(Exception):
 # --- the whole download ---------------------------------------------------------------
 
 
-def fetch(locations: list[str], expected: Expected, sink: Sink, settings: Settings, *,
+def fetch(locations: list[str], expected: Expected, sink: Sink, settings: TransferSettings, *,
           session=None, progress: Callable[[int], None] | None = None,
           resume: dict | None = None, on_state: Callable[[dict], None] | None = None,
           log: Callable[[str], None] | None = None) -> Fetched:
@@ -214,7 +215,7 @@ def compression_for(location: str, declared: str | None) -> str | None:
     return declared
 
 
-def _transfer(location: str, expected: Expected, sink: Sink, settings: Settings, session,
+def _transfer(location: str, expected: Expected, sink: Sink, settings: TransferSettings, session,
               start: int, validator: str | None, progress, on_state) -> Fetched:
     began = time.monotonic()
     compression = compression_for(location, expected.compression)
@@ -362,7 +363,7 @@ class Sink:
 # --- sources ----------------------------------------------------------------------------
 
 
-def open_source(location: str, settings: Settings, session=None, offset: int = 0,
+def open_source(location: str, settings: TransferSettings, session=None, offset: int = 0,
                 length: int | None = None, validator: str | None = None,
                 on_open: Callable[[dict], None] | None = None):
     """A readable raw stream of the bytes at ``location`` from ``offset`` on."""
@@ -373,7 +374,7 @@ def open_source(location: str, settings: Settings, session=None, offset: int = 0
     return FileSource(location, offset, length, on_open)
 
 
-def allowed_scheme(location: str, settings: Settings) -> str:
+def allowed_scheme(location: str, settings: TransferSettings) -> str:
     """The location's scheme, if this node supports and allows it; else SchemeRefused."""
     scheme = urlsplit(location).scheme.lower()
     if scheme not in SUPPORTED_SCHEMES:
@@ -389,7 +390,7 @@ class Paced(io.RawIOBase):
     """A source that must keep up ``min_rate`` bytes/s over each ``rate_window`` seconds and
     end within ``location_timeout``: a trickle is given up on, whatever the read timeout."""
 
-    def __init__(self, source, settings: Settings):
+    def __init__(self, source, settings: TransferSettings):
         self.source, self.settings = source, settings
         self.began = self.window = time.monotonic()
         self.in_window = 0
@@ -465,7 +466,7 @@ class FileSource(io.RawIOBase):
 class HTTPSource(io.RawIOBase):
     """The body of an HTTP(S) GET that reconnects and resumes when the connection breaks."""
 
-    def __init__(self, url: str, session, settings: Settings, offset: int = 0,
+    def __init__(self, url: str, session, settings: TransferSettings, offset: int = 0,
                  length: int | None = None, validator: str | None = None,
                  on_open: Callable[[dict], None] | None = None):
         import requests  # noqa: F401 (fail early if missing)
@@ -622,7 +623,7 @@ class HTTPSource(io.RawIOBase):
             self.on_open({"location": self.url, "validator": self.validator})
 
 
-def redirect_target(url: str, location: str, settings: Settings) -> str:
+def redirect_target(url: str, location: str, settings: TransferSettings) -> str:
     """Where a redirect from ``url`` leads, if the node follows it: http(s) only, allowed by
     ``location_schemes``, and never from https down to http."""
     target = urljoin(url, location)

@@ -51,8 +51,10 @@ class FetchError(Exception):
                 "identifier": self.identifier, **self.details()}
 
 
-class Refused(FetchError):
-    """Every entry was refused; ``candidates`` holds each one with its reasons."""
+class NoAcceptableEntry(FetchError):
+    """Every entry was refused (by the node's checks, not the marketplace's
+    :class:`~marketplace.metadata.identity.Refused`); ``candidates`` holds each one with
+    its reasons."""
 
     exit_code = REFUSED
     kind = "refused"

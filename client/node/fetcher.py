@@ -385,7 +385,7 @@ class Fetcher:
         try:
             return resolve(target, self.policy, self.session(),
                            (self.config.connect_timeout, self.config.read_timeout))
-        except errors.Refused as exc:
+        except errors.NoAcceptableEntry as exc:
             self.events.emit("refused", target.identifier, reasons=exc.candidates)
             raise
 
@@ -412,7 +412,7 @@ class Fetcher:
     def settings(self):
         from client.node import download
 
-        return download.Settings.from_config(self.config)
+        return download.TransferSettings.from_config(self.config)
 
     def session(self):
         """The session for the marketplace (any address: the operator configured it)."""

@@ -51,7 +51,7 @@ OPENSSL_TIMEOUT = 60
 SECTION_PREFIX = "subscription "
 
 
-class ListRefused(errors.Refused):
+class ListRefused(errors.NoAcceptableEntry):
     """The list failed one of the subscriber's rules; nothing of it was used."""
 
 
@@ -256,7 +256,7 @@ class ListFetcher(Fetcher):
         candidate = self.candidate(image)
         if candidate.reasons:
             self.events.emit("refused", image.identifier, reasons=[candidate.summary()])
-            raise errors.Refused(f"{image.identifier} ({image.title}) is refused",
+            raise errors.NoAcceptableEntry(f"{image.identifier} ({image.title}) is refused",
                                  image.identifier, [candidate.summary()])
         return Resolution(image.identifier, candidate, [])
 

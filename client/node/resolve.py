@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 
 from lxml import etree
 
-from client.node.errors import FetchError, NotFound, Refused
+from client.node.errors import FetchError, NoAcceptableEntry, NotFound
 from client.node.policy import Facts, Policy
 from client.node.session import network_reason
 from client.node.target import Target
@@ -76,7 +76,8 @@ class Resolution:
 
 def resolve(target: Target, policy: Policy, session, timeout: tuple[float, float],
             now: datetime | None = None) -> Resolution:
-    """Fetch, verify and choose; raises NotFound or Refused (with every candidate's reasons)."""
+    """Fetch, verify and choose; raises NotFound or NoAcceptableEntry (with every
+    candidate's reasons)."""
     now = now or datetime.now(UTC)
     documents = fetch_documents(target, session, timeout)
     if not documents:
@@ -90,8 +91,9 @@ def resolve(target: Target, policy: Policy, session, timeout: tuple[float, float
 def choose(identifier: str, candidates: list[Candidate]) -> Resolution:
     accepted = [c for c in candidates if not c.reasons]
     if not accepted:
-        raise Refused(f"no entry of {identifier} is acceptable ({len(candidates)} refused)",
-                      identifier, [c.summary() for c in candidates])
+        raise NoAcceptableEntry(f"no entry of {identifier} is acceptable "
+                                f"({len(candidates)} refused)", identifier,
+                                [c.summary() for c in candidates])
     chosen = max(accepted, key=lambda c: c.created or "")
     others = [c for c in candidates if c is not chosen]
     for other in others:

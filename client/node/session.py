@@ -29,8 +29,9 @@ class AddressRefused(Exception):
     """A connection reached an address the node does not fetch from."""
 
 
-class Settings(Protocol):
-    """What a session needs of the download settings (:class:`client.node.download.Settings`)."""
+class SessionSettings(Protocol):
+    """What a session needs of the transfer settings (:class:`client.node.download.
+    TransferSettings`)."""
 
     ca_bundle: list[Path]
 
@@ -79,13 +80,13 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-def make_session(settings: Settings):
+def make_session(settings: SessionSettings):
     """A requests Session that verifies TLS against the system's CAs plus ``ca_bundle``
     (for the marketplace, which the node's operator chose: any address)."""
     return _session(settings, None)
 
 
-def location_session(settings: Settings):
+def location_session(settings: SessionSettings):
     """Like :func:`make_session`, but every connection must reach an address that
     :func:`address_allowed` (for the locations, which the entry's endorser chose)."""
     return _session(settings, settings.private_networks)
@@ -102,7 +103,7 @@ def address_allowed(address: str, private_networks: list) -> bool:
     return any(ip.version == net.version and ip in net for net in private_networks)
 
 
-def _session(settings: Settings, private_networks: list | None):
+def _session(settings: SessionSettings, private_networks: list | None):
     import requests
 
     session = requests.Session()

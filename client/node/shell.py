@@ -90,7 +90,7 @@ def run(body: Callable[[argparse.Namespace, Output], int], options: argparse.Nam
     try:
         return _run(body, options)
     except BrokenPipeError:
-        from client.cli import reader_gone
+        from marketplace.metadata.progress import reader_gone
 
         return reader_gone()
 

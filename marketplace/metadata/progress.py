@@ -1,4 +1,5 @@
-"""The one progress display of every command: a tqdm bar on standard error.
+"""What every command shows on a terminal: one progress display (a tqdm bar on standard
+error), and a quiet end when its reader goes away (:func:`reader_gone`).
 
 Hashing, downloading, verifying, migrating and importing all report "so much done so far";
 :class:`Progress` turns that into tqdm's updates. It shows nothing with ``-q`` or when
@@ -9,8 +10,10 @@ imported only when a display is made, as the node's cache-hit path must stay lig
 
 from __future__ import annotations
 
+import os
 import sys
 
+READER_GONE = 141  # what a shell reports for a process ended by SIGPIPE
 BYTES = "B"
 _SIZE_FORMATS = {
     True: "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, "
@@ -45,3 +48,13 @@ class Progress:
     def close(self) -> None:
         """Show the final count, however quick the work was, and end the line."""
         self._bar.close()
+
+
+def reader_gone() -> int:
+    """Standard output's reader went away (``--json list | head``): stop quietly, as Unix
+    tools do, rather than with a traceback. Standard output is pointed at /dev/null so that
+    Python's flush at exit does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from pathlib import Path
 
 from marketplace.metadata.model import format_date
+from marketplace.metadata.settings import ConfigError, read_secret
 from marketplace.moderation.store import Upload
 from marketplace.store.base import StoreError
 
@@ -71,10 +71,10 @@ class Mailer:
                 if self.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.user:
-                    password = Path(self.password_file).read_text(encoding="utf-8").strip()
-                    smtp.login(self.user, password)
+                    smtp.login(self.user, read_secret("MARKETPLACE_SMTP_PASSWORD", None,
+                                                      self.password_file))
                 smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, ConfigError) as exc:
             reason = type(exc).__name__
             if isinstance(exc, smtplib.SMTPResponseException):
                 reason += f" {exc.smtp_code}"

@@ -226,7 +226,7 @@ def test_events_reach_the_configured_command(make_config, publish, tmp_path, ori
     fetcher.pull(second)  # evicts the first
     blocked = Fetcher(make_config(event_command=command))
     blocked.policy.blacklist_images = [first]
-    with pytest.raises(errors.Refused):
+    with pytest.raises(errors.NoAcceptableEntry):
         blocked.pull(first)
     lines = [line.split(" ", 1) for line in log.read_text().splitlines()]
     events = [(kind, json.loads(body)) for kind, body in lines]
@@ -254,7 +254,7 @@ def test_a_cached_image_refused_by_a_new_policy_is_not_served(make_config, publi
     Fetcher(make_config()).pull(identifier)
     strict = Fetcher(make_config())
     strict.policy.whitelist_endorsers = ["someone.else@example.org"]
-    with pytest.raises(errors.Refused):
+    with pytest.raises(errors.NoAcceptableEntry):
         strict.pull(identifier)
     assert strict.cache.lookup(identifier) is not None, "refused, but not deleted"
 

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from client.node import download
-from client.node.download import DownloadError, Expected, Settings, Sink
+from client.node.download import DownloadError, Expected, Sink, TransferSettings
 from tests.node.conftest import Fault, image_bytes
 
 SIZE = 1024 * 1024 + 12345
@@ -27,8 +27,9 @@ IMAGE = image_bytes(SIZE, seed=7)
 SHA256 = hashlib.sha256(IMAGE).hexdigest()
 # The origin serves on loopback: the node must be told it may fetch from there.
 LOOPBACK = ["127.0.0.1/32"]
-FAST = Settings(connect_timeout=5, read_timeout=5, retries=3, backoff=0.01, backoff_max=0.05,
-                location_schemes=["http", "https", "file"], allow_private_addresses=LOOPBACK)
+FAST = TransferSettings(connect_timeout=5, read_timeout=5, retries=3, backoff=0.01,
+                        backoff_max=0.05, location_schemes=["http", "https", "file"],
+                        allow_private_addresses=LOOPBACK)
 
 
 def expected(data: bytes = IMAGE, compression: str | None = None, **checksums) -> Expected:
@@ -36,7 +37,8 @@ def expected(data: bytes = IMAGE, compression: str | None = None, **checksums) -
     return Expected(len(data), values, compression)
 
 
-def fetch(locations, tmp_path, want: Expected | None = None, settings: Settings = FAST, **kw):
+def fetch(locations, tmp_path, want: Expected | None = None,
+          settings: TransferSettings = FAST, **kw):
     sink = Sink(tmp_path / "image.part")
     try:
         result = download.fetch(locations, want or expected(), sink, settings, **kw)
@@ -48,7 +50,7 @@ def fetch(locations, tmp_path, want: Expected | None = None, settings: Settings 
 
 
 def failed(locations, tmp_path, want: Expected | None = None,
-           settings: Settings = FAST, **kw) -> DownloadError:
+           settings: TransferSettings = FAST, **kw) -> DownloadError:
     with pytest.raises(DownloadError) as raised:
         fetch(locations, tmp_path, want, settings, **kw)
     assert (tmp_path / "image.part").stat().st_size == 0, "unverified bytes were left"
@@ -129,16 +131,16 @@ def test_a_truncated_compressed_file_is_damaged_not_short(origin, tmp_path):
 
 def test_a_slow_server_times_out_and_is_retried(origin, tmp_path):
     url = origin.add("a.img", IMAGE, Fault("slow", times=1, delay=2.0))
-    settings = Settings(connect_timeout=5, read_timeout=0.5, retries=3, backoff=0.01,
-                        allow_private_addresses=LOOPBACK)
+    settings = TransferSettings(connect_timeout=5, read_timeout=0.5, retries=3, backoff=0.01,
+                                allow_private_addresses=LOOPBACK)
     result, data = fetch([url], tmp_path, settings=settings)
     assert data == IMAGE and result.reconnects == 1
 
 
 def test_a_server_too_slow_every_time_is_given_up_on(origin, tmp_path):
     url = origin.add("a.img", IMAGE, Fault("slow", delay=1.5))
-    settings = Settings(connect_timeout=5, read_timeout=0.3, retries=1, backoff=0.01,
-                        allow_private_addresses=LOOPBACK)
+    settings = TransferSettings(connect_timeout=5, read_timeout=0.3, retries=1, backoff=0.01,
+                                allow_private_addresses=LOOPBACK)
     error = failed([url], tmp_path, settings=settings)
     assert "read timeout" in str(error)
 
@@ -179,7 +181,7 @@ def test_a_dead_first_location_costs_no_backoff_with_the_default_retries(origin,
     """With 5 retries doubling from 1 s, a mirror that refuses connections cost 31 s on every
     pull before the next location was tried."""
     good = origin.add("good.img", IMAGE)
-    defaults = Settings(allow_private_addresses=LOOPBACK)
+    defaults = TransferSettings(allow_private_addresses=LOOPBACK)
     began = time.monotonic()
     result, data = fetch(["http://127.0.0.1:9/dead.img", good], tmp_path, settings=defaults)
     assert data == IMAGE and result.location == good
@@ -276,13 +278,13 @@ def test_tls_certificates_are_always_verified(origin, https_origin, tmp_path):
     origin.add("a.img", IMAGE)
     error = failed([f"{base}/a.img"], tmp_path)
     assert "TLS" in str(error) and "certificate verify failed" in str(error)
-    settings = Settings(**{**FAST.__dict__, "ca_bundle": [ca_file]})
+    settings = TransferSettings(**{**FAST.__dict__, "ca_bundle": [ca_file]})
     _result, data = fetch([f"{base}/a.img"], tmp_path, settings=settings)
     assert data == IMAGE
 
 
 def test_the_settings_offer_no_way_to_skip_tls_verification():
-    fields = set(Settings.__dataclass_fields__)
+    fields = set(TransferSettings.__dataclass_fields__)
     assert not {f for f in fields if "verify" in f or "insecure" in f}
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from client.node import download, resolve
-from client.node.download import DownloadError, Settings, Sink
+from client.node.download import DownloadError, Sink, TransferSettings
 from client.node.errors import DownloadFailed, FetchError
 from client.node.fetcher import Fetcher
 from client.node.resolve import MAX_LISTING_BYTES
@@ -33,10 +33,10 @@ IDENTIFIER = "A" * 27
 LOOPBACK_ORIGIN = ["127.0.0.1/32"]
 
 
-def node(**rules) -> Settings:
+def node(**rules) -> TransferSettings:
     """The fast test settings, with the node's default rules except those given."""
     settings = copy.copy(FAST)
-    defaults = Settings()
+    defaults = TransferSettings()
     rules = {"location_schemes": defaults.location_schemes,
              "allow_private_addresses": defaults.allow_private_addresses, **rules}
     for key, value in rules.items():
@@ -108,7 +108,7 @@ from client.node.session import make_session
 from client.node.errors import FetchError
 from client.node.resolve import fetch_documents
 from client.node.target import Target
-session = make_session(download.Settings())
+session = make_session(download.TransferSettings())
 try:
     found = fetch_documents(Target(sys.argv[2], sys.argv[1]), session, (5.0, 30.0))
     outcome = f"{len(found)} documents"
@@ -169,7 +169,7 @@ def test_a_marketplace_trickling_its_answer_is_given_up_on(liar, monkeypatch):
     trickler = Origin()
     trickler.add(f"metadata/{IDENTIFIER}", liar.body * 100, Fault("trickle", chunk=1, delay=0.05))
     monkeypatch.setattr(resolve, "ANSWER_SECONDS", 1.0)
-    session = make_session(download.Settings())
+    session = make_session(download.TransferSettings())
     began = time.monotonic()
     try:
         with pytest.raises(FetchError, match="took longer than 1 s"):
@@ -182,7 +182,7 @@ def test_a_marketplace_trickling_its_answer_is_given_up_on(liar, monkeypatch):
 # --- finding 10: a slow location is given up on, the next one is tried ---------------------
 
 
-def fetch_within(locations, tmp_path, settings: Settings, limit: float = 60.0):
+def fetch_within(locations, tmp_path, settings: TransferSettings, limit: float = 60.0):
     """Run a download in a thread; fail the test if it is still running after ``limit``."""
     outcome: dict = {}
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from client.node import errors
-from client.node.download import Settings
+from client.node.download import TransferSettings
 from client.node.imagelist import Subscription, fetch_list
 from client.node.session import make_session
 from marketplace.exports.signing import SMIMESigner
@@ -206,6 +206,6 @@ def test_an_unreachable_list_is_said_in_plain_words(tmp_path):
 
     subscription = Subscription("http://127.0.0.1:9/image.list", "/CN=x", tmp_path)
     with pytest.raises(errors.FetchError) as raised:
-        fetch_list(subscription, make_session(Settings()), (5.0, 5.0))
+        fetch_list(subscription, make_session(TransferSettings()), (5.0, 5.0))
     assert str(raised.value) == ("cannot fetch the image list http://127.0.0.1:9/image.list: "
                                  "connection refused")

@@ -21,7 +21,7 @@ TIMEOUT = (5.0, 10.0)
 
 @pytest.fixture
 def session():
-    return make_session(download.Settings())
+    return make_session(download.TransferSettings())
 
 
 def test_the_newest_acceptable_entry_is_chosen_and_the_others_explained(
@@ -64,7 +64,7 @@ def test_every_entry_refused_says_why_for_each(marketplace, session, rsa_signer,
     marketplace.publish(rsa_signer, image, ["http://127.0.0.1:9/a.img"], now=entry_time(600))
     identifier = marketplace.publish(ec_signer, image, ["http://127.0.0.1:9/b.img"],
                                      now=entry_time(60))
-    with pytest.raises(errors.Refused) as raised:
+    with pytest.raises(errors.NoAcceptableEntry) as raised:
         resolve(Target(identifier, marketplace.url), Policy(blacklist_images=[identifier]),
                 session, TIMEOUT)
     assert raised.value.exit_code == errors.REFUSED
@@ -121,7 +121,7 @@ def test_a_tampered_checksum_is_refused(liar, session, rsa_signer):
     identifier, document, sha256 = _signed(rsa_signer, b"real image", ["http://a/x.img"])
     evil = hashlib.sha256(b"evil image").hexdigest()
     liar.serve(document.replace(sha256.encode(), evil.encode()))
-    with pytest.raises(errors.Refused) as raised:
+    with pytest.raises(errors.NoAcceptableEntry) as raised:
         resolve(Target(identifier, liar.url), Policy(), session, TIMEOUT)
     reasons = raised.value.candidates[0]["reasons"]
     assert any("signature does not match the document" in r for r in reasons)
@@ -130,7 +130,7 @@ def test_a_tampered_checksum_is_refused(liar, session, rsa_signer):
 def test_a_tampered_location_is_refused(liar, session, rsa_signer):
     identifier, document, _ = _signed(rsa_signer, b"real image", ["http://good.example/x.img"])
     liar.serve(document.replace(b"http://good.example/x.img", b"http://evil.example/x.img"))
-    with pytest.raises(errors.Refused):
+    with pytest.raises(errors.NoAcceptableEntry):
         resolve(Target(identifier, liar.url), Policy(), session, TIMEOUT)
 
 
@@ -138,7 +138,7 @@ def test_a_valid_entry_of_another_image_is_refused(liar, session, rsa_signer):
     _, other, _ = _signed(rsa_signer, b"another image", ["http://a/x.img"])
     asked = factories.appliance(b"the image asked for").identifier
     liar.serve(other)
-    with pytest.raises(errors.Refused) as raised:
+    with pytest.raises(errors.NoAcceptableEntry) as raised:
         resolve(Target(asked, liar.url), Policy(), session, TIMEOUT)
     assert "the entry describes image" in raised.value.candidates[0]["reasons"][0]
 
@@ -159,7 +159,7 @@ def test_a_lying_marketplace_fills_no_cache(liar, origin, make_config, rsa_signe
     liar.serve(document.replace(sha256.encode(), hashlib.sha256(b"x").hexdigest().encode()))
     config = make_config(marketplace_endpoint=liar.url)
     fetcher = Fetcher(config)
-    with pytest.raises(errors.Refused):
+    with pytest.raises(errors.NoAcceptableEntry):
         fetcher.pull(identifier)
     assert origin.requests["x.img"] == 0, "the image was fetched for a refused entry"
     assert list((config.cache_dir / "images").iterdir()) == []

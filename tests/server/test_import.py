@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from marketplace.store.base import Entry
 from marketplace.web.app import create_app
 from marketplace.web.current import marketplace_of
 from tests import factories, pki
+from tests.live.conftest import clean_environ, script
 
 EPOCH = datetime(2013, 3, 1, tzinfo=UTC)
 FOREVER = datetime(2099, 1, 1, tzinfo=UTC)
@@ -229,3 +231,19 @@ def test_a_folder_that_is_not_an_original_data_directory_is_a_clear_error(capsys
     assert (code, out) == (1, "")
     assert err == (f"error: {tmp_path / 'nothing'} is not an original marketplace's data "
                    "directory (no metadata/ folder)\n")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(data_dir, original):
+    """``stratus-marketplace import --json DIR | head -1``: exit 141 (SIGPIPE's status), no
+    traceback, as the client commands do."""
+    root, _ = original
+    environ = clean_environ(MARKETPLACE_TRUST_STORE=str(data_dir / "ca.pem"))
+    command = subprocess.Popen(
+        [script("stratus-marketplace"), "import", str(root), "--data-dir", str(data_dir),
+         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
+    first = command.stdout.readline()
+    command.stdout.close()  # the reader goes away after one line
+    error = command.stderr.read()
+    assert command.wait(timeout=120) == 141
+    assert json.loads(first)["outcome"] in ("accepted", "refused")
+    assert error == b""

@@ -9,9 +9,9 @@ and /healthz is red; any other refusal is an error of the request itself.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from marketplace.metadata.settings import read_secret
 from marketplace.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -44,10 +44,7 @@ def connect(settings: dict[str, str]) -> Elasticsearch:
 
 def _secret(settings: dict[str, str], key: str) -> str:
     """A secret from its setting, else from the file its ``_FILE`` setting names."""
-    if settings[key]:
-        return settings[key]
-    path = settings[key + "_FILE"]
-    return Path(path).read_text(encoding="utf-8").strip() if path else ""
+    return read_secret(f"MARKETPLACE_{key}", settings[key], settings[key + "_FILE"]) or ""
 
 
 def store_error(exc: Exception, url: str) -> StoreError | None:
