@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, request
 from lxml import etree
 from werkzeug.exceptions import NotFound
 
@@ -48,6 +48,8 @@ blueprint = Blueprint("api", __name__)
 
 OPENAPI = Path(__file__).resolve().parents[1] / "openapi.json"
 UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+PATH_WORDS = {"identifier": "the identifier", "email": "the endorser",
+              "created": "the endorsement date"}
 MAX_TAGGED = 20  # entries of one tag weighed for whose email stands (a tag has a few)
 
 
@@ -178,42 +180,58 @@ def listing(first: str | None = None, second: str | None = None) -> Response:
     media = negotiation.requested()
     path = path_names(s for s in (first, second) if s is not None)
     query = listing_query(path)
+    whole = media != negotiation.HTML and not (
+        "limit" in request.args or "offset" in request.args)
+    if whole:
+        query = replace(query, limit=MAX_LIMIT)
     page = current_store().search(query)
     if path and not page.total:
         check_named(query, path)
-    paged = "limit" in request.args or "offset" in request.args
-    if media == negotiation.HTML or paged:
-        heading = " / ".join(["Metadata", *path.values()])
-        return negotiation.render(listing_reply(page, query, heading), media)
-    return streamed_listing(replace(query, limit=MAX_LIMIT), page.total, media)
+    if whole:
+        return streamed_listing(query, page, media)
+    heading = " / ".join(["Metadata", *path.values()])
+    return negotiation.render(listing_reply(page, query, heading), media)
 
 
 def check_named(query: Query, path: dict[str, str]) -> None:
-    """404 unless some entry, of any status, has what the path names."""
-    anything = replace(query, status="all", limit=1, offset=0)
-    if not current_store().search(anything).total:
-        raise NotFound("no entry of " + ", ".join(f"{k} {v}" for k, v in path.items()))
+    """404 unless some entry, of any status, has what the path names.
+
+    Only the path counts: an identifier or endorser that exists but has no entry of the
+    query's tag, status or location is an empty listing (200), as in the original.
+    """
+    named = Query(filters={k: v for k, v in query.filters.items() if k in path},
+                  created=query.created if "created" in path else None, status="all",
+                  limit=1)
+    if not current_store().search(named).total:
+        raise NotFound("no entry has " + " and ".join(
+            f"{PATH_WORDS[name]} {value}" for name, value in path.items()))
 
 
-def streamed_listing(query: Query, total: int, media: str) -> Response:
-    """Every entry of ``query``, read from the store a page at a time while it is sent."""
+def streamed_listing(query: Query, first: Page, media: str) -> Response:
+    """Every entry of ``query``, from its ``first`` page on, read from the store a page at
+    a time while it is sent: memory holds one page, whatever the catalogue's size.
+
+    The store is taken now: the body is read after the view returns, outside the request's
+    context (which a body never read, as a HEAD's, could not leave cleanly).
+    """
+    store = current_store()
 
     def entries() -> Iterator[Entry]:
-        offset = 0
+        page, offset = first, query.offset
         while True:
-            page = current_store().search(replace(query, offset=offset))
             yield from page.entries
-            offset += len(page.entries)
             if len(page.entries) < query.limit:
                 return
+            offset += len(page.entries)
+            page = store.search(replace(query, offset=offset))
 
     if media == negotiation.JSON:
-        body = _json_stream(entries(), total, query.now)
+        body = _json_stream(entries(), first.total, query.now)
         mimetype = negotiation.JSON_TYPE
     else:
-        body = _xml_stream(entries(), total)
+        body = _xml_stream(entries(), first.total)
         mimetype = negotiation.XML_UTF8
-    return Response(stream_with_context(body), 200, {"Vary": "Accept"}, content_type=mimetype)
+    return Response(body, 200, {"Vary": "Accept"}, content_type=mimetype)
 
 
 def _xml_stream(entries: Iterator[Entry], total: int) -> Iterator[bytes]:
@@ -256,11 +274,11 @@ def endorsers() -> Reply:
 @negotiated
 def endorser(email: str) -> Reply:
     """An endorser's latest entries, newest first, whatever their status by default."""
-    query = listing_query({"email": email}, status="all")
+    path = {"email": email}
+    query = listing_query(path, status="all")
     page = current_store().search(query)
-    if not page.total and not current_store().search(
-            Query(filters={"email": query.filters["email"]}, status="all", limit=1)).total:
-        raise NotFound(f"no entries endorsed by {query.filters['email']}")
+    if not page.total:
+        check_named(query, path)
     return listing_reply(page, query, f"Endorser {query.filters['email']}")
 
 
