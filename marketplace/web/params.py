@@ -240,7 +240,8 @@ def path_names(segments: Iterable[str]) -> dict[str, str]:
             raise ParameterError("path", f"{segment[:40]!r} is neither an identifier, an "
                                  "endorser email nor a date (YYYY-MM-DDTHH:MM:SSZ)")
         if name in names:
-            raise ParameterError(name, "the path names two of them")
+            raise ParameterError(name, "is named twice in the path: its two segments are of "
+                                 "two kinds (identifier, endorser email, date)")
         names[name] = segment
     return names
 
