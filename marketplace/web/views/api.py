@@ -216,8 +216,8 @@ def streamed_listing(query: Query, first: Page, media: str) -> Response:
     """
     store = current_store()
 
-    def entries() -> Iterator[Entry]:
-        page, offset = first, query.offset
+    def entries(page: Page) -> Iterator[Entry]:
+        offset = query.offset
         while True:
             yield from page.entries
             if len(page.entries) < query.limit:
@@ -226,10 +226,10 @@ def streamed_listing(query: Query, first: Page, media: str) -> Response:
             page = store.search(replace(query, offset=offset))
 
     if media == negotiation.JSON:
-        body = _json_stream(entries(), first.total, query.now)
+        body = _json_stream(entries(first), first.total, query.now)
         mimetype = negotiation.JSON_TYPE
     else:
-        body = _xml_stream(entries(), first.total)
+        body = _xml_stream(entries(first), first.total)
         mimetype = negotiation.XML_UTF8
     return Response(body, 200, {"Vary": "Accept"}, content_type=mimetype)
 
