@@ -197,7 +197,8 @@ def check_named(query: Query, path: dict[str, str]) -> None:
     """404 unless some entry, of any status, has what the path names.
 
     Only the path counts: an identifier or endorser that exists but has no entry of the
-    query's tag, status or location is an empty listing (200), as in the original.
+    query's tag, status or location gets an empty listing (200), not a 404 that would say
+    it is unknown.
     """
     named = Query(filters={k: v for k, v in query.filters.items() if k in path},
                   created=query.created if "created" in path else None, status="all",
@@ -212,7 +213,8 @@ def streamed_listing(query: Query, first: Page, media: str) -> Response:
     a time while it is sent: memory holds one page, whatever the catalogue's size.
 
     The store is taken now: the body is read after the view returns, outside the request's
-    context (which a body never read, as a HEAD's, could not leave cleanly).
+    context, which Flask's ``stream_with_context`` would hold until then (two bodies open
+    at once, or one never read, then pop contexts out of turn).
     """
     store = current_store()
 
