@@ -105,7 +105,10 @@ def error(status: int, message: str, problems: Iterable[dict] = (), media: str =
 
 
 def error_xml(data: dict) -> bytes:
+    """The error document; its root's own text is the message too, which is what the
+    original StratusLab uploader prints (``etree.fromstring(body).text``)."""
     root = etree.Element("error", status=str(data["status"]))
+    root.text = xml_text(data["error"])
     etree.SubElement(root, "message").text = xml_text(data["error"])
     problems = etree.SubElement(root, "problems")
     for problem in data["problems"]:

@@ -66,8 +66,8 @@ MAX_VALUE = 200
 MAX_TEXT = 500
 READ_CHUNK = 64 * 1024
 
-LISTING_PARAMS = ("identifier", "email", "created", "status", "location", "sort", "limit",
-                  "offset", "media")
+LISTING_PARAMS = ("identifier", "email", "created", "tag", "status", "location", "sort",
+                  "limit", "offset", "media")
 # The search's parameters that a canonical URL lists, in its order, and their defaults.
 SEARCH_ORDER = ("q", *FILTERS, "status", "location", "created_from", "created_to",
                 "valid_from", "valid_to", "sort", "limit", "offset")
@@ -224,17 +224,44 @@ def path_value(params: Params, name: str, in_path: str | None,
     return value
 
 
-def listing_query(identifier: str | None = None, email: str | None = None,
+def path_names(segments: Iterable[str]) -> dict[str, str]:
+    """What each segment of ``/metadata/<a>[/<b>]`` names, read by its shape as the original
+    marketplace did: an endorser email (it has an @), an endorsement date, or an identifier.
+    ParameterError for a segment of no known shape, or two of one kind."""
+    names: dict[str, str] = {}
+    for segment in segments:
+        if "@" in segment:
+            name = "email"
+        elif DATE.fullmatch(segment):
+            name = "created"
+        elif is_identifier(segment):
+            name = "identifier"
+        else:
+            raise ParameterError("path", f"{segment[:40]!r} is neither an identifier, an "
+                                 "endorser email nor a date (YYYY-MM-DDTHH:MM:SSZ)")
+        if name in names:
+            raise ParameterError(name, "is named twice in the path: its two segments are of "
+                                 "two kinds (identifier, endorser email, date)")
+        names[name] = segment
+    return names
+
+
+def listing_query(path: dict[str, str] | None = None,
                   status: str = vocabulary.DEFAULT_STATUS) -> Query:
-    """The query of a /metadata or /endorsers listing; latest entries unless ``created``."""
+    """The query of a /metadata or /endorsers listing: what the ``path`` names (see
+    :func:`path_names`) and the query parameters; latest entries unless ``created``."""
+    path = path or {}
     params = Params(request.args, LISTING_PARAMS, refuse_empty=True)
-    filters = {"identifier": path_value(params, "identifier", identifier, identifier_value),
-               "email": path_value(params, "email", email, email_value)}
+    filters = {"identifier": path_value(params, "identifier", path.get("identifier"),
+                                        identifier_value),
+               "email": path_value(params, "email", path.get("email"), email_value),
+               "tag": params.get("tag", tag_value)}
+    created = path_value(params, "created", path.get("created"), date_value)
     sort, descending = params.sort()
     return Query(filters={k: v for k, v in filters.items() if v},
                  status=params.choice("status", STATUSES, status),
                  location=params.choice("location", LOCATIONS, vocabulary.DEFAULT_LOCATION),
-                 created=params.date("created"), sort=sort, descending=descending,
+                 created=created, sort=sort, descending=descending,
                  limit=params.integer("limit", LISTING_LIMIT, 1, MAX_LIMIT),
                  offset=params.integer("offset", 0, 0, MAX_OFFSET))
 

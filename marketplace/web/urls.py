@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+from flask import request
+
 from marketplace.metadata.identifier import entry_path, path_segment
 from marketplace.store.base import Entry
 from marketplace.web.params import SEARCH_DEFAULTS, SEARCH_ORDER
+from marketplace.web.security import base_url
+
+
+def absolute(path: str) -> str:
+    """A path of this marketplace as an absolute URL, under the context path the request
+    came in by (``/marketplace`` for the original clients): for ``Location`` headers."""
+    base = base_url()
+    root = request.script_root
+    return base + ("" if base.endswith(root) else root) + path
 
 
 def entry_url(entry: Entry) -> str:

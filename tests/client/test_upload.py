@@ -90,7 +90,7 @@ def test_a_held_upload_says_to_check_the_mail_not_already_stored(
     assert "already stored" not in err
     assert err.startswith(f"{path}: held until its endorser confirms it: follow the link "
                           "mailed to the endorser's address (where it stands: "
-                          f"{confirming}api/v1/uploads/")
+                          "http://marketplace.test/api/v1/uploads/")
     assert mailbox[0].recipients == ["jane.tester@example.org"]
 
 

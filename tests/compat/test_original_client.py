@@ -7,8 +7,8 @@ answer the way that code read it, with ``xml.etree`` as it did. The documents ar
 the original tools' shapes (tests/compat/original.py).
 
 The ``/marketplace/`` route tests and the error-text test need server changes of issue 12,
-point 6, which wait for the web layer's move: they are marked ``xfail(strict=True)`` so
-that each turns into a failure the moment its change lands, and the mark is removed then.
+point 6: the routes under ``/marketplace/``, paths read by their shape, and error replies
+whose root's text is the message.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ REQUIRED = [(original.DCTERMS, "identifier"), (original.SLREQ, "bytes"),
             (original.SLTERMS, "os-arch"), (original.SLTERMS, "os-version"),
             (original.SLTERMS, "version")]
 XML_HEADERS = {"Content-Type": "application/xml", "Accept": "application/xml"}
-POINT_6_ROUTES = pytest.mark.xfail(strict=True, reason="point 6 routes")
-POINT_6_ERRORS = pytest.mark.xfail(strict=True, reason="point 6 error replies")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -104,7 +102,6 @@ def test_the_original_upload_of_a_bad_document_is_refused(endpoint, rsa_signer):
     assert 400 <= answer.status_code < 500
 
 
-@POINT_6_ERRORS
 def test_the_original_uploader_prints_the_servers_message(endpoint, rsa_signer):
     """``etree_from_text(ex.content).text``: the root element's text is the message."""
     _, data = original_document(rsa_signer)
@@ -190,7 +187,6 @@ def published(endpoint, rsa_signer) -> str:
     return identifier
 
 
-@POINT_6_ROUTES
 def test_list_images_reads_the_catalogue_under_the_context_path(endpoint, published):
     answer = requests.get(f"{endpoint}/marketplace/metadata",
                           headers={"Accept": "application/xml"}, timeout=30)
@@ -200,7 +196,6 @@ def test_list_images_reads_the_catalogue_under_the_context_path(endpoint, publis
     assert published in identifiers
 
 
-@POINT_6_ROUTES
 def test_show_image_reads_one_image_under_the_context_path(endpoint, published):
     answer = requests.get(f"{endpoint}/marketplace/metadata/{published}",
                           headers={"Accept": "application/xml"}, timeout=30)
@@ -211,7 +206,6 @@ def test_show_image_reads_one_image_under_the_context_path(endpoint, published):
     check_required(found[0])
 
 
-@POINT_6_ROUTES
 def test_search_image_reads_an_endorsers_images_under_the_context_path(endpoint, published):
     answer = requests.get(f"{endpoint}/marketplace/metadata/jane.tester@example.org/",
                           headers={"Accept": "application/xml"}, timeout=30)

@@ -19,6 +19,7 @@ from tests.moderation.conftest import (
     upload,
 )
 from tests.server.conftest import EVE
+from tests.server.conftest import key_of as entry_key
 
 JANE_DN = "CN=Jane Tester,OU=Testing Department,O=Marketplace Tests,C=EU"
 ADMIN_ROUTES = (("GET", "/admin/api/uploads"), ("POST", "/admin/api/remove"),
@@ -45,7 +46,7 @@ def admin_app(request, make_app, admin_files):
 
 
 def key_of(response) -> dict[str, str]:
-    identifier, email, created = response.headers["Location"].split("/")[2:]
+    identifier, email, created = entry_key(response.headers["Location"])
     return {"identifier": identifier, "email": email, "created": created}
 
 

@@ -82,8 +82,8 @@ def test_unlisted_endorser_stays_pending_until_the_mailed_link_is_followed(
     assert response.status_code == 202, response.json
     assert response.json["state"] == "pending" and SAM in response.json["message"]
     status_url = response.headers["Location"]
-    assert status_url == response.json["url"]
-    assert status_url.startswith("/api/v1/uploads/")
+    assert status_url == "http://marketplace.test" + response.json["url"]
+    assert status_url.startswith("http://marketplace.test/api/v1/uploads/")
     assert client.get(status_url).json["state"] == "pending"
     assert not published(client, entry_path(response))
 

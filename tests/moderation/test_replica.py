@@ -8,6 +8,7 @@ import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -39,11 +40,12 @@ def primary(tmp_path, admin_files):
 
 
 def publish(server: LiveServer, document: bytes) -> str:
+    """Upload to ``server``; the entry's path (of any server), from the absolute Location."""
     response = requests.post(server.url + "metadata", data=document, timeout=30,
                              headers={"Content-Type": "application/xml",
                                       "Accept": "application/json"})
     assert response.status_code == 201, response.text
-    return response.headers["Location"]
+    return urlsplit(response.headers["Location"]).path
 
 
 def documents(server: LiveServer) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,6 +40,12 @@ def client(app):
 @pytest.fixture
 def store(app) -> Store:
     return marketplace_of(app).store
+
+
+def key_of(location: str) -> list[str]:
+    """The identifier, email and date of the entry a ``Location`` names (an absolute URL,
+    under ``/marketplace`` or not)."""
+    return urlsplit(location).path.split("/")[-3:]
 
 
 def moment(days_ago: float = 0) -> datetime:

@@ -19,7 +19,9 @@ from tests import factories
 
 SAMPLE = {"identifier": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "email": "jane.tester@example.org",
           "created": "2024-01-02T03:04:05Z", "tag": "web", "action": "confirm",
-          "filename": "app.css", "name": "default"}
+          "filename": "app.css", "name": "default",
+          # /metadata/<first>/<second>: segments read by their shape
+          "first": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "second": "jane.tester@example.org"}
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
 HTML_PAGES = ("/", "/publishers", "/upload", "/appliances/AAAAAAAAAAAAAAAAAAAAAAAAAAA",
               "/metadata?media=html", "/endorsers?media=html", "/nowhere",

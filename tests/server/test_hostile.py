@@ -11,7 +11,7 @@ from marketplace.metadata import document as xml
 from marketplace.metadata import model, signature
 from marketplace.metadata.keys import Credentials
 from tests import factories
-from tests.server.conftest import JANE
+from tests.server.conftest import JANE, key_of
 
 JSON = {"Accept": "application/json"}
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
@@ -208,7 +208,7 @@ def _path_tricks(identifier: str, created: str) -> list[str]:
 
 def test_path_tricks_are_4xx_with_a_message(client, publish, store):
     document, location = publish()
-    identifier, _, created = location.split("/")[2:]
+    identifier, _, created = key_of(location)
     for path in _path_tricks(identifier, created):
         for headers in (JSON, {}):
             response = client.get(path, headers=headers)
@@ -218,7 +218,7 @@ def test_path_tricks_are_4xx_with_a_message(client, publish, store):
         assert response.json["error"], path
         if response.status_code == 400:
             assert response.json["problems"][0]["element"] in (
-                "identifier", "email", "created", "tag"), path
+                "identifier", "email", "created", "tag", "path"), path
     assert store.count() == 1
     assert client.get(location).data == document
 

@@ -8,7 +8,7 @@ from lxml import etree
 
 from marketplace.metadata.checks import check_document
 from marketplace.metadata.model import format_date
-from tests.server.conftest import EVE, JANE, moment
+from tests.server.conftest import EVE, JANE, key_of, moment
 
 RDF_ROOT = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"
 
@@ -47,7 +47,7 @@ def test_listing_by_identifier_and_by_identifier_and_email(client, publish, ec_s
     _, location = publish(image, title="jane's")
     publish(image, signer=ec_signer, title="eve's")
     publish(b"unrelated", title="unrelated")
-    identifier = location.split("/")[2]
+    identifier = key_of(location)[0]
     assert titles(listing(client, f"/metadata/{identifier}")) == ["eve's", "jane's"]
     assert titles(listing(client, f"/metadata/{identifier}/{EVE}")) == ["eve's"]
     assert titles(listing(client, "/metadata", identifier=identifier, email=JANE)) == ["jane's"]
@@ -56,7 +56,7 @@ def test_listing_by_identifier_and_by_identifier_and_email(client, publish, ec_s
 
 def test_path_and_query_must_agree(client, publish):
     _, location = publish()
-    identifier = location.split("/")[2]
+    identifier = key_of(location)[0]
     response = client.get(f"/metadata/{identifier}", query_string={
         "identifier": "A" * 27, "media": "json"})
     assert response.status_code == 400
@@ -138,7 +138,7 @@ def test_entry_is_served_byte_for_byte(client, publish):
     assert response.status_code == 200
     assert response.data == document
     assert response.mimetype == "application/rdf+xml"
-    identifier, _, created = location.split("/")[2:]
+    identifier, _, created = key_of(location)
     disposition = response.headers["Content-Disposition"]
     assert disposition == (f'attachment; filename="{identifier}-'
                            f'{created.replace(":", "-")}.xml"')
@@ -148,7 +148,7 @@ def test_entry_in_json_and_html(client, publish):
     _, location = publish(title="Shown", description="<script>alert(1)</script>")
     as_json = client.get(location, headers={"Accept": "application/json"})
     assert as_json.json["title"] == "Shown"
-    assert as_json.json["url"] == location
+    assert "http://localhost" + as_json.json["url"] == location
     assert as_json.json["email"] == JANE and as_json.json["status"] == "valid"
     as_html = client.get(location, query_string={"media": "html"})
     assert as_html.mimetype == "text/html"
@@ -166,7 +166,7 @@ def test_html_listing_escapes_descriptions(client, publish):
 
 def test_unknown_entry_is_404(client, publish):
     _, location = publish()
-    identifier, email, _ = location.split("/")[2:]
+    identifier, email, _ = key_of(location)
     later = format_date(moment() + timedelta(days=1))
     response = client.get(f"/metadata/{identifier}/{email}/{later}?media=json")
     assert response.status_code == 404

@@ -23,7 +23,7 @@ from marketplace.web.app import create_app
 from marketplace.web.current import marketplace_of
 from marketplace.web.views.api import OPENAPI
 from tests import factories
-from tests.server.conftest import JANE, moment
+from tests.server.conftest import JANE, key_of, moment
 
 ACCEPTS = ("application/json", "*/*", "text/html")
 NOT_DOCUMENTED = ("static",)
@@ -71,7 +71,7 @@ def test_every_documented_route_exists(app, document):
     adapter = app.url_map.bind("localhost")
     for path, method, _ in operations(document):
         concrete = path.format(identifier="A" * 27, email=JANE, created="2026-01-01T00:00:00Z",
-                               tag="t", name="n")
+                               tag="t", name="n", first="A" * 27, second=JANE)
         adapter.match(concrete, method=method.upper())
 
 
@@ -89,9 +89,9 @@ def test_documented_parameters_are_the_accepted_ones(document):
 def entry(publish):
     """A stored entry whose key and tag fill the path parameters."""
     _, location = publish(tag="latest", when=moment(1))
-    identifier, _, created = location.split("/")[2:]
+    identifier, _, created = key_of(location)
     return {"identifier": identifier, "email": JANE, "created": created, "tag": "latest",
-            "name": "none"}
+            "name": "none", "first": identifier, "second": JANE}
 
 
 def calls(document, operation, entry):
@@ -144,7 +144,10 @@ def test_every_operation_answers_as_documented(document, client, entry, rsa_sign
 
 def test_documented_errors_are_answered_as_documented(document, client):
     for url, path in (("/metadata?limit=0", "/metadata"),
-                      ("/metadata/bad", "/metadata/{identifier}"),
+                      ("/metadata/bad", "/metadata/{first}"),
+                      (f"/metadata/{'A' * 27}", "/metadata/{first}"),
+                      (f"/metadata/{JANE}/{'A' * 27}", "/metadata/{first}/{second}"),
+                      (f"/metadata/{'A' * 27}/{'B' * 27}", "/metadata/{first}/{second}"),
                       (f"/metadata/{'A' * 27}/{JANE}/2026-01-01T00:00:00Z",
                        "/metadata/{identifier}/{email}/{created}"),
                       ("/endorsers/nobody@example.org", "/endorsers/{email}"),
@@ -199,6 +202,16 @@ def test_the_document_carries_the_patterns_the_server_checks(document, name, pat
                or name != "endorser"]
     assert schemas, name
     assert {s.get("pattern") for s in schemas} == {f"^{pattern}$"}
+
+
+def test_a_path_segment_has_the_three_shapes_the_server_reads(document):
+    """/metadata/{first}/{second}: one schema, an identifier, an email or a date."""
+    shapes = document["components"]["schemas"]["PathSegment"]["oneOf"]
+    assert {s["pattern"] for s in shapes} == {
+        f"^{p}$" for p in (params.IDENTIFIER_PATTERN, params.EMAIL_PATTERN, params.DATE_PATTERN)}
+    for name in ("first", "second"):
+        assert {s["$ref"] for s in parameter_schemas(document, name)} == {
+            "#/components/schemas/PathSegment"}
 
 
 IDENTIFIERS = ["0" * 27, "Q" + "A" * 26, "_" * 27, "P" + "_" * 26, "A" * 27,

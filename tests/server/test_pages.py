@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from tests.server.conftest import EVE, moment
+from tests.server.conftest import EVE, key_of, moment
 
 
 def heading(page: str) -> str:
@@ -20,7 +20,7 @@ def test_a_deprecation_does_not_hide_another_endorsers_valid_entry(client, publi
     _, location = publish(image, signer=rsa_signer, when=moment(2), title="Jane image")
     publish(image, signer=ec_signer, when=moment(1), title="Eve image",
             deprecated="use another image")
-    identifier = location.split("/")[2]
+    identifier = key_of(location)[0]
     assert heading(client.get(f"/appliances/{identifier}").get_data(as_text=True)) == \
         "Jane image"
     assert heading(client.get(f"/appliances/{identifier}?endorser={EVE}")

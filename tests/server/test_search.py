@@ -8,7 +8,7 @@ import json
 import pytest
 
 from marketplace.metadata.model import format_date
-from tests.server.conftest import EVE, JANE, moment
+from tests.server.conftest import EVE, JANE, key_of, moment
 
 
 def search(client, expected: int = 200, **params):
@@ -75,7 +75,7 @@ def test_filters(client, catalogue, params, expected):
 
 def test_identifier_filter_and_status(client, publish):
     _, location = publish(title="retired", deprecated="superseded")
-    identifier = location.split("/")[2]
+    identifier = key_of(location)[0]
     assert search(client, identifier=identifier)["total"] == 0
     assert titles(search(client, identifier=identifier, status="deprecated")) == ["retired"]
     assert titles(search(client, identifier=identifier, status="all")) == ["retired"]
@@ -182,7 +182,7 @@ def test_one_appliance_all_endorsers(client, publish, ec_signer):
     publish(image, when=moment(2), title="jane v1")
     _, location = publish(image, when=moment(1), title="jane v2", deprecated="old")
     publish(image, signer=ec_signer, title="eve")
-    identifier = location.split("/")[2]
+    identifier = key_of(location)[0]
     response = client.get(f"/api/v1/appliances/{identifier}")
     assert response.status_code == 200
     assert titles(response.json) == ["eve", "jane v2"] and response.json["total"] == 2

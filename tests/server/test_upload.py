@@ -18,7 +18,9 @@ def test_raw_upload_is_created_with_its_location(post, rsa_signer, store):
     assert response.status_code == 201
     identifier = etree.fromstring(document).find(f".//{{{xml.DCTERMS}}}identifier").text
     created = xml.parse(document).find(".//{http://purl.org/dc/terms/}created").text
-    assert response.headers["Location"] == f"/metadata/{identifier}/{JANE}/{created}"
+    # absolute, as the original clients expect (issue 12, point 6)
+    assert response.headers["Location"] == \
+        f"http://localhost/metadata/{identifier}/{JANE}/{created}"
     body = etree.fromstring(response.data)
     assert body.tag == "entry" and body.get("identifier") == identifier
     assert body.get("new") == "true"
@@ -170,7 +172,7 @@ def test_no_content_type_is_415(client, rsa_signer):
 def test_upload_answers_in_negotiated_media(post, rsa_signer):
     as_json = post(factories.signed(rsa_signer), headers={"Accept": "application/json"})
     assert as_json.mimetype == "application/json"
-    assert as_json.json["url"] == as_json.headers["Location"]
+    assert as_json.headers["Location"] == "http://localhost" + as_json.json["url"]
     as_html = post(factories.signed(rsa_signer), query_string={"media": "html"})
     assert as_html.status_code == 201 and as_html.mimetype == "text/html"
     assert b"Accepted" in as_html.data

@@ -28,7 +28,8 @@ def test_the_server_gives_and_serves_the_path_the_clients_build(client, publish,
     document, location = publish(signer=plus_signer)
     entry = client.get(location, headers={"Accept": "application/json"}).get_json()
     key = (entry["identifier"], entry["email"], entry["endorsement"]["created"])
-    assert location == entry["url"] == entry_path(*key)
+    assert location == "http://localhost" + entry["url"]
+    assert entry["url"] == entry_path(*key)
     assert client.get("/" + metadata_path(*key)).data == document
     listed = client.get(f"/endorsers/{PLUS}", headers={"Accept": "application/json"})
-    assert [e["url"] for e in listed.get_json()["entries"]] == [location]
+    assert [e["url"] for e in listed.get_json()["entries"]] == [entry_path(*key)]

@@ -11,8 +11,10 @@ fault (:mod:`..errors`). ``openapi.json`` beside the web package describes every
 from __future__ import annotations
 
 import functools
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,16 +37,19 @@ from marketplace.web.params import (
     identifier_value,
     listing_query,
     make_cursor,
+    path_names,
     read_upload,
     search_query,
     tag_value,
 )
-from marketplace.web.urls import endorser_url, entry_url, tag_url, upload_url
+from marketplace.web.urls import absolute, endorser_url, entry_url, tag_url, upload_url
 
 blueprint = Blueprint("api", __name__)
 
 OPENAPI = Path(__file__).resolve().parents[1] / "openapi.json"
 UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+PATH_WORDS = {"identifier": "the identifier", "email": "the endorser",
+              "created": "the endorsement date"}
 MAX_TAGGED = 20  # entries of one tag weighed for whose email stands (a tag has a few)
 
 
@@ -120,7 +125,7 @@ def pending_reply(held: PendingConfirmation) -> Reply:
                        "published once it is followed" if held.mailed else
                        "this upload already awaits its endorser's confirmation"}
     return Reply(data, "pending.html", lambda: accepted_xml(data, "upload"), 202,
-                 {"Location": data["url"]})
+                 {"Location": absolute(data["url"])})
 
 
 def negotiated(view: Callable[..., Reply]) -> Callable[..., Response]:
@@ -154,21 +159,96 @@ def upload() -> Reply:
     data = {"identifier": identifier, "email": email, "created": created,
             "url": entry_url(entry), "new": new}
     return Reply(data, "accepted.html", lambda: accepted_xml(data), 201 if new else 200,
-                 {"Location": data["url"]})
+                 {"Location": absolute(data["url"])})
 
 
 # --- serving metadata --------------------------------------------------------------------
 
 
 @blueprint.get("/metadata")
-@blueprint.get("/metadata/<identifier>", **NO_MERGED_SLASHES)
-@blueprint.get("/metadata/<identifier>/<email>", **NO_MERGED_SLASHES)
-@negotiated
-def listing(identifier: str | None = None, email: str | None = None) -> Reply:
-    """Latest entries per identifier and endorser (all dates when ``created`` is given)."""
-    query = listing_query(identifier, email)
-    heading = " / ".join(["Metadata", *query.filters.values()])
-    return listing_reply(current_store().search(query), query, heading)
+@blueprint.get("/metadata/<first>", **NO_MERGED_SLASHES)
+@blueprint.get("/metadata/<first>/<second>", **NO_MERGED_SLASHES)
+def listing(first: str | None = None, second: str | None = None) -> Response:
+    """Latest entries per identifier and endorser (all of one date when a date is given).
+
+    The path's segments are read by their shape, as the original did (``/metadata/<email>``,
+    ``/<identifier>/<created>``, ``/<email>/<identifier>``...); a path naming what has no
+    entry at all is 404. Without ``limit`` or ``offset``, the XML and JSON forms hold every
+    matching entry, streamed page by page in constant memory, as the original served the
+    whole catalogue; with them (and always in HTML) one page.
+    """
+    media = negotiation.requested()
+    path = path_names(s for s in (first, second) if s is not None)
+    query = listing_query(path)
+    whole = media != negotiation.HTML and not (
+        "limit" in request.args or "offset" in request.args)
+    if whole:
+        query = replace(query, limit=MAX_LIMIT)
+    page = current_store().search(query)
+    if path and not page.total:
+        check_named(query, path)
+    if whole:
+        return streamed_listing(query, page, media)
+    heading = " / ".join(["Metadata", *path.values()])
+    return negotiation.render(listing_reply(page, query, heading), media)
+
+
+def check_named(query: Query, path: dict[str, str]) -> None:
+    """404 unless some entry, of any status, has what the path names.
+
+    Only the path counts: an identifier or endorser that exists but has no entry of the
+    query's tag, status or location gets an empty listing (200), not a 404 that would say
+    it is unknown.
+    """
+    named = Query(filters={k: v for k, v in query.filters.items() if k in path},
+                  created=query.created if "created" in path else None, status="all",
+                  limit=1)
+    if not current_store().search(named).total:
+        raise NotFound("no entry has " + " and ".join(
+            f"{PATH_WORDS[name]} {value}" for name, value in path.items()))
+
+
+def streamed_listing(query: Query, first: Page, media: str) -> Response:
+    """Every entry of ``query``, from its ``first`` page on, read from the store a page at
+    a time while it is sent: memory holds one page, whatever the catalogue's size.
+
+    The store is taken now: the body is read after the view returns, outside the request's
+    context, which Flask's ``stream_with_context`` would hold until then (two bodies open
+    at once, or one never read, then pop contexts out of turn).
+    """
+    store = current_store()
+
+    def entries(page: Page) -> Iterator[Entry]:
+        offset = query.offset
+        while True:
+            yield from page.entries
+            if len(page.entries) < query.limit:
+                return
+            offset += len(page.entries)
+            page = store.search(replace(query, offset=offset))
+
+    if media == negotiation.JSON:
+        body = _json_stream(entries(first), first.total, query.now)
+        mimetype = negotiation.JSON_TYPE
+    else:
+        body = _xml_stream(entries(first), first.total)
+        mimetype = negotiation.XML_UTF8
+    return Response(body, 200, {"Vary": "Accept"}, content_type=mimetype)
+
+
+def _xml_stream(entries: Iterator[Entry], total: int) -> Iterator[bytes]:
+    yield f'<?xml version="1.0" encoding="UTF-8"?>\n<metadata total="{total}">\n'.encode()
+    for entry in entries:
+        yield negotiation.root_element(entry.document) + b"\n"
+    yield b"</metadata>\n"
+
+
+def _json_stream(entries: Iterator[Entry], total: int, now: datetime) -> Iterator[bytes]:
+    yield b'{"entries":['
+    for number, entry in enumerate(entries):
+        yield (b"," if number else b"") + json.dumps(
+            entry_json(entry, now), ensure_ascii=False, separators=(",", ":")).encode()
+    yield f'],"total":{total}}}'.encode()
 
 
 @blueprint.get("/metadata/<identifier>/<email>/<created>", **NO_MERGED_SLASHES)
@@ -196,11 +276,11 @@ def endorsers() -> Reply:
 @negotiated
 def endorser(email: str) -> Reply:
     """An endorser's latest entries, newest first, whatever their status by default."""
-    query = listing_query(email=email, status="all")
+    path = {"email": email}
+    query = listing_query(path, status="all")
     page = current_store().search(query)
-    if not page.total and not current_store().search(
-            Query(filters={"email": query.filters["email"]}, status="all", limit=1)).total:
-        raise NotFound(f"no entries endorsed by {query.filters['email']}")
+    if not page.total:
+        check_named(query, path)
     return listing_reply(page, query, f"Endorser {query.filters['email']}")
 
 
@@ -224,7 +304,7 @@ def tagged(email: str, tag: str) -> Reply:
     if found is None:
         raise NotFound(f"no entry of {email} that is not deprecated is tagged {tag!r}")
     reply = entry_reply(found, datetime.now(UTC))
-    reply.headers["Content-Location"] = entry_url(found)
+    reply.headers["Content-Location"] = absolute(entry_url(found))
     return reply
 
 
