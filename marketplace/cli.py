@@ -310,6 +310,7 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
         repair(settings)
     except StoreError as exc:  # e.g. Elasticsearch down: serve 503 until it answers
         print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
+    check_app()
     url = f"http://{options.host}:{options.port}/"
     if options.debug:
         from marketplace.web.app import create_app
@@ -324,6 +325,17 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
             follower.terminate()
             follower.wait(30)
     return 0
+
+
+def check_app() -> None:
+    """Build the app once before any worker starts, so that a setting that cannot work is
+    one clear line and exit status 1, not a traceback in each worker after the banner."""
+    from marketplace.web.app import create_app
+    from marketplace.web.current import marketplace_of
+    try:
+        marketplace_of(create_app()).close()
+    except StoreError as exc:  # the store may come later; the settings are fine
+        print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
 
 
 def start_follower(settings: dict[str, str]):
