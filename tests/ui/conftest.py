@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -149,12 +150,13 @@ def screenshot(page, name: str, height: int = 1400) -> Path | None:
 
 
 def upload(server: LiveServer, document: bytes) -> str:
-    """POST a signed document as the upload command does; its entry URL."""
+    """POST a signed document as the upload command does; the path of its entry URL (the
+    Location is absolute)."""
     response = requests.post(server.url + "metadata", data=document, timeout=30,
                              headers={"Content-Type": "application/xml",
                                       "Accept": "application/json"})
     assert response.status_code == 201, response.text
-    return response.headers["Location"]
+    return urlsplit(response.headers["Location"]).path
 
 
 @pytest.fixture
