@@ -178,7 +178,8 @@ def lift() -> Response:
     key = entry_key(text_field(data, "identifier", 27), text_field(data, "email", 254),
                  text_field(data, "created", 20))
     reason = text_field(data, "reason")
-    if not current_moderation().lift(key, g.admin.name, reason, current_moderation().now()):
+    moderation = current_moderation()
+    if not moderation.lift(key, g.admin.name, reason, moderation.now()):
         raise NotFound(f"no removal of {key[0]} by {key[1]} at {key[2]} to lift")
     return negotiation.json_response({"identifier": key[0], "email": key[1],
                                       "created": key[2], "lifted": True,
@@ -189,8 +190,9 @@ def lift() -> Response:
 def block() -> Response:
     """Block an endorser (an email address or a subject DN): its uploads get 403."""
     data = body()
-    endorser, new = current_moderation().block(endorser_field(data), g.admin.name,
-                                       text_field(data, "reason"), current_moderation().now())
+    moderation = current_moderation()
+    endorser, new = moderation.block(endorser_field(data), g.admin.name,
+                                     text_field(data, "reason"), moderation.now())
     return negotiation.json_response({"endorser": endorser, "blocked": True, "new": new},
                                      201 if new else 200)
 
@@ -198,8 +200,9 @@ def block() -> Response:
 @admin.post("/unblock")
 def unblock() -> Response:
     data = body()
-    endorser, done = current_moderation().unblock(endorser_field(data), g.admin.name,
-                                          text_field(data, "reason"), current_moderation().now())
+    moderation = current_moderation()
+    endorser, done = moderation.unblock(endorser_field(data), g.admin.name,
+                                        text_field(data, "reason"), moderation.now())
     if not done:
         raise NotFound(f"the endorser {endorser} is not blocked")
     return negotiation.json_response({"endorser": endorser, "blocked": False})
