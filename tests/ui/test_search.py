@@ -11,8 +11,16 @@ from playwright.sync_api import expect
 from tests.ui.conftest import EVE, JANE, OLGA, PHONE, open_page, screenshot
 
 
+def result_titles(page):
+    """The titles of the results, for Playwright's waiting assertions."""
+    return page.locator("#results .result__title")
+
+
 def titles(page) -> list[str]:
-    return page.locator("#results .result__title").all_inner_texts()
+    """The titles shown, once the page is loaded: after a link is followed the address
+    changes when the navigation starts, before the new page's results are there."""
+    page.wait_for_load_state()
+    return result_titles(page).all_inner_texts()
 
 
 def facet_counts(page, name: str) -> dict[str, int]:
@@ -133,18 +141,19 @@ def test_sort_by_column_and_by_the_sort_menu(catalogue, page):
     everything = catalogue.matching("all")
     page.locator("#results th").get_by_role("link", name="Appliance").click()
     expect(page).to_have_url(re.compile(r"sort=title"))
-    assert titles(page) == sort_titles(everything)
+    expect(result_titles(page)).to_have_text(sort_titles(everything))
     expect(page.locator('th[aria-sort="ascending"]')).to_contain_text("Appliance")
     page.locator("#results th").get_by_role("link", name="Appliance").click()
     expect(page).to_have_url(re.compile(r"sort=-title"))
-    assert titles(page) == sort_titles(everything)[::-1]
+    expect(result_titles(page)).to_have_text(sort_titles(everything)[::-1])
 
     page.get_by_label("Sort by").select_option("-bytes")
     expect(page).to_have_url(re.compile(r"sort=-bytes"))
     expect(page.locator('th[aria-sort="descending"]')).to_contain_text("Size")
     page.get_by_label("Sort by").select_option("created")
     expect(page).to_have_url(re.compile(r"sort=created"))
-    assert titles(page) == [i.title for i in sorted(everything, key=lambda i: -i.days_ago)]
+    expect(result_titles(page)).to_have_text(
+        [i.title for i in sorted(everything, key=lambda i: -i.days_ago)])
     assert query_of(page) == {"status": "all", "sort": "created", "limit": "50"}
 
 
