@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from marketplace.store.base import Entry, StoreError
-from marketplace.store.elastic import latest
 from marketplace.store.elastic.client import LONG_TIMEOUT
 from marketplace.store.elastic.documents import entry_id, fields, pair_id, stored_entry
 from marketplace.store.elastic.indices import Indices, generation_of
+from marketplace.store.elastic.latest import create, judge_taken, promote, promote_many
 
 CHUNK = 500  # entries per bulk request
 
@@ -71,8 +71,8 @@ def _catch_up(indices: Indices, old_entries: list[str], copied: int) -> int:
         for old in indices.scan(index, ["document", "seq"]):
             entry = stored_entry(old)
             source = fields(entry, old.get("seq", 0))
-            if latest.create(indices, entry.key, source):
-                latest.promote(indices, source)
+            if create(indices, entry.key, source):
+                promote(indices, source)
                 added += 1
     return added
 
@@ -96,12 +96,12 @@ def import_entries(indices: Indices, rows: Iterable[tuple[Entry, int]],
             if ok:
                 created.append(sources[result["_id"]][1])
             elif result.get("status") == 409:
-                latest.judge_taken(indices, sources[result["_id"]][0])
+                judge_taken(indices, sources[result["_id"]][0])
                 same += 1
             else:
                 raise StoreError(f"Elasticsearch refused {result['_id']}: "
                                  f"{result.get('error')}")
-        latest.promote_many(indices, created)
+        promote_many(indices, created)
         new += len(created)
         if progress:
             progress(new + same)
