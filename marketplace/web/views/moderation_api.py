@@ -118,6 +118,12 @@ def body() -> dict:
     return data
 
 
+def body_key(data: dict) -> tuple[str, str, str]:
+    """The entry a POST names by ``identifier``, ``email`` and ``created``, checked."""
+    return entry_key(text_field(data, "identifier", 27), text_field(data, "email", 254),
+                     text_field(data, "created", 20))
+
+
 def text_field(data: dict, name: str, limit: int = MAX_REASON) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value.strip():
@@ -153,10 +159,10 @@ def uploads() -> Response:
 def remove() -> Response:
     """Remove a published entry and/or discard a held upload; audited with who and why."""
     data = body()
-    key = entry_key(text_field(data, "identifier", 27), text_field(data, "email", 254),
-                 text_field(data, "created", 20))
+    key = body_key(data)
     reason = text_field(data, "reason")
-    removed = current_moderation().remove(key, g.admin.name, reason, current_moderation().now())
+    moderation = current_moderation()
+    removed = moderation.remove(key, g.admin.name, reason, moderation.now())
     if not removed:
         raise NotFound(f"no entry and no held upload of {key[0]} by {key[1]} at {key[2]}")
     return negotiation.json_response({"identifier": key[0], "email": key[1],
@@ -175,8 +181,7 @@ def tombstones() -> Response:
 def lift() -> Response:
     """Let a removed entry be uploaded again; audited with who and why."""
     data = body()
-    key = entry_key(text_field(data, "identifier", 27), text_field(data, "email", 254),
-                 text_field(data, "created", 20))
+    key = body_key(data)
     reason = text_field(data, "reason")
     moderation = current_moderation()
     if not moderation.lift(key, g.admin.name, reason, moderation.now()):
