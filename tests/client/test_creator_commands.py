@@ -63,18 +63,7 @@ CONFIG = Path(".stratuslab") / "stratuslab-user.cfg"
 
 # --- helpers and fixtures -------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    """A HOME of this test alone, and no STRATUSLAB_* setting from the caller's environment;
-    the test runs in it (build writes its default file name in the current folder)."""
-    directory = tmp_path / "home"
-    directory.mkdir()
-    monkeypatch.setenv("HOME", str(directory))
-    monkeypatch.chdir(directory)
-    for key in list(os.environ):
-        if key.startswith("STRATUSLAB_"):
-            monkeypatch.delenv(key)
-    return directory
+pytestmark = pytest.mark.usefixtures("home")  # tests/client/conftest.py
 
 
 def image_content(random_bytes: int = 1_300_000, zeros: int = 3_000_000) -> bytes:

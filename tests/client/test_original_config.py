@@ -35,17 +35,7 @@ author = Other Team
 """
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    """A HOME of this test alone, and no STRATUSLAB_* setting from the caller's environment."""
-    directory = tmp_path / "home"
-    directory.mkdir()
-    monkeypatch.setenv("HOME", str(directory))
-    monkeypatch.chdir(directory)
-    for key in list(os.environ):
-        if key.startswith("STRATUSLAB_"):
-            monkeypatch.delenv(key)
-    return directory
+pytestmark = pytest.mark.usefixtures("home")  # tests/client/conftest.py
 
 
 @pytest.fixture
