@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
+import feedparser
 
-feedparser = pytest.importorskip("feedparser")
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 

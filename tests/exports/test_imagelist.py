@@ -175,8 +175,8 @@ def test_entries_of_the_list_come_from_the_index_not_the_documents(app, publish,
 
 
 def test_atrope_subscribes_to_the_list(live, live_publish, list_signer, ca_dir, tmp_path):
-    atrope_hepix = pytest.importorskip("atrope.image_list.hepix")
     from atrope import smime as atrope_smime  # noqa: F401 - registers ca_path
+    from atrope.image_list import hepix as atrope_hepix
     from oslo_config import cfg
 
     image = live_publish(title="for atrope")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,6 @@ from marketplace.web.current import marketplace_of
 from tests import gpg
 from tests.live.conftest import LiveServer
 from tests.node.conftest import Origin, image_bytes
-
-SSTREAM = shutil.which("sstream-query") and shutil.which("sstream-mirror")
-needs_client = pytest.mark.skipif(not SSTREAM, reason="python-simplestreams is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +106,6 @@ def test_signed_forms_without_a_gpg_key_are_503_naming_the_setting(client):
     assert response.status_code == 503 and "MARKETPLACE_GPG_KEY" in response.get_data(True)
 
 
-@needs_client
 def test_sstream_query_and_mirror_read_our_streams(streams_server, rsa_signer, origin,
                                                    gpg_home, tmp_path):
     _, _, keyring = gpg_home
@@ -133,7 +128,6 @@ def test_sstream_query_and_mirror_read_our_streams(streams_server, rsa_signer, o
         wanted.checksums["SHA-256"]]
 
 
-@needs_client
 def test_sstream_mirror_refuses_an_image_that_does_not_match(streams_server, rsa_signer,
                                                              origin, gpg_home, tmp_path):
     _, _, keyring = gpg_home
@@ -150,7 +144,6 @@ def test_sstream_mirror_refuses_an_image_that_does_not_match(streams_server, rsa
     assert not mirrored.exists() or not any(p.is_file() for p in mirrored.rglob("*"))
 
 
-@needs_client
 def test_a_signed_index_with_another_key_is_refused(streams_server, tmp_path):
     other = tmp_path / "empty.gpg"
     other.write_bytes(b"")
