@@ -7,10 +7,8 @@ StratusLab replicas did, and pulls from its primary:
    in the order the primary made them (upload order, not endorsement order: an entry
    endorsed last week and uploaded now is not missed);
 2. for a publication, the stored bytes at ``/metadata/<identifier>/<email>/<created>``,
-   verified HERE by the acceptance pipeline (:func:`~marketplace.metadata.checks.
-   check_document`: schema and rules, signature, endorser against certificate, the
-   replica's own trust store and CRLs) and the replica's blocked endorsers, then
-   ``Store.add``; for a removal, ``Store.remove``.
+   judged HERE (below), then published through the moderation workflow (store and change
+   feed); for a removal, a tombstone of this replica's own and ``Store.remove``.
 
 When is the certificate checked? Through the one trust decision
 (:func:`~marketplace.metadata.verdict.judge`), with this replica's trust store, CRLs and
