@@ -57,9 +57,9 @@ from marketplace.metadata.identifier import entry_path
 from marketplace.metadata.model import parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.verdict import Moment, Refused
-from marketplace.moderation.store import PUBLISH, REMOVE
 from marketplace.service import Marketplace, TooLarge
 from marketplace.store.base import Conflict, Entry
+from marketplace.store.state import PUBLISH, REMOVE
 
 log = logging.getLogger(__name__)
 BATCH = 500

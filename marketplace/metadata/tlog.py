@@ -124,6 +124,18 @@ def tile_hashes(level: int, index: int, width: int,
     return bytes(out)
 
 
+def completed_tiles(size: int) -> list[tuple[int, int]]:
+    """The (level, index) of the hash tiles that the leaf making a tree of ``size`` leaves
+    fills: the root of each becomes a hash of the level above, lowest first. A log that keeps
+    its hashes per level stores those roots with the leaf, so that any tile is a range read."""
+    filled, level, count = [], 0, size
+    while count and count % TILE_WIDTH == 0:
+        filled.append((level, count // TILE_WIDTH - 1))
+        count //= TILE_WIDTH
+        level += 1
+    return filled
+
+
 class HashReader:
     """The hashes of one tree of ``size`` leaves, read tile by tile through ``read_tile``.
 

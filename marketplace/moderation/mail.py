@@ -23,8 +23,8 @@ from email.utils import formatdate, make_msgid
 
 from marketplace.metadata.model import format_date
 from marketplace.metadata.settings import ConfigError, read_secret
-from marketplace.moderation.store import Upload
 from marketplace.store.base import StoreError
+from marketplace.store.state import Upload
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30

@@ -37,7 +37,8 @@ from marketplace.metadata.verdict import (
 )
 from marketplace.moderation.endorsers import Whitelist
 from marketplace.moderation.mail import ACTIONS, Mailer, MailUnavailable, confirmation
-from marketplace.moderation.store import (
+from marketplace.store.base import Conflict, Entry, Store
+from marketplace.store.state import (
     FLAGGED,
     PENDING,
     REMOVED_ON_PRIMARY,
@@ -49,7 +50,6 @@ from marketplace.moderation.store import (
     SQLiteModerationStore,
     Upload,
 )
-from marketplace.store.base import Conflict, Entry, Store
 
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")

@@ -12,9 +12,13 @@ import abc
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from marketplace.metadata import document as xml
 from marketplace.metadata import model, vocabulary
+
+if TYPE_CHECKING:
+    from marketplace.store.state import State
 
 SORT_FIELDS = vocabulary.SORT_FIELDS
 FILTER_FIELDS = tuple(vocabulary.FILTERS.values())
@@ -213,6 +217,12 @@ class Store(abc.ABC):
     def change_serial(self) -> int:
         """A number that grows with every add, removal and reindex, in any process: cheap to
         read, so that exports know whether what they rendered still holds."""
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> State:
+        """The marketplace's shared state beside the entries (:mod:`.state`), kept by this
+        backend where it keeps the entries: what one server writes, every server reads."""
 
     @abc.abstractmethod
     def healthy(self) -> bool:

@@ -14,9 +14,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unsupporte
 
 from marketplace.metadata.problems import MetadataError
 from marketplace.moderation.mail import MailUnavailable
-from marketplace.moderation.store import OverQuota, Removed
 from marketplace.service import Refused, TooLarge
 from marketplace.store.base import Conflict, StoreError
+from marketplace.store.state import OverQuota, Removed
 from marketplace.web import negotiation
 from marketplace.web.current import current_marketplace
 from marketplace.web.negotiation import BadMedia

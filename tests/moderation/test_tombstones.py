@@ -9,9 +9,9 @@ import re
 import requests
 
 from marketplace import config
-from marketplace.moderation.store import Event
 from marketplace.replica import Replicator
 from marketplace.service import Marketplace, open_store
+from marketplace.store.state import Event
 from marketplace.web.current import marketplace_of
 from tests.moderation.conftest import bearer, path_of, signed, upload
 from tests.moderation.test_admin import basic

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from marketplace.moderation.store import Event, Removed, SQLiteModerationStore
 from marketplace.moderation.workflow import ABANDONED_AFTER, Moderation
+from marketplace.store.state import Event, Removed, SQLiteModerationStore
 from tests.store.conftest import moment
 
 

@@ -28,10 +28,10 @@ from marketplace.metadata import document as doc
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.trust import TrustStore
 from marketplace.metadata.verdict import Refused
-from marketplace.moderation.store import PENDING, Event, Upload
 from marketplace.moderation.workflow import token_hash
 from marketplace.replica import Replicator
 from marketplace.store.base import Entry
+from marketplace.store.state import PENDING, Event, Upload
 from marketplace.web.app import create_app
 from marketplace.web.current import marketplace_of
 from tests import factories, pki

@@ -24,7 +24,7 @@ from marketplace.metadata.identifier import entry_path
 from marketplace.metadata.model import format_date
 from marketplace.moderation.auth import NotConfigured, Unauthorized
 from marketplace.moderation.endorsers import Endorser
-from marketplace.moderation.store import FLAGGED, PENDING
+from marketplace.store.state import FLAGGED, PENDING
 from marketplace.web import negotiation
 from marketplace.web.current import current_guard, current_moderation
 from marketplace.web.params import NO_MERGED_SLASHES, ParameterError, Params, entry_key

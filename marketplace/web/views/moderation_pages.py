@@ -20,8 +20,8 @@ from marketplace.metadata.model import format_date
 from marketplace.moderation.auth import NotConfigured, Unauthorized
 from marketplace.moderation.endorsers import Endorser
 from marketplace.moderation.mail import ACTIONS
-from marketplace.moderation.store import FLAGGED, PENDING
 from marketplace.moderation.workflow import LinkGone
+from marketplace.store.state import FLAGGED, PENDING
 from marketplace.web import negotiation
 from marketplace.web.current import current_guard, current_moderation
 from marketplace.web.params import ParameterError, Params, entry_key

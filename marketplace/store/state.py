@@ -1,21 +1,22 @@
-"""Where moderation state lives: pending uploads, blocked endorsers, audit log, change feed,
-tombstones of removed entries, publications in progress and the count of mails sent.
+"""The shared state of a marketplace beside its entries: pending uploads, blocked endorsers,
+audit log, change feed, tombstones of removed entries, publications in progress, the count of
+mails sent, marks, and the transparency log.
 
-:class:`ModerationStore` is the interface; :class:`SQLiteModerationStore` keeps it in one
-SQLite file (WAL journal, full fsync), one ``BEGIN IMMEDIATE`` transaction per change, so
-every gunicorn worker of a server sees the same state and a change acknowledged is on disk.
+:class:`State` is the interface every store backend implements (:attr:`Store.state`): on
+SQLite in the store's own file, the entry and everything its publication writes in one
+transaction; on Elasticsearch in indices of the cluster, so that any app server can serve
+any request. The moderation workflow, the replica and the log talk only to this interface.
 Confirmation tokens are never stored: only their SHA-256.
 
 The change feed numbers every publication and removal (``serial``); replicas follow it
 (``/api/v1/changes``). The audit log says who did what to which entry, and why. Both only
-grow. See the package docstring for what a multi-server site does with this file.
+grow. Every event that changes what is served (:mod:`marketplace.metadata.logleaf`) also
+appends a leaf to the transparency log, in the same transaction as the change where the
+backend has transactions, else noted first and repaired by :meth:`State.repair`.
 
-A removal leaves a *tombstone* (written in the same transaction as its feed row) that
-refuses the entry until an operator lifts it: the public signed bytes cannot bring it back.
-A publication is announced (``publishing``) before the entry is stored and completed by
-its feed row, so that a crash between the store and this file leaves a trace that
-:meth:`ModerationStore.unfinished` finds and the next start repairs. Confirmation mails
-are counted per recipient and per client here, so every worker shares the limits.
+A removal leaves a *tombstone* that refuses the entry until an operator lifts it: the
+public signed bytes cannot bring it back. Confirmation mails are counted per recipient and
+per client here, so every worker and server shares the limits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.sqlitefile import SQLiteFile
-from marketplace.store.base import Conflict
+from marketplace.store.base import Conflict, Entry
 
 Key = tuple[str, str, str]  # identifier, email, created (YYYY-MM-DDTHH:MM:SSZ)
 PENDING = "pending"
@@ -233,8 +234,21 @@ class Event:
     endorser: str | None = None
 
 
-class ModerationStore(abc.ABC):
-    """The moderation state; every method is one transaction, safe from several threads."""
+@dataclass(frozen=True)
+class Publication:
+    """What publishing an entry did: whether the store took it (False: a replay of the same
+    document), its change-feed serial (None: the feed had it already) and the log leaf that
+    announces it (its index, for the upload answer and the entry's forms)."""
+
+    new: bool
+    serial: int | None
+    leaf: int | None
+
+
+class State(abc.ABC):
+    """The shared state; every method is one transaction (or, on a backend without them,
+    noted first and finished by :meth:`repair`), safe from several threads, processes and
+    servers."""
 
     @abc.abstractmethod
     def hold(self, upload: Upload, token_hash: str, event: Event, client: str = "",
@@ -262,9 +276,9 @@ class ModerationStore(abc.ABC):
 
     @abc.abstractmethod
     def resolve(self, key: Key, event: Event, at: datetime) -> bool:
-        """Take an upload out (confirmed, aborted, discarded) and audit it; False if it was
-        no longer there. (A confirmed upload's publication goes to the feed through
-        :meth:`publishing` and :meth:`published`, as every publication does.)"""
+        """Take an upload out (confirmed, aborted, discarded) and audit it (a confirmation is
+        also a ``confirmed`` leaf of the log); False if it was no longer there. (A confirmed
+        upload is published through :meth:`publish`, as every publication is.)"""
 
     @abc.abstractmethod
     def flag(self, key: Key, event: Event, at: datetime) -> bool:
@@ -275,31 +289,50 @@ class ModerationStore(abc.ABC):
         """Discard (and audit) the pending uploads that expired by ``now``."""
 
     @abc.abstractmethod
-    def publishing(self, key: Key, at: datetime) -> None:
-        """Note that an entry is being stored, before it is: :meth:`published` ends it, and
-        a crash in between leaves it in :meth:`unfinished` for a repair. Removed (nothing
-        noted) when the entry has a tombstone."""
+    def publish(self, entry: Entry, at: datetime, event: Event | None = None) -> Publication:
+        """Store an entry (:meth:`Store.add`), add its publication to the change feed (and
+        to the audit log when an ``event`` is given) and append its log leaf (``published``,
+        or ``deprecated`` for a document that deprecates): one transaction on SQLite. A
+        replay of a stored entry adds only what is missing (a crash may have left the feed
+        or the log behind). Removed (nothing written) when the entry has a tombstone,
+        Conflict as :meth:`Store.add`. The feed's time is when the publication was first
+        attempted, if earlier than ``at``."""
 
     @abc.abstractmethod
-    def published(self, key: Key, at: datetime, event: Event | None = None) -> int | None:
-        """Add a stored entry to the change feed (and the audit log) unless the feed's last
-        change of it is already its publication; its serial, or None when it was there.
-        The time is when its publication was first noted, if earlier than ``at``. Removed
-        (nothing added) when the entry got a tombstone meanwhile."""
+    def withdraw(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR
+                 ) -> bool:
+        """Leave a tombstone for an entry and, when it is stored, take it out of the store,
+        add its removal to the change feed and the audit log and append a ``removed`` leaf
+        (a tombstone alone, for a held upload never published, is audited and logged too):
+        one transaction on SQLite. Whether the entry was stored."""
 
     @abc.abstractmethod
-    def unfinished(self) -> list[tuple[Key, datetime]]:
-        """Publications noted and not ended, with when they were noted, oldest first."""
+    def repair(self, now: datetime) -> dict[str, int]:
+        """Finish what a crash interrupted (an entry stored and not in the feed or the log,
+        an entry still stored under its tombstone, an abandoned publication note), at start
+        and in ``stratus-marketplace repair``; cheap when nothing was interrupted. What was
+        done, counted by name."""
+
+    # --- the transparency log (appended to by the methods that change what is served) ---
 
     @abc.abstractmethod
-    def abandon(self, key: Key) -> None:
-        """Forget a noted publication that did not store its entry."""
+    def log_size(self) -> int:
+        """How many leaves the log has."""
 
     @abc.abstractmethod
-    def removed(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR,
-                published: bool = True) -> int | None:
-        """Leave a tombstone for an entry and, when it was ``published``, add its removal
-        to the change feed and the audit log (its serial) -- one transaction."""
+    def log_leaves(self, start: int, end: int) -> list[bytes]:
+        """The leaves [start, end) (end at most :meth:`log_size`), in order."""
+
+    @abc.abstractmethod
+    def log_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """The hashes [start, end) of one tile level (:mod:`marketplace.metadata.tlog`): at
+        level 0 the leaf hashes, at level L the roots of the full tiles of level L - 1, as
+        stored with each leaf (:func:`~marketplace.metadata.tlog.completed_tiles`)."""
+
+    @abc.abstractmethod
+    def leaf_indexes(self, keys: list[Key]) -> dict[Key, int]:
+        """For each key whose entry is served, the index of the newest leaf that published
+        (or deprecated with) it; keys without such a leaf are left out."""
 
     @abc.abstractmethod
     def tombstone(self, key: Key) -> Tombstone | None:
@@ -311,7 +344,7 @@ class ModerationStore(abc.ABC):
 
     @abc.abstractmethod
     def lift(self, key: Key, event: Event, at: datetime) -> bool:
-        """Remove a tombstone (audited); False if there was none."""
+        """Remove a tombstone (audited, and a ``lifted`` leaf); False if there was none."""
 
     @abc.abstractmethod
     def confirmed(self, key: Key) -> bool:
@@ -319,11 +352,12 @@ class ModerationStore(abc.ABC):
 
     @abc.abstractmethod
     def block(self, endorser: str, kind: str, event: Event, at: datetime) -> bool:
-        """Block an endorser (audited); False if already blocked."""
+        """Block an endorser (audited, and a ``blocked`` leaf); False if already blocked."""
 
     @abc.abstractmethod
     def unblock(self, endorser: str, event: Event, at: datetime) -> bool:
-        """Unblock an endorser (audited); False if it was not blocked."""
+        """Unblock an endorser (audited, and an ``unblocked`` leaf); False if it was not
+        blocked."""
 
     @abc.abstractmethod
     def blocked(self) -> list[Blocked]:
@@ -353,7 +387,7 @@ class ModerationStore(abc.ABC):
         """Release connections."""
 
 
-class SQLiteModerationStore(SQLiteFile, ModerationStore):
+class SQLiteModerationStore(SQLiteFile, State):
     """The moderation state in one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
