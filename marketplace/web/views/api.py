@@ -356,9 +356,10 @@ def ping() -> Response:
 
 @blueprint.get("/healthz")
 def healthz() -> Response:
-    healthy = current_store().healthy()
-    return negotiation.json_response({"status": "ok" if healthy else "unavailable",
-                                      "store": healthy}, 200 if healthy else 503)
+    """200 while the store serves (its status may say ``degraded``: a load balancer keeps a
+    server whose cluster lost a node but still answers), 503 when it cannot."""
+    health = current_store().health()
+    return negotiation.json_response(health, 200 if health["store"] else 503)
 
 
 @blueprint.get("/metrics")
