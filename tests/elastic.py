@@ -261,6 +261,15 @@ class ThreeNodeCluster:
         return {name: int(value["settings"]["index"]["number_of_replicas"])
                 for name, value in found.json().items()}
 
+    def drop(self, prefix: str) -> None:
+        """Delete every index of a prefix (by name: action.destructive_requires_name)."""
+        url = self.running()[0].url
+        found = requests.get(f"{url}/{prefix}-*", params={"expand_wildcards": "all"},
+                             timeout=60)
+        found.raise_for_status()
+        if found.json():
+            requests.delete(f"{url}/{','.join(found.json())}", timeout=60).raise_for_status()
+
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
