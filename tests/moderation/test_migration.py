@@ -2,7 +2,8 @@
 (``moderation.db``), is taken into the store's file by ``init-store``: every row, the change
 feed and the audit log with their serials, a feed row for an entry that version stored and
 did not announce (its crash), and the log's first leaves -- one per entry served, tombstone
-and blocked endorser. The old file is renamed, and doing it again copies nothing twice."""
+and blocked endorser. The old file is renamed, and doing it again copies nothing twice.
+``serve`` does it too, before its workers start."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from marketplace import cli
 from marketplace.metadata import logleaf, tlog
 from marketplace.store.base import Entry
 from marketplace.store.sqlite import SQLiteStore
+from tests.live.conftest import LiveServer
 from tests.moderation.conftest import signed
 
 # The schema of moderation.db as the older version wrote it (data, not code of ours to use).
@@ -188,3 +190,18 @@ def test_a_file_that_is_not_a_moderation_file_is_refused_naming_it(tmp_path, rsa
         assert store.state.log_size() == 0 and store.state.last_serial() == 0
     finally:
         store.close()
+
+
+def test_serve_takes_it_in_before_its_workers_start(tmp_path, rsa_signer):
+    data = tmp_path / "data"
+    data.mkdir()
+    old = OldDataDir(data, rsa_signer)
+    server = LiveServer(data, tmp_path)
+    try:
+        server.start()
+        feed = server.get("api/v1/changes").json()
+        assert [c["serial"] for c in feed["changes"]] == [1, 2, 3, 4]
+        assert feed["changes"][1]["identifier"] == old.b.identifier
+        assert not old.moderation_db.exists()
+    finally:
+        server.stop()
