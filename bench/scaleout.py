@@ -15,6 +15,8 @@ Run from the repository root:  python bench/scaleout.py [--uploads 400] [--reque
    bench/server.py (ping, filtered search, the same with counts made anew, free text),
    each ``--requests`` times. The drivers, ``drive`` and ``summary``, and the data set's
    ``make_entry`` are bench/server.py's, imported.
+   A third run, one server with three times the workers, tells what three servers add
+   from what three times the processes add on the same cores.
 4. Around each measurement: the machine's load average and how busy its cores were (CPU
    seconds of every process over wall time x cores). Everything shares the machine's cores:
    the cluster, the servers and the clients.
@@ -148,10 +150,15 @@ def main() -> int:
                 report["three servers"] = run(
                     "3 servers", [first.url, second.url, third.url],
                     documents[options.uploads:], options)
-        report["three against one"] = {
-            scenario: round(report["three servers"][scenario]["per_s"] /
-                            report["one server"][scenario]["per_s"], 2)
-            for scenario in report["one server"]}
+        with server_bench.Server(dirs[0], 3 * options.workers) as alone:
+            report["one server, three times the workers"] = run(
+                "1 server x3 workers", [alone.url], signed_documents(30_000_000,
+                                                                     options.uploads), options)
+        report["against one server"] = {
+            name: {scenario: round(report[name][scenario]["per_s"] /
+                                   report["one server"][scenario]["per_s"], 2)
+                   for scenario in report["one server"]}
+            for name in ("three servers", "one server, three times the workers")}
     finally:
         cluster.cleanup()  # the nodes' data folders, indices and all
         shutil.rmtree(folder, ignore_errors=True)
