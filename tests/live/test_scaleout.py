@@ -50,6 +50,7 @@ XML = {"Content-Type": "application/rdf+xml", "Accept": "application/json"}
 JSON = {"Accept": "application/json"}
 TIMEOUT = 60  # seconds for one HTTP request
 RETRIES = 120  # attempts of a write answered 503 (half a second apart)
+BLOCK_ROUNDS = 6  # block-unblock rounds during the outage test
 Key = tuple[str, str, str]
 
 
@@ -409,29 +410,60 @@ class Outage:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def durable_upload(site: Site, document: bytes, outage: Outage) -> None:
-    """Upload until acknowledged: a 503 must carry Retry-After; the retry goes to the next
-    server and must succeed (200 when an earlier attempt, the client's or the cluster
-    client's own, had stored it: a replay)."""
-    for _ in range(RETRIES):
+def durable(site: Site, send: Callable[[int], requests.Response], outage: Outage
+            ) -> tuple[int, requests.Response, bool]:
+    """``send(n)`` to the next server until it is not answered 503; a 503 must carry
+    Retry-After. (The server answering, the answer, whether an attempt was refused.)"""
+    for attempt in range(RETRIES):
         n = site.pick()
-        answer = site.upload(n, document)
-        if answer.status_code == 503:
-            assert answer.headers.get("Retry-After", "").isdigit(), answer.headers
-            with outage.lock:
-                outage.unavailable += 1
-            time.sleep(0.5)
-            continue
-        assert answer.status_code in (200, 201), answer.text
+        answer = send(n)
+        if answer.status_code != 503:
+            return n, answer, attempt > 0
+        assert answer.headers.get("Retry-After", "").isdigit(), answer.headers
         with outage.lock:
-            outage.replays += answer.status_code == 200
-        key = (answer.json()["identifier"], answer.json()["email"], answer.json()["created"])
-        with site.ledger.lock:
-            site.ledger.documents[key] = document
-            site.ledger.paths[key] = urlsplit(answer.json()["url"]).path
-        assert site.get(n + 1, site.ledger.paths[key]).content == document
-        return
-    pytest.fail(f"an upload was refused {RETRIES} times")
+            outage.unavailable += 1
+        time.sleep(0.5)
+    pytest.fail(f"a write was refused {RETRIES} times")
+
+
+def durable_upload(site: Site, document: bytes, outage: Outage) -> None:
+    """Upload until acknowledged, then read it through the next server: 201, or 200 when
+    an earlier attempt (the client's, or the cluster client's own retry) had stored it."""
+    n, answer, _ = durable(site, lambda n: site.upload(n, document), outage)
+    assert answer.status_code in (200, 201), answer.text
+    with outage.lock:
+        outage.replays += answer.status_code == 200
+    key = (answer.json()["identifier"], answer.json()["email"], answer.json()["created"])
+    with site.ledger.lock:
+        site.ledger.documents[key] = document
+        site.ledger.paths[key] = urlsplit(answer.json()["url"]).path
+    assert site.get(n + 1, site.ledger.paths[key]).content == document
+
+
+def durable_block(site: Site, email: str, outage: Outage) -> None:
+    """Block an endorser and unblock it, each retried until answered, each seen at once by
+    the next server (a retried block may find it blocked already: 200, not 201; a retried
+    unblock may find it unblocked: 404)."""
+    reason = {"reason": "outage test"}
+    n, blocked, _ = durable(site, lambda n: site.act(n, "block", endorser=email, **reason),
+                            outage)
+    assert blocked.status_code in (200, 201), blocked.text
+    listed = site.get(n + 1, "admin/api/blocked", headers=site.admin).json()["blocked"]
+    assert email in [b["endorser"] for b in listed]
+    n, unblocked, retried = durable(
+        site, lambda n: site.act(n, "unblock", endorser=email, **reason), outage)
+    assert unblocked.status_code == 200 or (retried and unblocked.status_code == 404), \
+        unblocked.text
+    listed = site.get(n + 1, "admin/api/blocked", headers=site.admin).json()["blocked"]
+    assert email not in [b["endorser"] for b in listed]
+
+
+def blocks_during(site: Site, outage: Outage) -> None:
+    """Six block-unblock rounds spread over the uploads (a round every five), so that most
+    fall while the node is down."""
+    for n in range(BLOCK_ROUNDS):
+        wait_for(lambda n=n: len(site.ledger.documents) >= 5 * n, 600, f"{5 * n} uploads")
+        durable_block(site, f"outage-{n}@example.org", outage)
 
 
 def keep_reading(site: Site, outage: Outage) -> None:
@@ -469,10 +501,11 @@ def test_a_node_stopped_mid_run(site, three_nodes, rsa_signer):
     outage = Outage()
     outage.writing.set()
     victim = entries_primary(three_nodes, site.prefix)
-    with ThreadPoolExecutor(6) as pool:
+    with ThreadPoolExecutor(7) as pool:
         readers = [pool.submit(keep_reading, site, outage) for _ in range(2)]
         writers = [pool.submit(lambda batch=documents[k::4]: [
             durable_upload(site, d, outage) for d in batch]) for k in range(4)]
+        writers.append(pool.submit(blocks_during, site, outage))
         try:
             wait_for(lambda: len(site.ledger.documents) >= 8, 300, "8 acknowledged uploads")
             three_nodes.stop(victim)
@@ -498,4 +531,10 @@ def test_a_node_stopped_mid_run(site, three_nodes, rsa_signer):
     assert len(site.ledger.documents) == len(documents)
     check_served(site)
     check_feed(site)
+    audits = [site.get(n, "admin/api/audit", params={"limit": 500}, headers=site.admin)
+              .json()["records"] for n in range(3)]
+    assert audits[0] == audits[1] == audits[2]
+    done = Counter(r["action"] for r in audits[0])
+    assert (done["blocked"], done["unblocked"]) == (BLOCK_ROUNDS, BLOCK_ROUNDS)
+    assert site.get(0, "admin/api/blocked", headers=site.admin).json()["blocked"] == []
     assert set(three_nodes.replicas(site.prefix).values()) == {1}
