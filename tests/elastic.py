@@ -8,6 +8,9 @@ refuses root). ``MARKETPLACE_TEST_ELASTICSEARCH_URL`` uses a running cluster ins
 start, no stop; the tests that stop the server are skipped then).
 
 Each test gets its own index prefix, whose indices are deleted after it.
+
+:class:`ThreeNodeCluster` is a cluster of three such nodes, started by the scale-out tests
+alone (``three_nodes`` in tests/live/conftest.py), always of its own: it stops a node.
 """
 
 from __future__ import annotations
