@@ -14,8 +14,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
@@ -30,6 +29,7 @@ from marketplace.store.base import (
     Page,
     Query,
     Store,
+    StoreError,
     indexed_fields,
     is_new,
     query_words,
@@ -48,34 +48,82 @@ CREATE TRIGGER IF NOT EXISTS document_removed AFTER DELETE ON documents
     BEGIN UPDATE generation SET value = value + 1; END;
 """
 # The derived tables. `summary` is the entry read from its document, as JSON, so that a page
-# of results needs no XML parsing.
-INDEX = """
+# of results needs no XML parsing. An entry's ``id`` orders it by date: its ``created``
+# second shifted left by ORDINAL_BITS, plus its place among the entries of that second (see
+# _ordinal), so that "newest first" is the order of ``id`` in every index and in the
+# full-text index's rowids.
+ORDINAL_BITS = 20
+# What a query's filters, location and status test, as words of the full-text index's
+# ``facts`` column beside the text (see _facts_sql): one full-text query then finds, counts
+# and pages free text with filters, newest first, without reading the matching rows.
+# ``gone`` marks an entry whose validity ended before the moment kept in table ``expiry``.
+FACTS = "facts"
+def fact(name: str, value: str) -> str:
+    """The word of the ``facts`` column that says filter field ``name`` has ``value``:
+    the field's place and the value's UTF-8 bytes in hexadecimal, so that any value is one
+    word, and none can be taken for another or for free text."""
+    return f"f{FILTER_FIELDS.index(name)}v{value.encode().hex()}"
+
+
+def _facts_sql() -> str:
+    """The ``facts`` column as SQL over a row (the same words as :func:`fact`)."""
+    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END"
+             for flag, word in (("NOT latest", "old"), ("deprecated", "deprecated"),
+                                ("gone", "gone"), ("web", "web"), ("pdisk", "pdisk"))]
+    values = [f"CASE WHEN {name} IS NULL THEN '' ELSE 'f{i}v' || hex({name}) || ' ' END"
+              for i, name in enumerate(FILTER_FIELDS)]
+    return " || ".join(flags + values)
+
+
+INDEX = [f"""
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY, identifier TEXT NOT NULL, email TEXT NOT NULL,
     created TEXT NOT NULL, latest INTEGER NOT NULL, deprecated INTEGER NOT NULL,
-    valid TEXT, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT, type TEXT, format TEXT,
-    hypervisor TEXT, tag TEXT, title TEXT, description TEXT, subject TEXT, bytes INTEGER,
-    web INTEGER NOT NULL, pdisk INTEGER NOT NULL, summary TEXT NOT NULL,
-    UNIQUE (identifier, email, created));
-CREATE INDEX entries_by_created ON entries (latest, created, deprecated, valid);
-CREATE INDEX entries_by_valid ON entries (valid);
-"""
-INDEX += (f"CREATE VIRTUAL TABLE entries_fts USING fts5({', '.join(TEXT_FIELDS)}, "
-          "content='entries', content_rowid='id');\n")
+    valid TEXT, gone INTEGER NOT NULL, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT,
+    type TEXT, format TEXT, hypervisor TEXT, tag TEXT, title TEXT, description TEXT,
+    subject TEXT, bytes INTEGER, web INTEGER NOT NULL, pdisk INTEGER NOT NULL,
+    summary TEXT NOT NULL, {FACTS} TEXT GENERATED ALWAYS AS ({_facts_sql()}) VIRTUAL,
+    UNIQUE (identifier, email, created))""",
+         "CREATE TABLE expiry (moment TEXT NOT NULL)",
+         "INSERT INTO expiry VALUES ('')",
+         "CREATE INDEX entries_by_expiry ON entries (valid)",
+         "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid)"]
+INDEX += [f"CREATE VIRTUAL TABLE entries_fts USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
+          "content='entries', content_rowid='id')"]
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
-# One narrow covering index per facet column, (latest, column, created, status columns): a
-# filtered page walks it in date order and stops after a page of matches instead of sorting
-# every match, and the count of the matches reads the index alone.
-INDEX += "".join(f"CREATE INDEX entries_by_{name} ON entries "
-                 f"(latest, {name}, created, deprecated, valid);\n"
-                 for name in COLUMN_FACETS)
-INDEX += "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid);\n"
+# One narrow covering index per sort field, (latest, field, id, status columns): a page in
+# that order, or newest first with a filter on that field, walks it and stops after a page
+# of matches instead of sorting every match, and a count of a filter's matches reads the
+# index alone.
+INDEX += [f"CREATE INDEX entries_by_{name} ON entries (latest, {name}, id, deprecated"
+          + (", valid)" if name != "valid" else ")") for name in SORT_FIELDS if name != "created"]
+INDEX += ["CREATE INDEX entries_by_created ON entries (latest, id, deprecated, valid)"]
 # All facet columns in one index: the facet counts walk it once (see _facets).
-INDEX += (f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
-          "deprecated, valid, created);\n")
+INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
+          "deprecated, valid, created)"]
+# The full-text index follows the rows it is derived from, whoever writes them.
+_TEXT_COLUMNS = ", ".join((*TEXT_FIELDS, FACTS))
+
+
+def _fts_row(row: str) -> str:
+    return ", ".join(f"coalesce({row}.{name}, '')" for name in (*TEXT_FIELDS, FACTS))
+
+
+INDEX += [f"""CREATE TRIGGER entries_indexed AFTER INSERT ON entries BEGIN
+    INSERT INTO entries_fts (rowid, {_TEXT_COLUMNS}) VALUES (NEW.id, {_fts_row("NEW")}); END""",
+          f"""CREATE TRIGGER entries_unindexed AFTER DELETE ON entries BEGIN
+    INSERT INTO entries_fts (entries_fts, rowid, {_TEXT_COLUMNS})
+        VALUES ('delete', OLD.id, {_fts_row("OLD")}); END""",
+          f"""CREATE TRIGGER entries_reindexed AFTER UPDATE OF latest, gone ON entries
+    WHEN OLD.latest IS NOT NEW.latest OR OLD.gone IS NOT NEW.gone BEGIN
+    INSERT INTO entries_fts (entries_fts, rowid, {_TEXT_COLUMNS})
+        VALUES ('delete', OLD.id, {_fts_row("OLD")});
+    INSERT INTO entries_fts (rowid, {_TEXT_COLUMNS}) VALUES (NEW.id, {_fts_row("NEW")}); END"""]
+
+
 # The shape of the derived tables, kept in the file's user_version: a store whose index has
 # another shape (made by another version) gets it rebuilt from the documents when opened.
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 log = logging.getLogger(__name__)
 # Each status as plain conditions on the columns: a CASE expression per row makes a facet
 # count over every latest entry slower (bench/RESULTS.md, "Marketplace server").
@@ -90,7 +138,6 @@ class SQLiteStore(SQLiteFile, Store):
 
     def __init__(self, path: Path):
         super().__init__(path, DOCUMENTS, "the store")
-        self._counts = CountCache()
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
 
@@ -113,8 +160,25 @@ class SQLiteStore(SQLiteFile, Store):
         return _entry(self._db(), (identifier, email, format_date(created)))
 
     def search(self, query: Query) -> Page:
+        """Counted afresh from the file at every call: every process and server sees the
+        same totals and facets, and no count outlives a change."""
+        self._mark_expired(query.now)
         with self._read() as db:
-            return _page(db, query, self._counts)
+            return _page(db, query)
+
+    def _mark_expired(self, now: datetime) -> None:
+        """Mark ``gone`` the entries whose validity ended since the ``expiry`` moment, when
+        some did and ``now`` is not in the future: the full-text index's words then say
+        their status again (see _facts_hold), for this search and the next ones."""
+        moment = format_date(now)
+        if moment > format_date(datetime.now(UTC)) or _facts_hold(self._db(), moment):
+            return
+        with self._write() as db:
+            since = _expiry(db)
+            if since < moment and not _facts_hold(db, moment):
+                db.execute("UPDATE entries SET gone = 1 WHERE valid >= ? AND valid < ?",
+                           (since, moment))
+                db.execute("UPDATE expiry SET moment = ?", (moment,))
 
     def endorsers(self) -> list[EndorserStats]:
         rows = self._db().execute(
@@ -150,9 +214,10 @@ class SQLiteStore(SQLiteFile, Store):
                             "(it was made by another version)", self.path)
             db.execute("DROP TABLE IF EXISTS entries_fts")
             db.execute("DROP TABLE IF EXISTS entries")
-            for statement in INDEX.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            db.execute("DROP TABLE IF EXISTS expiry")
+            for statement in INDEX:
+                db.execute(statement)
+            db.execute("UPDATE expiry SET moment = ?", (format_date(datetime.now(UTC)),))
             rows = db.execute("SELECT identifier, email, document FROM documents "
                               "ORDER BY identifier, email, created")
             count = 0
@@ -184,78 +249,84 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
 
 
-def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
-    """The page's ids are chosen on the narrow index first and only their rows then fetched:
-    sorting joined rows would drag every matching document through the sorter."""
+def _page(db: sqlite3.Connection, query: Query) -> Page:
+    """One page and its counts, made afresh. A query the full-text index can say (see
+    _match) is counted there, and its page newest first read from it, without reading the
+    matching rows; otherwise the page's ids are chosen on a narrow index first and only their
+    rows then fetched: sorting joined rows would drag every matching document through the
+    sorter."""
     where, params = _where(query)
-    total, facets = counts.get(db, query, where, params)
+    match = _match(query) if _facts_hold(db, params["now"]) or query.status in (
+        "all", "deprecated") else None
+    if match:
+        total = db.execute("SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ?",
+                           (match,)).fetchone()[0]
+    else:
+        total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
+                           params).fetchone()[0]
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
-    rows = db.execute(
-        f"SELECT e.id FROM entries e {_text_plan(query, order, total)} WHERE {where} "
-        f"ORDER BY e.{order} {direction}, e.id {direction} LIMIT :limit OFFSET :offset",
-        {**params, "limit": query.limit, "offset": query.offset}).fetchall()
+    if match and order == "created":
+        rows = db.execute(f"SELECT rowid FROM entries_fts WHERE entries_fts MATCH ? ORDER BY "
+                          f"rowid {direction} LIMIT ? OFFSET ?",
+                          (match, query.limit, query.offset)).fetchall()
+    else:
+        ordering = "" if order == "created" else f"e.{order} {direction}, "
+        rows = db.execute(
+            f"SELECT e.id FROM entries e WHERE {where} ORDER BY {ordering}e.id {direction} "
+            "LIMIT :limit OFFSET :offset",
+            {**params, "limit": query.limit, "offset": query.offset}).fetchall()
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
         f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
     entries = {row[0]: Entry.from_dict(bytes(row[1]), json.loads(row[2])) for row in found}
-    return Page([entries[rowid] for rowid in ids], total, facets)
+    return Page([entries[rowid] for rowid in ids], total,
+                _facets(db, query) if query.facets else {})
 
 
-def _text_plan(query: Query, order: str, total: int) -> str:
-    """For free text in date order, walk the date index and test each entry against the
-    text's matches when they are many (a page is found after a few hundred entries), rather
-    than sort every match by date (bench/RESULTS.md, "Marketplace server", has the figures);
-    with few matches sorting them wins (a rare word would make the walk read every entry)."""
-    walk = (query.q and order == "created" and query.latest_only and query.created is None
-            and not any(query.filters.values())
-            and total >= 10 * (query.offset + query.limit))
-    return "INDEXED BY entries_by_created" if walk else ""
+def _expiry(db: sqlite3.Connection) -> str:
+    """The moment before which every entry whose validity ended is marked ``gone``."""
+    return db.execute("SELECT moment FROM expiry").fetchone()[0]
 
 
-@dataclass(frozen=True)
-class _Counted:
-    """Counts made at store ``generation`` for the moment ``since``; they hold until the first
-    validity end from then, ``until`` (None: no entry ends)."""
-
-    generation: int
-    since: str
-    until: str | None
-    total: int
-    facets: dict[str, dict[str, int]] | None
+def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
+    """Whether the ``gone`` words say every entry's status at ``moment``: no validity
+    ends between it and the ``expiry`` moment (one probe of the ``valid`` index)."""
+    since = _expiry(db)
+    low, high = min(since, moment), max(since, moment)
+    return db.execute("SELECT 1 FROM entries WHERE valid >= ? AND valid < ? LIMIT 1",
+                      (low, high)).fetchone() is None
 
 
-class CountCache:
-    """The totals and facet counts of recent queries: the pages of one query share them, and
-    they are counted again once a document was added or removed (in any process: the
-    ``generation`` row counts such writes) or once an entry's validity ended (its status
-    changed) after the moment they were counted for."""
-
-    SIZE = 512
-
-    def __init__(self):
-        self._kept: dict[tuple, _Counted] = {}
-
-    def get(self, db: sqlite3.Connection, query: Query, where: str,
-            params: dict) -> tuple[int, dict[str, dict[str, int]]]:
-        now = params["now"]
-        key = (where, tuple(sorted((k, v) for k, v in params.items() if k != "now")))
-        generation = db.execute("SELECT value FROM generation").fetchone()[0]
-        kept = self._kept.get(key)
-        if (kept is not None and kept.generation == generation
-                and kept.since <= now and (kept.until is None or now <= kept.until)
-                and (kept.facets is not None or not query.facets)):
-            return kept.total, kept.facets or {}
-        total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
-                           params).fetchone()[0]
-        facets = _facets(db, query) if query.facets else None
-        until = db.execute("SELECT min(valid) FROM entries WHERE valid >= ?",
-                           (now,)).fetchone()[0]
-        if len(self._kept) >= self.SIZE:
-            self._kept.clear()
-        self._kept[key] = _Counted(generation, now, until, total, facets)
-        return total, facets or {}
+def _match(query: Query) -> str | None:
+    """The query as one FTS5 query on the text columns and the ``facts`` words, or None
+    when it has a date bound (the index has no dates) or nothing to match but its status
+    (a query of one word that nearly every entry has would cost more than the b-tree)."""
+    bounds = (query.created, query.created_from, query.created_to, query.valid_from,
+              query.valid_to)
+    if any(bound is not None for bound in bounds):
+        return None
+    words = [fact(name, value) for name, value in query.filters.items()
+             if name in FILTER_FIELDS and value]
+    if query.location in ("web", "pdisk"):
+        words.append(query.location)
+    hidden = ["old"] if query.latest_only else []
+    if query.status == "deprecated":
+        words.append("deprecated")
+    elif query.status == "expired":
+        words.append("gone")
+        hidden.append("deprecated")
+    elif query.status == "valid":
+        hidden += ["deprecated", "gone"]
+    parts = [f"{FACTS} : ({' '.join(words)})"] if words else []
+    text = fts_query(query.q or "")
+    if text:
+        parts.insert(0, text)
+    if not parts:
+        return None
+    found = " AND ".join(parts)
+    return f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden else found
 
 
 def _document(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
@@ -276,16 +347,27 @@ def _newest(db: sqlite3.Connection, identifier: str, email: str) -> str | None:
 
 def _index(db: sqlite3.Connection, entry: Entry, latest: bool) -> None:
     """Index one entry: its :func:`indexed_fields` as columns (flags as 0/1), with the entry
-    as JSON in ``summary``, and its text fields in ``entries_fts``."""
-    values = {**indexed_fields(entry), "latest": latest,
+    as JSON in ``summary``; the triggers of INDEX add it to ``entries_fts``."""
+    fields = indexed_fields(entry)
+    values = {**fields, "latest": latest, "id": _ordinal(db, entry.created),
+              "gone": fields["valid"] is not None and fields["valid"] < _expiry(db),
               "summary": json.dumps(entry.as_dict(), ensure_ascii=False,
                                     separators=(",", ":"))}
-    columns = ", ".join(values)
-    cursor = db.execute(f"INSERT INTO entries ({columns}) VALUES "
-                        f"({', '.join(':' + c for c in values)})", values)
-    db.execute(f"INSERT INTO entries_fts (rowid, {', '.join(TEXT_FIELDS)}) VALUES "
-               f"(?, {', '.join('?' for _ in TEXT_FIELDS)})",
-               (cursor.lastrowid, *(values[c] or "" for c in TEXT_FIELDS)))
+    db.execute(f"INSERT INTO entries ({', '.join(values)}) VALUES "
+               f"({', '.join(':' + c for c in values)})", values)
+
+
+def _ordinal(db: sqlite3.Connection, created: datetime) -> int:
+    """The ``id`` of a new entry dated ``created``: after every entry of an earlier second
+    and, within its second, after the entries indexed before it (ties keep the order of
+    arrival)."""
+    first = int(created.timestamp()) << ORDINAL_BITS
+    last = db.execute("SELECT max(id) FROM entries WHERE id >= ? AND id < ?",
+                      (first, first + (1 << ORDINAL_BITS))).fetchone()[0]
+    if last == first + (1 << ORDINAL_BITS) - 1:
+        raise StoreError(f"more than {1 << ORDINAL_BITS} entries are dated "
+                         f"{format_date(created)}")
+    return first if last is None else last + 1
 
 
 def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
@@ -301,11 +383,6 @@ def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
-    row = db.execute(f"SELECT {', '.join(TEXT_FIELDS)} FROM entries WHERE id=?",
-                     (rowid,)).fetchone()
-    db.execute(f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join(TEXT_FIELDS)}) VALUES "
-               f"('delete', ?, {', '.join('?' for _ in TEXT_FIELDS)})",
-               (rowid, *(v or "" for v in row)))
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
 
@@ -339,9 +416,13 @@ def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
 
 
 def fts_query(text: str) -> str:
-    """Free text as an FTS5 query: every word must match, as a prefix; no operators pass."""
+    """Free text as an FTS5 query on the text columns (not the ``facts`` words): every word
+    must match, as a prefix; no operators pass."""
     words = query_words(text)
-    return " AND ".join('"' + w.replace('"', "") + '"*' for w in words)
+    if not words:
+        return ""
+    return (f"{{{' '.join(TEXT_FIELDS)}}} : ("
+            + " AND ".join('"' + w.replace('"', "") + '"*' for w in words) + ")")
 
 
 def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:
