@@ -101,26 +101,61 @@ INDEX += ["CREATE INDEX entries_by_created ON entries (latest, id, deprecated, v
 # All facet columns in one index: the facet counts walk it once (see _facets).
 INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
           "deprecated, valid, created)"]
-# The full-text index follows the rows it is derived from, whoever writes them.
-_TEXT_COLUMNS = ", ".join((*TEXT_FIELDS, FACTS))
+# How many latest entries have each combination of facet values, location and status
+# words: the totals and facet counts of a query without text or dates are sums over it
+# (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
+# of every write, so that every process and server reads the same counts.
+TALLIED = (*COLUMN_FACETS, "web", "pdisk", "deprecated", "gone")
+INDEX += [f"CREATE TABLE tally (key TEXT PRIMARY KEY, {', '.join(TALLIED)}, n INTEGER NOT NULL)"]
+INDEX += [f"CREATE INDEX tally_by_{name} ON tally ({name}, deprecated, gone, n)"
+          for name in COLUMN_FACETS]
+TALLY_STATUS = {"deprecated": "deprecated != 0", "expired": "deprecated = 0 AND gone != 0",
+                "valid": "deprecated = 0 AND gone = 0"}
+STATUS_OF_TALLY = ("CASE WHEN deprecated THEN 'deprecated' WHEN gone THEN 'expired' "
+                   "ELSE 'valid' END")
 
 
 def _fts_row(row: str) -> str:
     return ", ".join(f"coalesce({row}.{name}, '')" for name in (*TEXT_FIELDS, FACTS))
 
 
-INDEX += [f"""CREATE TRIGGER entries_indexed AFTER INSERT ON entries BEGIN
-    INSERT INTO entries_fts (rowid, {_TEXT_COLUMNS}) VALUES (NEW.id, {_fts_row("NEW")}); END""",
-          f"""CREATE TRIGGER entries_unindexed AFTER DELETE ON entries BEGIN
-    INSERT INTO entries_fts (entries_fts, rowid, {_TEXT_COLUMNS})
-        VALUES ('delete', OLD.id, {_fts_row("OLD")}); END""",
-          f"""CREATE TRIGGER entries_reindexed AFTER UPDATE OF latest, gone ON entries
-    WHEN OLD.latest IS NOT NEW.latest OR OLD.gone IS NOT NEW.gone BEGIN
-    INSERT INTO entries_fts (entries_fts, rowid, {_TEXT_COLUMNS})
-        VALUES ('delete', OLD.id, {_fts_row("OLD")});
-    INSERT INTO entries_fts (rowid, {_TEXT_COLUMNS}) VALUES (NEW.id, {_fts_row("NEW")}); END"""]
+def _fts_added(row: str) -> str:
+    return (f"INSERT INTO entries_fts (rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+            f"VALUES ({row}.id, {_fts_row(row)});")
 
 
+def _fts_removed(row: str) -> str:
+    return (f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+            f"VALUES ('delete', {row}.id, {_fts_row(row)});")
+
+
+def _tally_key(row: str) -> str:
+    return f"json_array({', '.join(f'{row}.{name}' for name in TALLIED)})"
+
+
+def _tallied(row: str) -> str:
+    return (f"INSERT INTO tally SELECT {_tally_key(row)}, "
+            f"{', '.join(f'{row}.{name}' for name in TALLIED)}, 1 WHERE {row}.latest "
+            "ON CONFLICT (key) DO UPDATE SET n = n + 1;")
+
+
+def _untallied(row: str) -> str:
+    return (f"UPDATE tally SET n = n - 1 WHERE {row}.latest AND key = {_tally_key(row)}; "
+            f"DELETE FROM tally WHERE {row}.latest AND key = {_tally_key(row)} AND n = 0;")
+
+
+# The full-text index and the tally follow the rows they are derived from, whoever writes
+# them (an entry's row changes only when it stops being the latest or its validity ends).
+INDEX += [f"CREATE TRIGGER entries_indexed AFTER INSERT ON entries BEGIN "
+          f"{_fts_added('NEW')} {_tallied('NEW')} END",
+          f"CREATE TRIGGER entries_unindexed AFTER DELETE ON entries BEGIN "
+          f"{_fts_removed('OLD')} {_untallied('OLD')} END",
+          "CREATE TRIGGER entries_reindexed AFTER UPDATE OF latest, gone ON entries "
+          "WHEN OLD.latest IS NOT NEW.latest OR OLD.gone IS NOT NEW.gone BEGIN "
+          f"{_fts_removed('OLD')} {_fts_added('NEW')} {_untallied('OLD')} {_tallied('NEW')} END"]
+
+
+DERIVED = ("entries_fts", "entries", "expiry", "tally")
 # The shape of the derived tables, kept in the file's user_version: a store whose index has
 # another shape (made by another version) gets it rebuilt from the documents when opened.
 INDEX_VERSION = 4
@@ -212,9 +247,8 @@ class SQLiteStore(SQLiteFile, Store):
             if only_if_outdated and _has_table(db, "entries"):
                 log.warning("%s: rebuilding the search index from the stored documents "
                             "(it was made by another version)", self.path)
-            db.execute("DROP TABLE IF EXISTS entries_fts")
-            db.execute("DROP TABLE IF EXISTS entries")
-            db.execute("DROP TABLE IF EXISTS expiry")
+            for table in DERIVED:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in INDEX:
                 db.execute(statement)
             db.execute("UPDATE expiry SET moment = ?", (format_date(datetime.now(UTC)),))
@@ -250,15 +284,19 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
 
 
 def _page(db: sqlite3.Connection, query: Query) -> Page:
-    """One page and its counts, made afresh. A query the full-text index can say (see
-    _match) is counted there, and its page newest first read from it, without reading the
-    matching rows; otherwise the page's ids are chosen on a narrow index first and only their
-    rows then fetched: sorting joined rows would drag every matching document through the
-    sorter."""
+    """One page and its counts, made afresh from three derived structures, whichever answers
+    without reading every match: the tally (a query without text or dates), the full-text
+    index (free text with filters and status, newest first: see _match) and the b-tree
+    indexes. A page's ids are chosen first and only their rows then fetched: sorting
+    joined rows would drag every matching document through the sorter."""
     where, params = _where(query)
-    match = _match(query) if _facts_hold(db, params["now"]) or query.status in (
-        "all", "deprecated") else None
-    if match:
+    facts = query.status in ("all", "deprecated") or _facts_hold(db, params["now"])
+    tallied = _tally_where(query) if facts else None
+    match = _match(query) if facts else None
+    if tallied:
+        total = db.execute(f"SELECT coalesce(sum(n), 0) FROM tally WHERE {tallied[0]}",
+                           tallied[1]).fetchone()[0]
+    elif match:
         total = db.execute("SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ?",
                            (match,)).fetchone()[0]
     else:
@@ -273,16 +311,73 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     else:
         ordering = "" if order == "created" else f"e.{order} {direction}, "
         rows = db.execute(
-            f"SELECT e.id FROM entries e WHERE {where} ORDER BY {ordering}e.id {direction} "
-            "LIMIT :limit OFFSET :offset",
+            f"SELECT e.id FROM entries e {_walk(query, order, total)} WHERE {where} "
+            f"ORDER BY {ordering}e.id {direction} LIMIT :limit OFFSET :offset",
             {**params, "limit": query.limit, "offset": query.offset}).fetchall()
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
         f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
     entries = {row[0]: Entry.from_dict(bytes(row[1]), json.loads(row[2])) for row in found}
-    return Page([entries[rowid] for rowid in ids], total,
-                _facets(db, query) if query.facets else {})
+    return Page([entries[rowid] for rowid in ids], total, _counted_facets(db, query, facts))
+
+
+def _walk(query: Query, order: str, total: int) -> str:
+    """For free text in another order than the full-text index's, walk the index of that
+    order and test each entry against the text's matches when they are many (a page is
+    found after reading about (offset + limit) * entries / total rows), rather than sort
+    every match; with few matches sorting them wins (a rare word would make the walk read
+    every entry). SQLite's planner cannot tell the two apart: it does not know the total."""
+    walk = (query.q and query.latest_only and query.created is None
+            and total >= 10 * (query.offset + query.limit))
+    return f"INDEXED BY entries_by_{order}" if walk else ""
+
+
+def _tally_where(query: Query, without: Collection[str] = ()) -> tuple[str, list] | None:
+    """The query's conditions on the tally, leaving out those named ``without``; None when
+    it has a condition the tally cannot say (text, dates, a filter on another field, or all
+    versions of an entry). The ``gone`` words must hold at the query's moment (_facts_hold)
+    when its status is asked."""
+    bounds = (query.created, query.created_from, query.created_to, query.valid_from,
+              query.valid_to)
+    if (not query.latest_only or any(bound is not None for bound in bounds)
+            or query_words(query.q or "")):
+        return None
+    clauses, params = [], []
+    for name, value in query.filters.items():
+        if name in FILTER_FIELDS and value and name not in without:
+            if name not in COLUMN_FACETS:
+                return None
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    if query.location in ("web", "pdisk"):
+        clauses.append(f"{query.location} = 1")
+    if query.status != "all" and "status" not in without:
+        clauses.append(TALLY_STATUS[query.status])
+    return " AND ".join(clauses) or "1", params
+
+
+def _counted_facets(db: sqlite3.Connection, query: Query,
+                    facts: bool) -> dict[str, dict[str, int]]:
+    """The facet counts when asked: summed from the tally when the query's other conditions
+    allow it, else counted over the entries (_facets)."""
+    if not query.facets:
+        return {}
+    if _tally_where(query, without=FACET_FIELDS) is None or not (
+            facts or _facts_hold(db, format_date(query.now))):
+        return _facets(db, query)
+    counts = {}
+    for name in FACET_FIELDS:
+        where, params = _tally_where(query, without=(name,))
+        if name == "status":
+            rows = db.execute(f"SELECT {STATUS_OF_TALLY}, sum(n) FROM tally WHERE {where} "
+                              "GROUP BY 1", params).fetchall()
+        else:
+            rows = db.execute(f"SELECT {name}, sum(n) FROM tally WHERE {where} AND {name} "
+                              f"IS NOT NULL GROUP BY {name}", params).fetchall()
+        counts[name] = dict(sorted(((value, n) for value, n in rows if n),
+                                   key=lambda item: (-item[1], item[0])))
+    return counts
 
 
 def _expiry(db: sqlite3.Connection) -> str:
@@ -300,12 +395,13 @@ def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
 
 
 def _match(query: Query) -> str | None:
-    """The query as one FTS5 query on the text columns and the ``facts`` words, or None
-    when it has a date bound (the index has no dates) or nothing to match but its status
-    (a query of one word that nearly every entry has would cost more than the b-tree)."""
+    """Free text with the query's filters and status as one FTS5 query on the text columns
+    and the ``facts`` words; None without text (the b-tree indexes and the tally answer
+    those faster) or with a date bound (the full-text index has no dates)."""
     bounds = (query.created, query.created_from, query.created_to, query.valid_from,
               query.valid_to)
-    if any(bound is not None for bound in bounds):
+    text = fts_query(query.q or "")
+    if not text or any(bound is not None for bound in bounds):
         return None
     words = [fact(name, value) for name, value in query.filters.items()
              if name in FILTER_FIELDS and value]
@@ -319,13 +415,7 @@ def _match(query: Query) -> str | None:
         hidden.append("deprecated")
     elif query.status == "valid":
         hidden += ["deprecated", "gone"]
-    parts = [f"{FACTS} : ({' '.join(words)})"] if words else []
-    text = fts_query(query.q or "")
-    if text:
-        parts.insert(0, text)
-    if not parts:
-        return None
-    found = " AND ".join(parts)
+    found = " AND ".join([text, *([f"{FACTS} : ({' '.join(words)})"] if words else [])])
     return f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden else found
 
 
