@@ -88,8 +88,13 @@ CREATE TABLE entries (
          "INSERT INTO expiry VALUES ('')",
          "CREATE INDEX entries_by_expiry ON entries (valid)",
          "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid)"]
-INDEX += [f"CREATE VIRTUAL TABLE entries_fts USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
-          "content='entries', content_rowid='id')"]
+# Two full-text indexes: ``entries_fts`` of every entry, and ``shown_fts`` of the entries a
+# listing shows by default (latest and valid: SHOWN), so that the most common search needs
+# no NOT, which costs a seek per match (bench/RESULTS.md, "Fresh counts").
+FULL_TEXT = ("entries_fts", "shown_fts")
+SHOWN = "{row}.latest AND NOT {row}.deprecated AND NOT {row}.gone"
+INDEX += [f"CREATE VIRTUAL TABLE {table} USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
+          "content='entries', content_rowid='id')" for table in FULL_TEXT]
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
 # One narrow covering index per sort field, (latest, field, id, status columns): a page in
 # that order, or newest first with a filter on that field, walks it and stops after a page
@@ -120,13 +125,15 @@ def _fts_row(row: str) -> str:
 
 
 def _fts_added(row: str) -> str:
-    return (f"INSERT INTO entries_fts (rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
-            f"VALUES ({row}.id, {_fts_row(row)});")
+    return "".join(f"INSERT INTO {table} (rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+                   f"SELECT {row}.id, {_fts_row(row)} WHERE {when};"
+                   for table, when in zip(FULL_TEXT, ("1", SHOWN.format(row=row)), strict=True))
 
 
 def _fts_removed(row: str) -> str:
-    return (f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
-            f"VALUES ('delete', {row}.id, {_fts_row(row)});")
+    return "".join(f"INSERT INTO {table} ({table}, rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+                   f"SELECT 'delete', {row}.id, {_fts_row(row)} WHERE {when};"
+                   for table, when in zip(FULL_TEXT, ("1", SHOWN.format(row=row)), strict=True))
 
 
 def _tally_key(row: str) -> str:
@@ -155,7 +162,7 @@ INDEX += [f"CREATE TRIGGER entries_indexed AFTER INSERT ON entries BEGIN "
           f"{_fts_removed('OLD')} {_fts_added('NEW')} {_untallied('OLD')} {_tallied('NEW')} END"]
 
 
-DERIVED = ("entries_fts", "entries", "expiry", "tally")
+DERIVED = (*FULL_TEXT, "entries", "expiry", "tally")
 # The shape of the derived tables, kept in the file's user_version: a store whose index has
 # another shape (made by another version) gets it rebuilt from the documents when opened.
 INDEX_VERSION = 4
@@ -297,22 +304,25 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
         total = db.execute(f"SELECT coalesce(sum(n), 0) FROM tally WHERE {tallied[0]}",
                            tallied[1]).fetchone()[0]
     elif match:
-        total = db.execute("SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ?",
-                           (match,)).fetchone()[0]
+        total = db.execute(f"SELECT count(*) FROM {match[0]} WHERE {match[0]} MATCH ?",
+                           (match[1],)).fetchone()[0]
     else:
         total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
                            params).fetchone()[0]
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
     if match and order == "created":
-        rows = db.execute(f"SELECT rowid FROM entries_fts WHERE entries_fts MATCH ? ORDER BY "
+        rows = db.execute(f"SELECT rowid FROM {match[0]} WHERE {match[0]} MATCH ? ORDER BY "
                           f"rowid {direction} LIMIT ? OFFSET ?",
-                          (match, query.limit, query.offset)).fetchall()
+                          (match[1], query.limit, query.offset)).fetchall()
     else:
         ordering = "" if order == "created" else f"e.{order} {direction}, "
+        walk = _walks(query, total)
+        if walk:
+            where, params = _where(query, walk=True)
         rows = db.execute(
-            f"SELECT e.id FROM entries e {_walk(query, order, total)} WHERE {where} "
-            f"ORDER BY {ordering}e.id {direction} LIMIT :limit OFFSET :offset",
+            f"SELECT e.id FROM entries e {f'INDEXED BY entries_by_{order}' if walk else ''} "
+            f"WHERE {where} ORDER BY {ordering}e.id {direction} LIMIT :limit OFFSET :offset",
             {**params, "limit": query.limit, "offset": query.offset}).fetchall()
     ids = [row[0] for row in rows]
     found = db.execute(
@@ -322,15 +332,14 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     return Page([entries[rowid] for rowid in ids], total, _counted_facets(db, query, facts))
 
 
-def _walk(query: Query, order: str, total: int) -> str:
+def _walks(query: Query, total: int) -> bool:
     """For free text in another order than the full-text index's, walk the index of that
     order and test each entry against the text's matches when they are many (a page is
     found after reading about (offset + limit) * entries / total rows), rather than sort
     every match; with few matches sorting them wins (a rare word would make the walk read
     every entry). SQLite's planner cannot tell the two apart: it does not know the total."""
-    walk = (query.q and query.latest_only and query.created is None
-            and total >= 10 * (query.offset + query.limit))
-    return f"INDEXED BY entries_by_{order}" if walk else ""
+    return bool(query_words(query.q or "") and query.latest_only and query.created is None
+                and total >= 10 * (query.offset + query.limit))
 
 
 def _tally_where(query: Query, without: Collection[str] = ()) -> tuple[str, list] | None:
@@ -394,10 +403,12 @@ def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
                       (low, high)).fetchone() is None
 
 
-def _match(query: Query) -> str | None:
+def _match(query: Query) -> tuple[str, str] | None:
     """Free text with the query's filters and status as one FTS5 query on the text columns
-    and the ``facts`` words; None without text (the b-tree indexes and the tally answer
-    those faster) or with a date bound (the full-text index has no dates)."""
+    and the ``facts`` words, and the full-text index to ask: ``shown_fts`` when the query
+    lists what is shown by default (its status then needs no words). None without text
+    (the b-tree indexes and the tally answer those faster) or with a date bound (the
+    full-text indexes have no dates)."""
     bounds = (query.created, query.created_from, query.created_to, query.valid_from,
               query.valid_to)
     text = fts_query(query.q or "")
@@ -407,16 +418,19 @@ def _match(query: Query) -> str | None:
              if name in FILTER_FIELDS and value]
     if query.location in ("web", "pdisk"):
         words.append(query.location)
+    found = " AND ".join([text, *([f"{FACTS} : ({' '.join(words)})"] if words else [])])
+    if query.latest_only and query.status == "valid":
+        return "shown_fts", found
     hidden = ["old"] if query.latest_only else []
     if query.status == "deprecated":
-        words.append("deprecated")
+        found += f" AND {FACTS} : deprecated"
     elif query.status == "expired":
-        words.append("gone")
+        found += f" AND {FACTS} : gone"
         hidden.append("deprecated")
     elif query.status == "valid":
         hidden += ["deprecated", "gone"]
-    found = " AND ".join([text, *([f"{FACTS} : ({' '.join(words)})"] if words else [])])
-    return f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden else found
+    return "entries_fts", (f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden
+                           else found)
 
 
 def _document(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
@@ -476,8 +490,9 @@ def _unindex(db: sqlite3.Connection, rowid: int) -> None:
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
 
-def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
-    """SQL conditions and parameters for a query, leaving out the filters named ``without``."""
+def _where(query: Query, without: Collection[str] = (), walk: bool = False) -> tuple[str, dict]:
+    """SQL conditions and parameters for a query, leaving out the filters named ``without``;
+    with ``walk``, the text's matches are only tested, never looked up by id (see _walk)."""
     clauses, params = [], {"now": format_date(query.now)}
     if query.latest_only and query.created is None:
         clauses.append("e.latest = 1")
@@ -500,7 +515,8 @@ def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
             params[name] = format_date(bound)
     text = fts_query(query.q or "")
     if text:
-        clauses.append("e.id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH :text)")
+        clauses.append(("+" if walk else "")
+                       + "e.id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH :text)")
         params["text"] = text
     return " AND ".join(clauses) or "1", params
 

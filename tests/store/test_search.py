@@ -7,12 +7,20 @@ oracle over the entries the test stored)."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import timedelta
 
 import pytest
 
 from marketplace.metadata.model import format_date
-from marketplace.store.base import SORT_FIELDS, TEXT_FIELDS, Query, indexed_fields
+from marketplace.store.base import (
+    FACET_FIELDS,
+    SORT_FIELDS,
+    TEXT_FIELDS,
+    Query,
+    indexed_fields,
+)
+from marketplace.store.sqlite import SQLiteStore
 from tests.store.conftest import moment, open_backend
 
 WORDS = ("zebra", "zenith", "nginx", "nightly", "mpi", "monitor")
@@ -170,3 +178,59 @@ def test_date_bounds_give_the_same_pages_as_without(store, catalogue):
         assert [e.key for e in page.entries] == expected(stored, query), asked
         assert page.total == len(page.entries)
 
+
+
+def expected_facets(stored: list, query: Query) -> dict[str, list]:
+    """Each facet's values among the matches of the query without that facet's own filter,
+    most frequent first, then by value."""
+    facets = {}
+    for name in FACET_FIELDS:
+        others = Query(**{**vars(query), "status": "all" if name == "status" else query.status,
+                          "filters": {k: v for k, v in query.filters.items() if k != name}})
+        counted = {}
+        for key in expected(stored, others):
+            fields = next(indexed_fields(e) for e in stored if e.key == key)
+            value = status(fields, format_date(query.now)) if name == "status" else fields[name]
+            if value is not None:
+                counted[value] = counted.get(value, 0) + 1
+        facets[name] = sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+    return facets
+
+
+@pytest.mark.parametrize("asked", [
+    {}, {"os": "debian"}, {"os": "ubuntu", "format": "raw"}, {"status": "expired"},
+    {"status": "all", "os_arch": "aarch64"}, {"q": "ze"}, {"q": "ze", "os": "centos"},
+    {"os": "debian", "created_to": 1},
+])
+def test_facets_equal_a_count_of_every_match(store, catalogue, asked):
+    stored, now = catalogue
+    filters = {k: v for k, v in asked.items() if k not in ("q", "status", "created_to")}
+    query = Query(q=asked.get("q"), filters=filters, status=asked.get("status", "valid"),
+                  now=now, facets=True,
+                  created_to=now + timedelta(days=1) if "created_to" in asked else None)
+    facets = store.search(query).facets
+    assert {name: list(values.items()) for name, values in facets.items()} == \
+        expected_facets(stored, query)
+
+
+def test_an_entry_whose_validity_ends_between_writes_leaves_the_valid_listing(tmp_path,
+                                                                              make_entry):
+    """SQLite marks an ended validity in its indexes at the first search after it (no write
+    need come): until then, and for moments before the mark, it counts over the rows."""
+    path = tmp_path / "marketplace.db"
+    store = SQLiteStore(path)
+    now = moment()
+    store.add(make_entry(title="lasting", description="zebra", valid=now + timedelta(days=9)))
+    with sqlite3.connect(path) as db:  # as if no write had come for two hours
+        db.execute("UPDATE expiry SET moment = ?", (format_date(now - timedelta(hours=2)),))
+    store.add(make_entry(title="ending", description="zebra", valid=now - timedelta(hours=1)))
+    for query in (Query(q="zebra", now=now, facets=True), Query(now=now, facets=True)):
+        page = store.search(query)
+        assert [e.appliance.title for e in page.entries] == ["lasting"] and page.total == 1
+        assert page.facets["status"] == {"expired": 1, "valid": 1}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT title, gone FROM entries ORDER BY title").fetchall() == [
+            ("ending", 1), ("lasting", 0)]
+    before = store.search(Query(q="zebra", now=now - timedelta(hours=3), facets=True))
+    assert before.total == 2 and before.facets["status"] == {"valid": 2}
+    store.close()
