@@ -114,6 +114,10 @@ INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # words: the totals and facet counts of a query without text or dates are sums over it
 # (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
 # of every write, so that every process and server reads the same counts.
+# Steps of SQLite's engine a page in another order may take walking that order's index
+# before it finds and sorts every match instead (see _ordered_page): 100,000 are 5-15 ms on
+# the machine of bench/RESULTS.md, a few thousand entries walked.
+WALK_STEPS = 100_000
 TALLIED = (*COLUMN_FACETS, "web", "pdisk", "deprecated", "gone")
 INDEX += [f"CREATE TABLE tally (key TEXT PRIMARY KEY, {', '.join(TALLIED)}, n INTEGER NOT NULL)"]
 INDEX += [f"CREATE INDEX tally_by_{name} ON tally ({name}, deprecated, gone, n)"
@@ -341,14 +345,7 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
                           f"rowid {direction} LIMIT ? OFFSET ?",
                           (match[1], query.limit, query.offset)).fetchall()
     else:
-        ordering = "" if order == "created" else f"e.{order} {direction}, "
-        walk = _walks(query, total)
-        if walk:
-            where, params = _where(query, walk=True)
-        rows = db.execute(
-            f"SELECT e.id FROM entries e {f'INDEXED BY entries_by_{order}' if walk else ''} "
-            f"WHERE {where} ORDER BY {ordering}e.id {direction} LIMIT :limit OFFSET :offset",
-            {**params, "limit": query.limit, "offset": query.offset}).fetchall()
+        rows = _ordered_page(db, query, order, direction)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
@@ -357,14 +354,37 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     return Page([entries[rowid] for rowid in ids], total, _counted_facets(db, query, facts))
 
 
-def _walks(query: Query, total: int) -> bool:
-    """For free text in another order than the full-text index's, walk the index of that
-    order and test each entry against the text's matches when they are many (a page is
-    found after reading about (offset + limit) * entries / total rows), rather than sort
-    every match; with few matches sorting them wins (a rare word would make the walk read
-    every entry). SQLite's planner cannot tell the two apart: it does not know the total."""
-    return bool(query_words(query.q or "") and query.latest_only and query.created is None
-                and total >= 10 * (query.offset + query.limit))
+def _ordered_page(db: sqlite3.Connection, query: Query, order: str,
+                  direction: str) -> list[tuple]:
+    """The page's ids on the b-tree indexes. Free text, or filters in another order than
+    their index's, first walk the index of the order, testing each latest entry against the
+    query (the text's matches are collected once), for at most WALK_STEPS steps of SQLite's
+    engine: with matches spread over the order a page is found within a few hundred
+    entries. Only a walk cut short (few matches, or matches bunched at the far end of the
+    order: titles of one system in title order) gives way to finding every match and
+    sorting it. SQLite's planner, knowing neither the number of matches nor their spread,
+    would otherwise walk the whole index, or sort every match of a common word."""
+    ordering = ("" if order == "created" else f"e.{order} {direction}, ") + f"e.id {direction}"
+    paging = {"limit": query.limit, "offset": query.offset}
+    conditions = (query_words(query.q or "") or query.location != "all"
+                  or any(query.filters.values()) or query.valid_from or query.valid_to
+                  or query.created_from or query.created_to)
+    if (query.latest_only and query.created is None and conditions
+            and (order != "created" or query.q)):
+        where, params = _where(query, walk=True)
+        db.set_progress_handler(lambda: 1, WALK_STEPS)  # a non-zero answer interrupts
+        try:
+            return db.execute(f"SELECT e.id FROM entries e INDEXED BY entries_by_{order} "
+                              f"WHERE {where} ORDER BY {ordering} LIMIT :limit OFFSET :offset",
+                              {**params, **paging}).fetchall()
+        except sqlite3.OperationalError:
+            pass  # the walk was cut short; the read transaction goes on
+        finally:
+            db.set_progress_handler(None, 0)
+    where, params = _where(query)
+    sort = ordering if order == "created" else "+" + ordering  # "+": sort, do not walk
+    return db.execute(f"SELECT e.id FROM entries e WHERE {where} ORDER BY {sort} "
+                      "LIMIT :limit OFFSET :offset", {**params, **paging}).fetchall()
 
 
 def _tally_where(query: Query, without: Collection[str] = ()) -> tuple[str, list] | None:
