@@ -115,9 +115,11 @@ INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
 # of every write, so that every process and server reads the same counts.
 # Steps of SQLite's engine a page in another order may take walking that order's index
-# before it finds and sorts every match instead (see _ordered_page): 100,000 are 5-15 ms on
-# the machine of bench/RESULTS.md, a few thousand entries walked.
-WALK_STEPS = 100_000
+# before it finds and sorts every match instead (see _ordered_page): 25,000 are 2-4 ms on
+# the machine of bench/RESULTS.md, a thousand entries or more; free text adds the steps
+# that collect its matches (~5 each) for the walk to test.
+WALK_STEPS = 25_000
+TEXT_STEPS = 75_000
 TALLIED = (*COLUMN_FACETS, "web", "pdisk", "deprecated", "gone")
 INDEX += [f"CREATE TABLE tally (key TEXT PRIMARY KEY, {', '.join(TALLIED)}, n INTEGER NOT NULL)"]
 INDEX += [f"CREATE INDEX tally_by_{name} ON tally ({name}, deprecated, gone, n)"
@@ -345,7 +347,7 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
                           f"rowid {direction} LIMIT ? OFFSET ?",
                           (match[1], query.limit, query.offset)).fetchall()
     else:
-        rows = _ordered_page(db, query, order, direction)
+        rows = _ordered_page(db, query, order, direction, match)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
@@ -354,8 +356,8 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     return Page([entries[rowid] for rowid in ids], total, _counted_facets(db, query, facts))
 
 
-def _ordered_page(db: sqlite3.Connection, query: Query, order: str,
-                  direction: str) -> list[tuple]:
+def _ordered_page(db: sqlite3.Connection, query: Query, order: str, direction: str,
+                  match: tuple[str, str] | None) -> list[tuple]:
     """The page's ids on the b-tree indexes. Free text, or filters in another order than
     their index's, first walk the index of the order, testing each latest entry against the
     query (the text's matches are collected once), for at most WALK_STEPS steps of SQLite's
@@ -363,7 +365,9 @@ def _ordered_page(db: sqlite3.Connection, query: Query, order: str,
     entries. Only a walk cut short (few matches, or matches bunched at the far end of the
     order: titles of one system in title order) gives way to finding every match and
     sorting it. SQLite's planner, knowing neither the number of matches nor their spread,
-    would otherwise walk the whole index, or sort every match of a common word."""
+    would otherwise walk the whole index, or sort every match of a common word. With a
+    full-text ``match`` (_match), its rows are the text's matches to test or sort: those
+    that pass the filters and status, not every entry with the words."""
     ordering = ("" if order == "created" else f"e.{order} {direction}, ") + f"e.id {direction}"
     paging = {"limit": query.limit, "offset": query.offset}
     conditions = (query_words(query.q or "") or query.location != "all"
@@ -371,8 +375,9 @@ def _ordered_page(db: sqlite3.Connection, query: Query, order: str,
                   or query.created_from or query.created_to)
     if (query.latest_only and query.created is None and conditions
             and (order != "created" or query.q)):
-        where, params = _where(query, walk=True)
-        db.set_progress_handler(lambda: 1, WALK_STEPS)  # a non-zero answer interrupts
+        where, params = _where(query, walk=True, match=match)
+        steps = WALK_STEPS + (TEXT_STEPS if query_words(query.q or "") else 0)
+        db.set_progress_handler(lambda: 1, steps)  # a non-zero answer interrupts
         try:
             return db.execute(f"SELECT e.id FROM entries e INDEXED BY entries_by_{order} "
                               f"WHERE {where} ORDER BY {ordering} LIMIT :limit OFFSET :offset",
@@ -381,7 +386,7 @@ def _ordered_page(db: sqlite3.Connection, query: Query, order: str,
             pass  # the walk was cut short; the read transaction goes on
         finally:
             db.set_progress_handler(None, 0)
-    where, params = _where(query)
+    where, params = _where(query, match=match)
     sort = ordering if order == "created" else "+" + ordering  # "+": sort, do not walk
     return db.execute(f"SELECT e.id FROM entries e WHERE {where} ORDER BY {sort} "
                       "LIMIT :limit OFFSET :offset", {**params, **paging}).fetchall()
@@ -535,9 +540,11 @@ def _unindex(db: sqlite3.Connection, rowid: int) -> None:
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
 
-def _where(query: Query, without: Collection[str] = (), walk: bool = False) -> tuple[str, dict]:
+def _where(query: Query, without: Collection[str] = (), walk: bool = False,
+           match: tuple[str, str] | None = None) -> tuple[str, dict]:
     """SQL conditions and parameters for a query, leaving out the filters named ``without``;
-    with ``walk``, the text's matches are only tested, never looked up by id (see _walk)."""
+    the text's matches are those of the full-text ``match`` when given (_match), and with
+    ``walk`` they are only tested, never looked up by id (see _ordered_page)."""
     clauses, params = [], {"now": format_date(query.now)}
     if query.latest_only and query.created is None:
         clauses.append("e.latest = 1")
@@ -558,10 +565,10 @@ def _where(query: Query, without: Collection[str] = (), walk: bool = False) -> t
             name = f"b{len(params)}"
             clauses.append(f"e.{column} {operator} :{name}")
             params[name] = format_date(bound)
-    text = fts_query(query.q or "")
+    table, text = match or ("entries_fts", fts_query(query.q or ""))
     if text:
         clauses.append(("+" if walk else "")
-                       + "e.id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH :text)")
+                       + f"e.id IN (SELECT rowid FROM {table} WHERE {table} MATCH :text)")
         params["text"] = text
     return " AND ".join(clauses) or "1", params
 
