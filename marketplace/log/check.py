@@ -17,6 +17,13 @@ disagreement with the log, and each one is reported naming the row:
 - the stored tile hashes are those recomputed from the leaves.
 
 The result is kept in a mark (:data:`CHECK_MARK`) that ``/healthz`` reads.
+
+A store older than its log (migrated from a version without one) has a history the log
+only summarises: its first leaves state what was served, removed and blocked then, and the
+feed and audit rows of before have no leaf each. The migration says where that summary
+ends in the mark :data:`HISTORY_MARK` (``{"leaves": L, "change": C, "audit": A}``): leaves
+before L count for what is served, removed and blocked, but are not matched to rows, and
+feed rows up to serial C and audit rows up to serial A are not matched to leaves.
 """
 
 from __future__ import annotations
@@ -34,9 +41,24 @@ from marketplace.store.base import Query, Store
 from marketplace.store.state import PUBLISH, REMOVE, State
 
 CHECK_MARK = "log:check"
+HISTORY_MARK = "log:history"
 AUDITED = (logleaf.CONFIRMED, logleaf.LIFTED, logleaf.BLOCKED, logleaf.UNBLOCKED,
            logleaf.REMOVED)
 MAX_SHOWN = 50  # problems kept in the mark for /healthz (the command prints every one)
+
+
+@dataclass(frozen=True)
+class History:
+    """Where the log's summary of a migrated history ends (nothing to skip by default)."""
+
+    leaves: int = 0
+    change: int = 0
+    audit: int = 0
+
+    @classmethod
+    def of(cls, state: State) -> History:
+        kept = state.mark(HISTORY_MARK)
+        return cls(**json.loads(kept)) if kept else cls()
 
 
 @dataclass
@@ -64,10 +86,11 @@ def check_log(store: Store) -> LogCheck:
     result = LogCheck(size=state.log_size())
     leaves = state.log_leaves(0, result.size)
     events = _events(leaves, result.problems)
+    history = History.of(state)
     result.problems += _tiles(state, leaves)
     result.problems += _entries(store, events)
-    result.problems += _feed(state, events)
-    result.problems += _audit(state, events)
+    result.problems += _feed(state, events, history)
+    result.problems += _audit(state, events, history)
     result.problems += _tombstones_and_blocks(state, events)
     return result
 
@@ -155,19 +178,22 @@ def _entries(store: Store, events: list[tuple[int, LogEvent]]) -> list[str]:
     return problems
 
 
-def _feed(state: State, events: list[tuple[int, LogEvent]]) -> list[str]:
+def _feed(state: State, events: list[tuple[int, LogEvent]], history: History) -> list[str]:
     """The change feed, key by key, against what the leaves imply."""
     implied: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
     served = set()
     for index, event in events:
+        action = None
         if event.event in logleaf.SERVES:
-            implied[event.key].append((PUBLISH, event.time, index))
+            action = PUBLISH
             served.add(event.key)
         elif event.event == logleaf.REMOVED and event.key in served:
-            implied[event.key].append((REMOVE, event.time, index))
+            action = REMOVE
             served.discard(event.key)
+        if action and index >= history.leaves:
+            implied[event.key].append((action, event.time, index))
     rows: dict[tuple, list] = defaultdict(list)
-    after = 0
+    after = history.change
     while changes := state.changes(after, MAX_LIMIT):
         for change in changes:
             rows[change.key].append(change)
@@ -189,17 +215,17 @@ def _feed(state: State, events: list[tuple[int, LogEvent]]) -> list[str]:
     return problems
 
 
-def _audit(state: State, events: list[tuple[int, LogEvent]]) -> list[str]:
+def _audit(state: State, events: list[tuple[int, LogEvent]], history: History) -> list[str]:
     """Audit rows of logged actions against their leaves, as multisets of what both say."""
     logged: dict[tuple, list[int]] = defaultdict(list)
     for index, event in events:
-        if event.event in AUDITED:
+        if event.event in AUDITED and index >= history.leaves:
             logged[_said(event)].append(index)
     audited: dict[tuple, list[int]] = defaultdict(list)
     before = None
     while records := state.audit(MAX_LIMIT, before):
         for row in records:
-            if row.action in AUDITED:
+            if row.action in AUDITED and row.serial > history.audit:
                 said = LogEvent(row.action, format_date(row.at), row.identifier, row.email,
                                 row.created, None, row.endorser, row.actor,
                                 logleaf.digest(row.reason))

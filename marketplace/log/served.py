@@ -103,7 +103,8 @@ class TransparencyLog:
     def _signer(self) -> note.Signer:
         if self.signer is None:
             raise NoLogKey("this marketplace has no log key yet: its operator runs "
-                           "`stratus-marketplace init-log`")
+                           "`stratus-marketplace init-log` (the key file is "
+                           "MARKETPLACE_LOG_KEY, else DATA_DIR/log-key)")
         return self.signer
 
     # --- the checkpoint ---

@@ -123,8 +123,8 @@ def tags_xml(email: str, tags: list[dict]) -> bytes:
 
 
 def accepted_xml(data: dict, tag: str = "entry") -> bytes:
-    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else v
-                               for k, v in data.items()})
+    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else str(v)
+                               for k, v in data.items() if v is not None})
     return negotiation.to_bytes(root)
 
 
@@ -171,9 +171,12 @@ def upload() -> Reply:
     metrics.upload_accepted(new)
     identifier, email, created = entry.key
     data = {"identifier": identifier, "email": email, "created": created,
-            "url": entry_url(entry), "new": new}
+            "url": entry_url(entry), "new": new, "log_index": publication.leaf}
+    headers = {"Location": absolute(data["url"])}
+    if publication.leaf is not None:
+        headers["Log-Index"] = str(publication.leaf)
     return Reply(data, "accepted.html", lambda: accepted_xml(data), 201 if new else 200,
-                 {"Location": absolute(data["url"])})
+                 headers)
 
 
 # --- serving metadata --------------------------------------------------------------------
