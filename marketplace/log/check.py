@@ -21,9 +21,10 @@ The result is kept in a mark (:data:`CHECK_MARK`) that ``/healthz`` reads.
 A store older than its log (migrated from a version without one) has a history the log
 only summarises: its first leaves state what was served, removed and blocked then, and the
 feed and audit rows of before have no leaf each. The migration says where that summary
-ends in the mark :data:`HISTORY_MARK` (``{"leaves": L, "change": C, "audit": A}``): leaves
-before L count for what is served, removed and blocked, but are not matched to rows, and
-feed rows up to serial C and audit rows up to serial A are not matched to leaves.
+ends in the mark ``LOG_HISTORY_MARK`` of :mod:`marketplace.store.state` (``{"leaves": L,
+"change": C, "audit": A}``): leaves before L count for what is served, removed and
+blocked, but are not matched to rows, and feed rows up to serial C and audit rows up to
+serial A are not matched to leaves.
 """
 
 from __future__ import annotations
@@ -38,10 +39,9 @@ from marketplace.metadata.logleaf import LeafError, LogEvent
 from marketplace.metadata.model import format_date
 from marketplace.metadata.vocabulary import MAX_LIMIT
 from marketplace.store.base import Query, Store
-from marketplace.store.state import PUBLISH, REMOVE, State
+from marketplace.store.state import LOG_HISTORY_MARK, PUBLISH, REMOVE, State
 
 CHECK_MARK = "log:check"
-HISTORY_MARK = "log:history"
 AUDITED = (logleaf.CONFIRMED, logleaf.LIFTED, logleaf.BLOCKED, logleaf.UNBLOCKED,
            logleaf.REMOVED)
 MAX_SHOWN = 50  # problems kept in the mark for /healthz (the command prints every one)
@@ -57,7 +57,7 @@ class History:
 
     @classmethod
     def of(cls, state: State) -> History:
-        kept = state.mark(HISTORY_MARK)
+        kept = state.mark(LOG_HISTORY_MARK)
         return cls(**json.loads(kept)) if kept else cls()
 
 

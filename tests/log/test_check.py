@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 
 import pytest
 
 from marketplace import cli
 from marketplace.log.check import check_log
+from marketplace.store.base import Entry
 from marketplace.web.app import create_app
 from marketplace.web.current import marketplace_of
 from tests.log.conftest import SETTINGS, admin, data_dir, key_of, publish
+from tests.moderation.conftest import signed
 
 
 @pytest.fixture
@@ -125,3 +128,27 @@ def test_a_full_tile_level_is_recomputed_too(log_app):
         db.execute("UPDATE log_hashes SET hash=zeroblob(32) WHERE level=1 AND position=0")
     problems = check_log(store).problems
     assert problems == ["the stored hash 0 of tile level 1 is not the one its leaves give"]
+
+
+def test_a_store_migrated_from_before_the_log_agrees_with_it(tmp_path, rsa_signer,
+                                                             monkeypatch, capsys):
+    """The log starts where a migrated history starts: its summary leaves are not taken
+    for rows missing, and what comes after is checked as usual."""
+    from tests.moderation.test_migration import OldDataDir
+    monkeypatch.setenv("MARKETPLACE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MARKETPLACE_MODERATION_DB", raising=False)
+    old = OldDataDir(tmp_path, rsa_signer)
+    assert old.init_store() == 0
+    capsys.readouterr()
+    store = old.store()
+    try:
+        store.state.publish(Entry.from_document(signed(rsa_signer, title="new")),
+                            datetime.now(UTC))
+    finally:
+        store.close()
+    status, lines = run_check(tmp_path, capsys)
+    assert status == 0, lines
+    assert lines == ["checked 5 leaves: the store agrees with the log"]
+    edit(tmp_path, "DELETE FROM changes WHERE serial=5")  # the first after the history
+    status, lines = run_check(tmp_path, capsys)
+    assert status == 1 and "leaf 4 (publish" in lines[0], lines
