@@ -8,9 +8,11 @@ Elasticsearch; ``import`` takes over an original StratusLab marketplace's docume
 :mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
 :mod:`marketplace.replica`); ``tombstones`` lists the entries operators removed and ``lift``
 lets one be published again (audited); ``admin-account`` prints a line of the admin
-accounts file. ``init-store`` and ``serve`` take in the moderation file of an older version
-(:func:`adopt_moderation_file`); ``serve`` then finishes what a crash interrupted
-(:meth:`~marketplace.moderation.workflow.Moderation.repair`). Settings come from
+accounts file; ``init-log`` makes the transparency log's key and ``check-log`` compares the
+store with the log (:mod:`marketplace.log`). ``init-store`` and ``serve`` take in the
+moderation file of an older version (:func:`adopt_moderation_file`); ``serve`` then
+finishes what a crash interrupted (:meth:`~marketplace.moderation.workflow.Moderation.
+repair`) and runs ``check-log``, whose result ``/healthz`` shows. Settings come from
 ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line sets the
 data dir, and every setting reaches the gunicorn workers through the environment.
 """

@@ -148,13 +148,14 @@ def _served(events: list[tuple[int, LogEvent]]) -> dict[tuple, tuple[int, LogEve
     return served
 
 
-def _stored(store: Store) -> dict[tuple, bytes]:
-    """Every stored entry (every version), key -> document."""
+def _stored(store: Store) -> dict[tuple, str]:
+    """Every stored entry (every version), key -> the SHA-256 of its document (a page of
+    documents in memory at a time)."""
     found, offset = {}, 0
     while True:
         page = store.search(Query(status="all", latest_only=False, sort="created",
                                   descending=False, limit=MAX_LIMIT, offset=offset))
-        found.update((entry.key, entry.document) for entry in page.entries)
+        found.update((entry.key, logleaf.digest(entry.document)) for entry in page.entries)
         offset += len(page.entries)
         if len(page.entries) < MAX_LIMIT:
             return found
@@ -164,11 +165,11 @@ def _entries(store: Store, events: list[tuple[int, LogEvent]]) -> list[str]:
     problems = []
     served = _served(events)
     stored = _stored(store)
-    for key, document in sorted(stored.items()):
+    for key, sha256 in sorted(stored.items()):
         if key not in served:
             problems.append(f"the stored entry {_name(key)} has no published leaf in the "
                             "log (or the log removed it)")
-        elif served[key][1].document_sha256 != logleaf.digest(document):
+        elif served[key][1].document_sha256 != sha256:
             problems.append(f"the stored document of {_name(key)} is not the one leaf "
                             f"{served[key][0]} published (its SHA-256 differs)")
     for key, (index, _) in sorted(served.items()):
