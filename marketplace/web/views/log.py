@@ -62,9 +62,10 @@ def key() -> Response:
 
 @blueprint.get("/tile/<path:path>")
 def tile(path: str) -> Response:
-    """A hash tile or an entry bundle; 404 for what the tree does not reach yet."""
+    """A hash tile or an entry bundle; 404 for what the tree does not reach yet. (A final
+    slash is taken as every route here takes it: as if it were not there.)"""
     try:
-        level, index, width = tlog.parse_tile_path("tile/" + path)
+        level, index, width = tlog.parse_tile_path("tile/" + path.removesuffix("/"))
     except ValueError as exc:
         raise NotFound(f"not a tile of this log: {exc}") from None
     data = current_log().tile(level, index, width)
