@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,8 @@ from marketplace.log import keys
 from marketplace.metadata import note, tlog
 from marketplace.store.state import State
 
-TIME = "time "
 CHECKPOINT_MARK = "log:checkpoint:{size}"
 COSIGNATURE_MARK = "log:cosignature:{name}"
-_TIME_LINE = re.compile(r"time (0|[1-9][0-9]{0,18})")
 
 
 class NoLogKey(LookupError):
@@ -42,14 +39,6 @@ class CosignatureRefused(ValueError):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(message)
-
-
-def signed_at(checkpoint: note.Checkpoint) -> int | None:
-    """The unix time of a checkpoint's ``time`` line, or None when it has none."""
-    for line in checkpoint.extensions:
-        if _TIME_LINE.fullmatch(line):
-            return int(line[len(TIME):])
-    return None
 
 
 def witness_list(text: str) -> list[note.Verifier]:
@@ -125,8 +114,7 @@ class TransparencyLog:
         if kept is not None and self._fresh(kept, signer):
             return kept
         root = tlog.HashReader(size, read_tile(self.state)).root()
-        text = note.Checkpoint(signer.name, size, root,
-                               (f"{TIME}{int(self.clock())}",)).text()
+        text = note.Checkpoint(signer.name, size, root).signed_at(int(self.clock())).text()
         signed = note.sign(text, signer)
         self.state.set_mark(name, signed)
         return signed
@@ -135,7 +123,7 @@ class TransparencyLog:
         """Whether a kept note is this key's and younger than ``resign_after``."""
         try:
             text, _ = note.open_note(kept, [signer.verifier])
-            at = signed_at(note.Checkpoint.parse(text))
+            at = note.Checkpoint.parse(text).time
         except note.NoteError:
             return False  # another key's (rotated), or damaged: sign again
         return at is not None and self.clock() - at < self.resign_after

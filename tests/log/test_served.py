@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from marketplace.log.served import COSIGNATURE_MARK, signed_at
+from marketplace.log.served import COSIGNATURE_MARK
 from marketplace.metadata import note, tlog
 from marketplace.store.state import Event
 from marketplace.web.current import marketplace_of
@@ -71,8 +71,8 @@ def test_the_checkpoint_is_signed_with_the_served_key(client, rsa_signer):
     signed, served = checkpoint(client)
     assert served.origin == ORIGIN and served.size == 1
     assert served.root == tlog.root_of([tlog.leaf_hash(leaf) for leaf in leaves(client, 1)])
-    assert abs(signed_at(served) - datetime.now(UTC).timestamp()) < 3600
-    assert served.extensions == (f"time {signed_at(served)}",)
+    assert abs(served.time - datetime.now(UTC).timestamp()) < 3600
+    assert served.extensions == (f"time {served.time}",)
     vkey = client.get("/log/key").get_data(as_text=True).strip()
     assert vkey.startswith(ORIGIN + "+")
     assert client.get("/marketplace/log/checkpoint").get_data(as_text=True) == signed
@@ -89,7 +89,7 @@ def test_the_checkpoint_is_signed_again_after_log_resign(make_log_app):
     assert client.get("/log/checkpoint").get_data(as_text=True) == first
     log.clock = lambda: now + 601
     second, served = checkpoint(client)
-    assert second != first and signed_at(served) == int(now + 601) and served.size == 0
+    assert second != first and served.time == int(now + 601) and served.size == 0
 
 
 def test_every_server_of_one_store_serves_the_same_and_never_a_smaller_tree(make_log_app,
