@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound
 from marketplace.log.served import CosignatureRefused, NoLogKey, TransparencyLog
 from marketplace.metadata import tlog
 from marketplace.web import negotiation
-from marketplace.web.current import current_store
+from marketplace.web.current import current_store, marketplace_of
 from marketplace.web.errors import error_response
 
 blueprint = Blueprint("log", __name__, url_prefix="/log")
@@ -27,7 +27,7 @@ MAX_COSIGNED = 64 * 1024  # a checkpoint with its signature lines is far smaller
 def init_app(app: Flask) -> None:
     """Register the routes; the log (its key read once, checked now) is kept per app."""
     app.extensions["log"] = TransparencyLog.from_settings(
-        app.config["MARKETPLACE"], app.extensions["marketplace"].store.state)
+        app.config["MARKETPLACE"], marketplace_of(app).store.state)
     app.register_blueprint(blueprint)
 
 
