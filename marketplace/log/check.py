@@ -232,14 +232,39 @@ def _audit(state: State, events: list[tuple[int, LogEvent]], history: History) -
                                 logleaf.digest(row.reason))
                 audited[_said(said)].append(row.serial)
         before = records[-1].serial
-    problems = []
+    rows, leaves = [], []  # what is left once each row met its leaf
     for said in sorted(set(logged) | set(audited), key=str):
-        rows, leaves = sorted(audited.get(said, [])), logged.get(said, [])
-        for serial in rows[len(leaves):]:
+        mine, theirs = sorted(audited.get(said, [])), logged.get(said, [])
+        rows += [(serial, said) for serial in mine[len(theirs):]]
+        leaves += [(index, said) for index in theirs[len(mine):]]
+    return _unmatched(rows, leaves)
+
+
+def _unmatched(rows: list[tuple[int, tuple]], leaves: list[tuple[int, tuple]]) -> list[str]:
+    """An audit row and a leaf left over about the same action on the same entry or
+    endorser are one row altered; anything else, a row or a leaf missing."""
+    problems = []
+    for serial, said in rows:
+        twin = next((leaf for leaf in leaves if _subject(leaf[1]) == _subject(said)), None)
+        if twin is None:
             problems.append(f"audit row {serial} ({_describe(said)}) has no leaf in the log")
-        for index in leaves[len(rows):]:
-            problems.append(f"leaf {index} ({_describe(said)}) has no audit row")
+            continue
+        leaves.remove(twin)
+        differ = [name for name, mine, theirs in zip(("time", "actor", "reason"),
+                                                      (said[1], *said[6:]),
+                                                      (twin[1][1], *twin[1][6:]), strict=True)
+                  if mine != theirs]
+        named = " and ".join([", ".join(differ[:-1]), differ[-1]] if len(differ) > 1
+                             else differ)
+        problems.append(f"audit row {serial} ({_describe(said)}) is not what leaf {twin[0]} "
+                        f"says: its {named} differ{'s' if len(differ) == 1 else ''}")
+    problems += [f"leaf {index} ({_describe(said)}) has no audit row" for index, said in leaves]
     return problems
+
+
+def _subject(said: tuple) -> tuple:
+    """The action and what it was about, without when, who or why."""
+    return (said[0], *said[2:6])
 
 
 def _tombstones_and_blocks(state: State, events: list[tuple[int, LogEvent]]) -> list[str]:

@@ -51,7 +51,9 @@ EDITS = {
     "audit row deleted": ("DELETE FROM audit WHERE action='removed' AND identifier=?",
                           "removed", "(removed"),
     "audit row altered": ("UPDATE audit SET reason='nothing much' WHERE action='blocked'",
-                          None, "has no leaf in the log"),
+                          None, "is not what leaf 3 says: its reason differs"),
+    "audit time altered": ("UPDATE audit SET at='2020-01-01T00:00:00Z', actor='nobody' "
+                           "WHERE action='removed'", None, "its time and actor differ"),
     "document altered": ("UPDATE documents SET document=CAST(document || x'0a' AS BLOB) "
                          "WHERE identifier=?", "kept", "SHA-256 differs"),
     # the document and its index row (a document row alone leaves a listing that breaks)
