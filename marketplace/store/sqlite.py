@@ -229,17 +229,23 @@ class SQLiteStore(SQLiteFile, Store):
 
     def _mark_expired(self, now: datetime) -> None:
         """Mark ``gone`` the entries whose validity ended since the ``expiry`` moment, when
-        some did and ``now`` is not in the future: the full-text index's words then say
-        their status again (see _facts_hold), for this search and the next ones."""
+        some did and ``now`` is between it and the present: the full-text indexes and the
+        tally then say their status again (see _facts_hold), for this search and the next.
+        Searches are right without the mark (they count over the rows), so a store that
+        cannot be written now (busy, read-only) is only slower."""
         moment = format_date(now)
-        if moment > format_date(datetime.now(UTC)) or _facts_hold(self._db(), moment):
+        if (not _expiry(self._db()) < moment <= format_date(datetime.now(UTC))
+                or _facts_hold(self._db(), moment)):
             return
-        with self._write() as db:
-            since = _expiry(db)
-            if since < moment and not _facts_hold(db, moment):
-                db.execute("UPDATE entries SET gone = 1 WHERE valid >= ? AND valid < ?",
-                           (since, moment))
-                db.execute("UPDATE expiry SET moment = ?", (moment,))
+        try:
+            with self._write() as db:
+                since = _expiry(db)
+                if since < moment and not _facts_hold(db, moment):
+                    db.execute("UPDATE entries SET gone = 1 WHERE valid >= ? AND valid < ?",
+                               (since, moment))
+                    db.execute("UPDATE expiry SET moment = ?", (moment,))
+        except (StoreError, sqlite3.Error) as exc:
+            log.debug("%s: ended validities not marked: %s", self.path, exc)
 
     def endorsers(self) -> list[EndorserStats]:
         rows = self._db().execute(

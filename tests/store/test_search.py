@@ -234,3 +234,21 @@ def test_an_entry_whose_validity_ends_between_writes_leaves_the_valid_listing(tm
     before = store.search(Query(q="zebra", now=now - timedelta(hours=3), facets=True))
     assert before.total == 2 and before.facets["status"] == {"valid": 2}
     store.close()
+
+
+def test_a_store_that_cannot_be_written_still_counts_an_ended_validity(tmp_path, make_entry):
+    """The mark is only a shortcut: when the search cannot write it (busy, read-only), the
+    counts are made over the rows, and are the same."""
+    path = tmp_path / "marketplace.db"
+    store = SQLiteStore(path)
+    now = moment()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE expiry SET moment = ?", (format_date(now - timedelta(hours=2)),))
+    store.add(make_entry(title="ending", description="zebra", valid=now - timedelta(hours=1)))
+    store._db().execute("PRAGMA query_only = ON")  # this connection may no longer write
+    page = store.search(Query(q="zebra", now=now, status="all", facets=True))
+    assert page.total == 1 and page.facets["status"] == {"expired": 1}
+    assert store.search(Query(q="zebra", now=now)).total == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT gone FROM entries").fetchall() == [(0,)]
+    store.close()
