@@ -62,6 +62,8 @@ ORDINAL_BITS = 20
 # and pages free text with filters, newest first, without reading the matching rows.
 # ``gone`` marks an entry whose validity ended before the moment kept in table ``expiry``.
 FACTS = "facts"
+
+
 def fact(name: str, value: str) -> str:
     """The word of the ``facts`` column that says filter field ``name`` has ``value``:
     the field's place and the value's UTF-8 bytes in hexadecimal, so that any value is one
@@ -121,10 +123,6 @@ INDEX += ["CREATE INDEX entries_by_created ON entries (latest, id, deprecated, v
 # All facet columns in one index: the facet counts walk it once (see _facets).
 INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
           "deprecated, valid, created)"]
-# How many latest entries have each combination of facet values, location and status
-# words: the totals and facet counts of a query without text or dates are sums over it
-# (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
-# of every write, so that every process and server reads the same counts.
 # Steps of SQLite's engine a page in another order may take walking that order's index
 # before it finds and sorts every match instead (see _ordered_page): 5,000 are under a
 # millisecond on the machine of bench/RESULTS.md, a few hundred entries, as long as sorting
@@ -132,6 +130,10 @@ INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # collect its matches (~5 each) for the walk to test.
 WALK_STEPS = 5_000
 TEXT_STEPS = 75_000
+# How many latest entries have each combination of facet values, location and status
+# words: the totals and facet counts of a query without text or dates are sums over it
+# (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
+# of every write, so that every process and server reads the same counts.
 TALLIED = (*COLUMN_FACETS, "web", "pdisk", "deprecated", "gone")
 INDEX += [f"CREATE TABLE tally (key TEXT PRIMARY KEY, {', '.join(TALLIED)}, n INTEGER NOT NULL)"]
 INDEX += [f"CREATE INDEX tally_by_{name} ON tally ({name}, deprecated, gone, n)"
