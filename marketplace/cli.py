@@ -160,34 +160,30 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
 
 @contextmanager
 def moderation_of(settings: dict[str, str]) -> Iterator:
-    """The marketplace's moderation (policy, state and store) for one command."""
+    """The marketplace's moderation (policy, and the store with its state) for one command."""
     from marketplace.moderation.workflow import Moderation
     from marketplace.service import open_store
     moderation = Moderation.from_settings(settings, open_store(settings))
     try:
         yield moderation
     finally:
-        moderation.close()
         moderation.store.close()
 
 
-def repair(settings: dict[str, str], feed_only: bool = False) -> None:
-    """Finish what a crash interrupted (said when it did): everything before the workers
-    start, only the change feed (which reads the store only after a crash) when a worker
-    ended."""
+def repair(settings: dict[str, str]) -> None:
+    """Finish what a crash interrupted (:meth:`State.repair`; said when it did anything)."""
     with moderation_of(settings) as moderation:
-        now = moderation.now()
-        done = moderation.repair_feed(now) if feed_only else moderation.repair(now)
+        done = moderation.repair(moderation.now())
     if any(done.values()):
-        print(f"repaired after a crash: {done['published']} stored entries put in the change "
-              f"feed, {done.get('removed', 0)} removed entries taken out again, "
-              f"{done['abandoned']} unfinished uploads dropped", file=sys.stderr, flush=True)
+        print("repaired after a crash: " + ", ".join(
+            f"{count} {name}" for name, count in done.items() if count),
+            file=sys.stderr, flush=True)
 
 
 def tombstones(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """``tombstones``: one line per removed entry (or JSON)."""
     with moderation_of(settings) as moderation:
-        found = [t.as_dict() for t in moderation.db.tombstones()]
+        found = [t.as_dict() for t in moderation.state.tombstones()]
     if options.json:
         print(json.dumps({"tombstones": found, "total": len(found)}))
     elif not options.quiet:
@@ -431,15 +427,15 @@ def _ready(server) -> None:
 
 def _child_exit(server, worker) -> None:
     """Let prometheus_client drop a dead worker's live gauges, and finish what the worker
-    may have left half done: killed (out of memory, timed out) between storing an upload
-    and writing its feed row, it leaves an entry that replicas would not learn of until
-    the next start."""
+    may have left half done where the store has no transactions (on Elasticsearch, killed
+    between storing an upload and writing its feed row, it leaves an entry that replicas
+    would not learn of until the next start; on SQLite it is one transaction)."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
     try:
-        repair(config.load(), feed_only=True)
+        repair(config.load())
     except Exception as exc:  # the master outlives a failed repair; the next start retries
-        server.log.warning("could not repair the change feed after worker %s ended: %s",
+        server.log.warning("could not repair the state after worker %s ended: %s",
                            worker.pid, exc)
 
 

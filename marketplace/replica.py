@@ -117,7 +117,7 @@ class Replicator:
 
     def pull(self, full: bool = False) -> Report:
         """Bring the local store up to the primary's feed; what was done."""
-        db = self.marketplace.moderation.db
+        db = self.marketplace.moderation.state
         report = Report()
         mark = db.mark(self.mark_name)
         if mark is None or full:
@@ -247,7 +247,7 @@ class Replicator:
         try:
             entry = self.verify(data, key, published)
             moderation.check_removed(key, following=published is not None)
-            new = moderation.publish(entry, self.clock())
+            new = moderation.publish(entry, self.clock()).new
         except (MetadataError, Refused, Conflict) as exc:  # Conflict: Removed too
             return self._refuse(key, report, str(exc))
         if new:
