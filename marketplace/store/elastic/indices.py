@@ -182,6 +182,9 @@ class Indices:
             except BadRequestError as exc:
                 if exc.error != "resource_already_exists_exception":
                     raise
+            # created here or by another server now: wait until its primary can serve
+            self.client.cluster.health(index=self.state, wait_for_status="yellow",
+                                       timeout="30s")
             return
         mappings = self.client.indices.get_mapping(index=self.state)
         version = min(m["mappings"].get("_meta", {}).get("version", 0)

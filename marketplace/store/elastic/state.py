@@ -486,7 +486,8 @@ class ElasticState(State):
             operations += [{"delete": {"_index": self.index, "_id": note}} for note in notes]
             items = self.client.bulk(operations=operations, **self.indices.writes)["items"]
             retry = []
-            for (sequence, make), number, item in zip(todo, free, items, strict=True):
+            for (sequence, make), number, item in zip(todo, free, items[:len(todo)],
+                                                      strict=True):
                 result = item["create"]
                 sequence.seen(number + 1)
                 if result["status"] == 201:
