@@ -15,6 +15,7 @@ import requests
 
 from marketplace.metadata import logleaf, tlog
 from marketplace.store.base import Query
+from marketplace.store.elastic import latest
 from marketplace.store.elastic.indices import STATE_MAPPING_VERSION
 from marketplace.store.elastic.state import UNFINISHED_AFTER, ElasticState
 from marketplace.store.state import PUBLISH, REMOVE, Event, MailQuota, OverQuota, Removed, Upload
@@ -311,3 +312,44 @@ def test_init_store_creates_the_state_index_and_migrates_an_older_mapping(
     finally:
         store.drop()
         store.close()
+
+
+def test_removing_an_old_version_while_a_new_one_is_published_keeps_the_new_one_served(
+        servers, make_entry):
+    """A publication writes without a refresh; the removal settling the pair's latest copy
+    must still count the new version (it reads the entries after a refresh)."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    for n in range(8):
+        old = make_entry(f"image {n}".encode(), when=moment(1), title=f"old {n}")
+        new = make_entry(f"image {n}".encode(), when=moment(), title=f"new {n}")
+        first.state.publish(old, at)
+        race(lambda new=new: first.state.publish(new, at),
+             lambda old=old: second.state.withdraw(old.key, at, ADMIN))
+        for store in servers:
+            served = store.search(Query(limit=100)).entries
+            assert [e.key for e in served if e.identifier == new.identifier] == [new.key]
+            assert store.newest(new.identifier, new.email) == new.key[2]
+
+
+def test_a_publication_undone_by_a_racing_removal_leaves_no_latest_copy(
+        servers, make_entry, monkeypatch):
+    """The removal ran between the entry's write and its latest copy's (it settled the pair
+    before the copy existed); the publication then finds the tombstone and must take that
+    copy out again."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="overtaken")
+    promote = latest.promote
+
+    def removed_first(indices, source, *args):
+        second.state.withdraw(entry.key, at, ADMIN)
+        promote(indices, source, *args)
+
+    monkeypatch.setattr(latest, "promote", removed_first)
+    with pytest.raises(Removed):
+        first.state.publish(entry, at)
+    for store in servers:
+        assert store.get(entry.identifier, entry.email, entry.created) is None
+        assert store.newest(entry.identifier, entry.email) is None
+        assert store.search(Query(q="overtaken")).total == 0

@@ -115,10 +115,15 @@ class ElasticStore(Store):
 
     def _take_out(self, key: Key) -> bytes | None:
         """Remove a stored entry for the state (a withdrawal, a publication a removal
-        overtook); the document it held, None when none was stored."""
+        overtook); the document it held, None when none was stored. The pair's latest copy
+        is settled either way: a publication racing the removal may have promoted its entry
+        after the removal settled the pair."""
         with self._calls():
             stored = self.indices.document(key)
-            return stored if stored is not None and latest.delete(self.indices, key) else None
+            if stored is not None and latest.delete(self.indices, key):
+                return stored
+            latest.settle(self.indices, key[0], key[1])
+            return None
 
     def newest(self, identifier: str, email: str) -> str | None:
         with self._calls():
@@ -237,6 +242,7 @@ class ElasticStore(Store):
         elif self.indices.need_migration(migrate):
             bulk.rebuild(self.indices)
         self.indices.ensure_state(migrate)
+        self.indices.wait_ready()
         self._ready = True
 
     # --- reading groups ---------------------------------------------------------------------

@@ -182,9 +182,6 @@ class Indices:
             except BadRequestError as exc:
                 if exc.error != "resource_already_exists_exception":
                     raise
-            # created here or by another server now: wait until its primary can serve
-            self.client.cluster.health(index=self.state, wait_for_status="yellow",
-                                       timeout="30s")
             return
         mappings = self.client.indices.get_mapping(index=self.state)
         version = min(m["mappings"].get("_meta", {}).get("version", 0)
@@ -200,6 +197,14 @@ class Indices:
             self.client.indices.put_mapping(index=self.state, dynamic="strict",
                                             meta=STATE_MAPPING["_meta"],
                                             properties=STATE_MAPPING["properties"])
+
+    def wait_ready(self) -> None:
+        """Wait (a while) until every shard of the indices can serve: another server may
+        have created them a moment ago, an index exists before its shards started, and the
+        cluster calls a new index yellow while its primaries still initialize."""
+        self.client.cluster.health(index=[self.entries, self.latest, self.state],
+                                   wait_for_status="yellow", wait_for_no_initializing_shards=True,
+                                   timeout="30s")
 
     def generations(self) -> tuple[list[str], list[str]]:
         """The indices behind each alias."""

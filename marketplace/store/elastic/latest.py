@@ -173,7 +173,9 @@ def _replace(indices: Indices, pair: str, source: dict, current: dict | None,
 
 
 def _newest_entry(indices: Indices, identifier: str, email: str) -> dict | None:
-    """The source of the newest stored entry of a pair, from the entries themselves."""
+    """The source of the newest stored entry of a pair, from the entries themselves (after
+    a refresh: a publication writes its entry without one)."""
+    indices.client.indices.refresh(index=indices.entries)
     found = indices.client.search(
         index=indices.entries, size=1, source=True,
         query={"bool": {"filter": [{"term": {"identifier": identifier}},

@@ -33,7 +33,6 @@ then names the publication twice); one upload and its replay cannot.
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -42,7 +41,7 @@ from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.store.base import Conflict, Entry, StoreError
 from marketplace.store.elastic.indices import PAGE, Indices
-from marketplace.store.elastic.slots import Freshness, Slots, heads
+from marketplace.store.elastic.slots import Appender, Freshness, Slots, SlotSource
 from marketplace.store.state import (
     PUBLISH,
     REMOVE,
@@ -71,7 +70,6 @@ CAS_ATTEMPTS = 30  # rewrites of one document lost in a row to other servers bef
 AddEntry = Callable[[Entry], bool]          # the store's add, without a refresh
 TakeOut = Callable[[Key], bytes | None]     # the store's removal: the document it held
 Calls = Callable[[], AbstractContextManager[None]]
-SlotSource = Callable[[int], dict]          # the source of a slot, given its number
 
 
 def key_id(key: Key) -> str:
@@ -99,12 +97,13 @@ class ElasticState(State):
         self._take_out = take_out
         self._calls = calls
         self.feed = Slots(self.client, self.index, "change", 1)
-        self.log = Slots(self.client, self.index, "leaf", 0)
+        # a leaf that completes a tile keeps the tile's root, read from the leaves below it
+        self.log = Slots(self.client, self.index, "leaf", 0,
+                         alone=lambda number: (number + 1) % tlog.TILE_WIDTH == 0)
         self.audit_log = Slots(self.client, self.index, "audit", 1)
         self.fresh = Freshness(self.client, [self.index],
                                [self.audit_log, self.log, self.feed])
-        self._finished_notes: list[str] = []
-        self._lock = threading.Lock()
+        self.appender = Appender(self.client, self.index, indices.writes)
 
     # --- uploads ---
 
@@ -210,8 +209,7 @@ class ElasticState(State):
                 self._delete(note)
                 raise Removed(tombstone)
             serial, leaf = self._announce(entry, at, event, replay=not new)
-            with self._lock:
-                self._finished_notes.append(note)
+            self.appender.delete_later(note)
         return Publication(new, serial, leaf)
 
     def _announce(self, entry: Entry, at: datetime, event: Event | None,
@@ -264,7 +262,7 @@ class ElasticState(State):
         stored under its tombstone is taken out again."""
         done = {"published": 0, "abandoned": 0, "announced": 0, "removed": 0}
         with self._calls():
-            self._flush_notes()
+            self._delete_notes()
             self.fresh.refresh()
             settled = format_date(now - UNFINISHED_AFTER)
             for hit in self._search({"bool": {"filter": [
@@ -466,55 +464,18 @@ class ElasticState(State):
     def close(self) -> None:
         """Delete the notes of finished publications this process still holds."""
         with self._calls():
-            self._flush_notes()
+            self._delete_notes()
+
+    def _delete_notes(self) -> None:
+        for note in self.appender.take_deletes():
+            self._delete(note)
 
     # --- writing ----------------------------------------------------------------------------
 
     def _append(self, *wanted: tuple[Slots, SlotSource]) -> list[int]:
-        """Claim the next slot of each sequence, its source made for its number, in one bulk
-        request per round (a slot another server took meanwhile is claimed again at the next
-        number); the numbers taken. The notes of finished publications ride along."""
-        taken: dict[str, int] = {}
-        todo = list(wanted)
-        while todo:
-            free = heads([sequence for sequence, _ in todo])
-            notes = self._take_notes()
-            operations = []
-            for (sequence, make), number in zip(todo, free, strict=True):
-                operations += [{"create": {"_index": self.index,
-                                           "_id": sequence.doc_id(number)}}, make(number)]
-            operations += [{"delete": {"_index": self.index, "_id": note}} for note in notes]
-            items = self.client.bulk(operations=operations, **self.indices.writes)["items"]
-            retry = []
-            for (sequence, make), number, item in zip(todo, free, items[:len(todo)],
-                                                      strict=True):
-                result = item["create"]
-                sequence.seen(number + 1)
-                if result["status"] == 201:
-                    taken[sequence.name] = number
-                elif result["status"] == 409:
-                    retry.append((sequence, make))
-                else:
-                    raise _refused(result)
-            self._keep_notes(notes, items[len(todo):])
-            todo = retry
-        return [taken[sequence.name] for sequence, _ in wanted]
-
-    def _take_notes(self) -> list[str]:
-        with self._lock:
-            notes, self._finished_notes = self._finished_notes, []
-        return notes
-
-    def _keep_notes(self, notes: list[str], items: list[dict]) -> None:
-        """Queue again the note deletions a bulk could not do (a 404: done already)."""
-        failed = [note for note, item in zip(notes, items, strict=True)
-                  if item["delete"]["status"] not in (200, 404)]
-        with self._lock:
-            self._finished_notes += failed
-
-    def _flush_notes(self) -> None:
-        for note in self._take_notes():
-            self._delete(note)
+        """Claim the next slot of each sequence, its source made for its number (with the
+        other threads of this process: slots.Appender); the numbers taken."""
+        return self.appender.append(list(wanted))
 
     def _change_source(self, at: datetime, action: str, key: Key) -> SlotSource:
         return lambda number: {"kind": "change", "number": number, **_key_fields(key),
@@ -671,12 +632,6 @@ def _uncounting(key: Key) -> Callable[[dict | None], dict | None]:
         kept = [mail for mail in sent if mail[1] != key_id(key)]
         return None if len(kept) == len(sent) else {**source, "data": {"sent": kept}}
     return change
-
-
-def _refused(result: dict) -> StoreError:
-    error = result.get("error") or {}
-    return StoreError(f"Elasticsearch refused {result.get('_id')} ({result.get('status')} "
-                      f"{error.get('type', '')}: {error.get('reason', '')})")
 
 
 def _upload_of(source: dict) -> Upload:
