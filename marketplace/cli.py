@@ -8,11 +8,11 @@ Elasticsearch; ``import`` takes over an original StratusLab marketplace's docume
 :mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
 :mod:`marketplace.replica`); ``tombstones`` lists the entries operators removed and ``lift``
 lets one be published again (audited); ``admin-account`` prints a line of the admin
-accounts file. ``serve`` first finishes what a crash interrupted (:meth:`~marketplace.
-moderation.workflow.Moderation.repair`): a stored entry missing from the change feed, a
-removal half done. Settings come from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in
-the data dir; the command line sets the data dir, and every setting reaches the gunicorn
-workers through the environment.
+accounts file. ``init-store`` and ``serve`` take in the moderation file of an older version
+(:func:`adopt_moderation_file`); ``serve`` then finishes what a crash interrupted
+(:meth:`~marketplace.moderation.workflow.Moderation.repair`). Settings come from
+``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line sets the
+data dir, and every setting reaches the gunicorn workers through the environment.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -153,9 +155,32 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
     store = open_store(settings)
     try:
         init = getattr(store, "init", None)
-        return init(migrate=migrate) if init else store.count()
+        count = init(migrate=migrate) if init else store.count()
+        adopt_moderation_file(settings, store)
+        return count
     finally:
         store.close()
+
+
+def adopt_moderation_file(settings: dict[str, str], store) -> None:
+    """Take the moderation file of an older version (``MODERATION_DB``, or ``moderation.db``
+    in the data dir) into the store's state, once, and say so; ``init-store`` and ``serve``
+    do it before anything else reads the state."""
+    old = Path(settings["MODERATION_DB"] or Path(settings["DATA_DIR"]) / "moderation.db")
+    if not old.exists():
+        return
+    adopt = getattr(store.state, "adopt", None)
+    if adopt is None:
+        raise RuntimeError(f"{old} holds the moderation state of an older version, and this "
+                           "store cannot take it in: take it in with the SQLite store first")
+    try:
+        done = adopt(old, datetime.now(UTC).replace(microsecond=0))
+    except sqlite3.DatabaseError as exc:
+        raise RuntimeError(f"cannot read the old moderation file {old}: {exc}") from exc
+    if done is not None:
+        print(f"took in the moderation state of {old} (renamed {old.name}.migrated): " +
+              (", ".join(f"{n} {name}" for name, n in done.items()) or "done before"),
+              file=sys.stderr, flush=True)
 
 
 @contextmanager

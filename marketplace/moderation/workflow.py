@@ -248,8 +248,9 @@ class Moderation:
         upload = Upload(*entry.key, entry.document, verdict.identity.subject,
                         entry.appliance.title, PENDING, now, now + self.pending_for)
         held, new = self.state.hold(upload, token_hash(token),
-                                 Event(entry.email, "held", "awaiting the endorser's "
-                                       "confirmation by mail"), client_key(client), self.quota)
+                                    Event(entry.email, "held", "awaiting the endorser's "
+                                          "confirmation by mail"), client_key(client),
+                                    self.quota)
         if not new:
             if held.document != entry.document:
                 raise Conflict(f"another document of {entry.identifier} by {entry.email} at "
@@ -279,7 +280,7 @@ class Moderation:
             return
         if following and tombstone.rule == REMOVED_ON_PRIMARY:
             self.state.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
-                         self.now())
+                            self.now())
             return
         raise Removed(tombstone)
 

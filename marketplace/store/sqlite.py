@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -93,7 +93,7 @@ class SQLiteStore(SQLiteFile, Store):
     def __init__(self, path: Path):
         super().__init__(path, DOCUMENTS + STATE_SCHEMA, "the store")
         self._counts = CountCache()
-        self._state = SQLiteState(self, add_entry, take_out)
+        self._state = SQLiteState(self, add_entry, take_out, stored_documents)
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
 
@@ -195,6 +195,12 @@ def take_out(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
         db.execute("DELETE FROM documents WHERE identifier=? AND email=? AND created=?", key)
         _rebuild_pair(db, key[0], key[1])
     return document
+
+
+def stored_documents(db: sqlite3.Connection) -> Iterator[bytes]:
+    """Every stored document, oldest first (the state takes in an older moderation file)."""
+    for row in db.execute("SELECT document FROM documents ORDER BY created, identifier"):
+        yield bytes(row[0])
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -6,17 +6,21 @@ rows, its change-feed row, its audit row and its log leaf -- is one ``BEGIN IMME
 transaction: after a crash it is wholly there or wholly absent, and an upload costs one
 fsynced commit, not one per file. A removal is one transaction the same way.
 
-The state does not know the documents' tables: the store hands it the two functions that
-write them (``add``: the conflict rule and the index rows; ``take_out``: the removal), each
-run inside the state's transaction.
+The state does not know the documents' tables: the store hands it the functions that
+touch them (``add``: the conflict rule and the index rows; ``take_out``: the removal;
+``documents``: every stored document), each run inside the state's transaction.
+
+A marketplace of an older version kept this state in a file of its own (``moderation.db``);
+:meth:`SQLiteState.adopt` takes such a file in.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime
+from pathlib import Path
 
 from marketplace.metadata import logleaf
 from marketplace.metadata.model import format_date, parse_date
@@ -78,15 +82,22 @@ CREATE INDEX IF NOT EXISTS mails_by_time ON mails (at);
 
 AddEntry = Callable[[sqlite3.Connection, Entry], bool]
 TakeOut = Callable[[sqlite3.Connection, Key], bytes | None]
+Documents = Callable[[sqlite3.Connection], Iterable[bytes]]
+# The tables an older version kept in its own moderation file, copied row for row (serials
+# included) by SQLiteState.adopt; its `publishing` notes are read, not copied.
+ADOPTED = ("uploads", "blocked", "audit", "changes", "tombstones", "mails", "marks")
+ADOPTED_MARK = "adopted-moderation-file"
 
 
 class SQLiteState(State):
     """The state of one SQLite store, over the store's file and connections."""
 
-    def __init__(self, file: SQLiteFile, add: AddEntry, take_out: TakeOut):
+    def __init__(self, file: SQLiteFile, add: AddEntry, take_out: TakeOut,
+                 documents: Documents):
         self._file = file
         self._add = add
         self._take_out = take_out
+        self._documents = documents
 
     def _db(self) -> sqlite3.Connection:
         return self._file._db()
@@ -204,6 +215,65 @@ class SQLiteState(State):
                     removed += 1
         return {"removed": removed}
 
+    def adopt(self, old: Path, at: datetime) -> dict[str, int] | None:
+        """Take in the moderation file of an older version (None when there is none): its
+        rows, the change feed and audit log with their serials, in one transaction; then
+        the log's first leaves, one per entry served, tombstone and blocked endorser, in the
+        order of their times -- the log starts where this history starts (what was undone
+        before, a lifted removal or an unblocked endorser, is not in it). The old file is
+        renamed ``*.migrated``. Again after a crash, it copies nothing twice."""
+        if not old.exists():
+            return None
+        _settle(old)
+        db = self._db()
+        db.execute("ATTACH DATABASE ? AS old", (str(old),))
+        try:
+            with self._write() as db:
+                done = None if self.mark(ADOPTED_MARK) else self._take_in(db, at)
+                db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)",
+                           (ADOPTED_MARK, f"{old} at {format_date(at)}"))
+        finally:
+            db.execute("DETACH DATABASE old")
+        with suppress(FileNotFoundError):  # another process renamed it first
+            old.rename(old.with_name(old.name + ".migrated"))
+        return done or {}
+
+    def _take_in(self, db: sqlite3.Connection, at: datetime) -> dict[str, int]:
+        """Copy the attached old file's rows, put in the feed the stored entries it did not
+        announce (a crash of the older version), and start the log."""
+        found = {row[0] for row in db.execute("SELECT name FROM old.sqlite_master")}
+        for table in ("audit", "changes"):
+            if table in found and db.execute(f"SELECT 1 FROM main.{table} LIMIT 1").fetchone():
+                raise RuntimeError(f"cannot take in the old moderation file: this store has "
+                                   f"its own {table} already, and the serials would clash")
+        done = {}
+        for table in ADOPTED:
+            if table in found:
+                columns = ", ".join(row[1] for row in db.execute(
+                    f"PRAGMA main.table_info({table})"))
+                done[table] = db.execute(f"INSERT OR IGNORE INTO main.{table} ({columns}) "
+                                         f"SELECT {columns} FROM old.{table}").rowcount
+        noted = dict(((r[0], r[1], r[2]), parse_date(r[3])) for r in db.execute(
+            "SELECT * FROM old.publishing")) if "publishing" in found else {}
+        events, done["announced"] = [], 0
+        for document in self._documents(db):
+            entry = Entry.from_document(document)
+            if _last_change(db, entry.key) != PUBLISH:
+                _change(db, noted.get(entry.key, at), PUBLISH, entry.key)
+                done["announced"] += 1
+            if _serving_leaf(db, entry.key) is None:
+                events.append(log_event(serving_event(entry), _published_at(db, entry.key),
+                                        entry.key, None, document))
+        events += [log_event(logleaf.REMOVED, t.at, t.key, Event(t.actor, "removed", t.reason))
+                   for t in _tombstones(db)]
+        events += [log_event(logleaf.BLOCKED, b.at, None,
+                             Event(b.actor, "blocked", b.reason, b.endorser))
+                   for b in _blocked(db)]
+        for event in sorted(events, key=lambda e: e.time):
+            sqlite_log.append(db, event)
+        done["leaves"] = len(events)
+        return done
+
     def confirmed(self, key: Key) -> bool:
         return self._db().execute(
             "SELECT 1 FROM audit WHERE action='confirmed' AND identifier=? AND email=? AND "
@@ -268,9 +338,7 @@ class SQLiteState(State):
         return bool(done)
 
     def blocked(self) -> list[Blocked]:
-        rows = self._db().execute("SELECT * FROM blocked ORDER BY at, endorser").fetchall()
-        return [Blocked(r["endorser"], r["kind"], parse_date(r["at"]), r["actor"], r["reason"])
-                for r in rows]
+        return _blocked(self._db())
 
     # --- audit log, marks ---
 
@@ -323,6 +391,12 @@ def _tombstones(db: sqlite3.Connection) -> list[Tombstone]:
     return [_tombstone_of(row) for row in rows]
 
 
+def _blocked(db: sqlite3.Connection) -> list[Blocked]:
+    rows = db.execute("SELECT * FROM blocked ORDER BY at, endorser").fetchall()
+    return [Blocked(r["endorser"], r["kind"], parse_date(r["at"]), r["actor"], r["reason"])
+            for r in rows]
+
+
 def _tombstone_of(row: sqlite3.Row) -> Tombstone:
     return Tombstone(row["identifier"], row["email"], row["created"], row["rule"],
                      parse_date(row["at"]), row["actor"], row["reason"])
@@ -371,3 +445,20 @@ def _serving_leaf(db: sqlite3.Connection, key: Key) -> int | None:
     removed = db.execute("SELECT max(position) FROM log_leaves WHERE identifier=? AND email=? "
                          "AND created=? AND event=?", (*key, logleaf.REMOVED)).fetchone()[0]
     return served if served is not None and (removed is None or removed < served) else None
+
+
+def _published_at(db: sqlite3.Connection, key: Key) -> datetime:
+    """When the feed says an entry was last published."""
+    row = db.execute("SELECT at FROM changes WHERE identifier=? AND email=? AND created=? AND "
+                     "action=? ORDER BY serial DESC LIMIT 1", (*key, PUBLISH)).fetchone()
+    return parse_date(row[0])
+
+
+def _settle(path: Path) -> None:
+    """Fold an SQLite file's write-ahead log into it, so that the file alone holds all of
+    it and can be renamed."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        db.close()

@@ -40,7 +40,8 @@ def store(request, backend, tmp_path) -> Iterator[Store]:
 
 
 # The backends whose shared state (Store.state) the state contract suite runs on: a backend
-# joins with one line, a maker of an empty store from (request, tmp_path).
+# joins with one line, a maker of an empty store from (request, tmp_path). The key names the
+# test's parameter: "elasticsearch" gets the test its marker (tests/conftest.py).
 STATE_BACKENDS: dict[str, Callable[..., Store]] = {
     "sqlite": lambda request, tmp_path: open_backend(request, "sqlite", tmp_path),
 }
