@@ -203,6 +203,9 @@ class Cluster:
     def empty(self, prefix: str) -> None:
         """Delete every document of a prefix's indices, keeping the indices."""
         names = f"{prefix}-entries,{prefix}-latest,{prefix}-state"
+        # the state is written without refreshes: make it all visible to the search first
+        requests.post(f"{self.url}/{names}/_refresh", params={"ignore_unavailable": "true"},
+                      timeout=60).raise_for_status()
         while True:
             found = requests.post(f"{self.url}/{names}/_search", timeout=60,
                                   params={"ignore_unavailable": "true"},
