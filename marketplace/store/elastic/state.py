@@ -259,7 +259,8 @@ class ElasticState(State):
         stored: its missing feed and log slots are added; not stored: dropped) and
         tombstones whose removal was not announced, once older than UNFINISHED_AFTER (a
         younger one may belong to a request still running on another server); and an entry
-        stored under its tombstone is taken out again."""
+        stored under its tombstone is taken out again. The count of those (``removed``,
+        as on SQLite) always; the others when not zero."""
         done = {"published": 0, "abandoned": 0, "announced": 0, "removed": 0}
         with self._calls():
             self._delete_notes()
@@ -275,7 +276,7 @@ class ElasticState(State):
                 if not source["announced"] and source["at"] < settled:
                     self._finish_removal(hit)
                     done["announced"] += 1
-        return {name: count for name, count in done.items() if count}
+        return {name: count for name, count in done.items() if count or name == "removed"}
 
     def _finish_note(self, hit: dict) -> str:
         key, since = _key_of(hit["_source"]), parse_date(hit["_source"]["at"])
