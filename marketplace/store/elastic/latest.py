@@ -82,13 +82,17 @@ def latest_of(indices: Indices, pair: str) -> dict | None:
     return indices.get(indices.latest, pair, ["created"])
 
 
-def promote(indices: Indices, source: dict, current: dict | None = None,
+UNREAD = {}  # promote's ``current`` when the caller did not read the pair's latest copy
+
+
+def promote(indices: Indices, source: dict, current: dict | None = UNREAD,
             refresh: str = REFRESH) -> None:
     """Make ``source`` the latest of its pair unless a newer entry already is
-    (``current``: the pair's latest copy as just read, saving the first read)."""
+    (``current``: the pair's latest copy as just read, None when it had none, saving the
+    first read)."""
     pair = pair_id(source["identifier"], source["email"])
     for attempt in range(PROMOTE_ATTEMPTS):
-        if attempt or current is None:
+        if attempt or current is UNREAD:
             current = latest_of(indices, pair)
         if current is not None and current["_source"]["created"] >= source["created"]:
             return
