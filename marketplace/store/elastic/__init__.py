@@ -179,6 +179,7 @@ class ElasticStore(Store):
 
     def count(self) -> int:
         with self._calls():
+            self._fresh.ensure()
             return self.client.count(index=self.entries)["count"]
 
     def change_serial(self) -> int:
