@@ -355,3 +355,28 @@ def test_a_publication_undone_by_a_racing_removal_leaves_no_latest_copy(
         assert store.get(entry.identifier, entry.email, entry.created) is None
         assert store.newest(entry.identifier, entry.email) is None
         assert store.search(Query(q="overtaken")).total == 0
+
+
+def test_a_new_server_finds_the_head_of_a_long_feed_in_a_few_reads(servers, monkeypatch):
+    """A process starts with no hint: it finds the feed's head by bisection, not by reading
+    every slot."""
+    first, _ = servers
+    first.state.set_mark("ready", "1")  # the indices exist
+    lines = "".join(
+        f'{{"create":{{"_index":"{first.indices.state}","_id":"change:{n}"}}}}\n'
+        f'{{"kind":"change","number":{n},"action":"publish","at":"2026-01-01T00:00:00Z",'
+        f'"identifier":"i{n}","email":"e@example.org","created":"2026-01-01T00:00:00Z"}}\n'
+        for n in range(1, 5001))
+    first.client.bulk(operations=lines)
+    reads = []
+    newcomer = type(first)(first.client, first.prefix, url=first.url)  # no hint yet
+    real_mget = newcomer.client.mget
+
+    def counted(**kwargs):
+        reads.append(len(kwargs["ids"]))
+        return real_mget(**kwargs)
+
+    monkeypatch.setattr(newcomer.client, "mget", counted)
+    assert newcomer.state.last_serial() == 5000
+    assert len(reads) <= 8
+    assert [c.serial for c in newcomer.state.changes(after=4990)] == list(range(4991, 5001))

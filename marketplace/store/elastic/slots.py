@@ -68,15 +68,14 @@ class Slots:
     def head(self) -> int:
         """The next free number (one more than the newest slot)."""
         hint = self.hint
-        while True:
-            below = [hint - 1] if hint > self.first else []
-            found = self.read([*below, *range(hint, hint + WINDOW)])
-            if below and found.pop(0) is None:  # slots deleted since (tests): start over
-                return self.seen(self._bisect())
-            for offset, source in enumerate(found):
-                if source is None:
-                    return self.seen(hint + offset)
-            hint += WINDOW
+        below = [hint - 1] if hint > self.first else []
+        found = self.read([*below, *range(hint, hint + WINDOW)])
+        if below and found.pop(0) is None:  # slots deleted since (tests): start over
+            return self.seen(self._bisect(self.first))
+        for offset, source in enumerate(found):
+            if source is None:
+                return self.seen(hint + offset)
+        return self.seen(self._bisect(hint + WINDOW))  # far behind: a new process
 
     def seen(self, head: int) -> int:
         """Remember a head this process found (a number taken, plus one)."""
@@ -89,14 +88,15 @@ class Slots:
         with self._lock:
             return self._hint
 
-    def _bisect(self) -> int:
-        """The head found without a hint: taken slots are a prefix of the numbers, so probe
-        powers of two, then narrow down between the last taken and the first free probe."""
-        probes = [self.first + (1 << k) - 1 for k in range(HIGHEST)]
+    def _bisect(self, low: int) -> int:
+        """The head, knowing only that every slot below ``low`` is taken: taken slots are a
+        prefix of the numbers, so probe ``low`` plus powers of two, then narrow down between
+        the last taken and the first free probe (a few ``mget`` calls for any length)."""
+        probes = [low + (1 << k) - 1 for k in range(HIGHEST)]
         found = self.read(probes)
         free = next(k for k, source in enumerate(found) if source is None)
         if free == 0:
-            return self.first
+            return low
         low, high = probes[free - 1] + 1, probes[free]  # low - 1 taken, high free
         while low < high:
             step = max(1, (high - low) // SPREAD)
