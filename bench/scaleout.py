@@ -12,9 +12,9 @@ Run from the repository root:  python bench/scaleout.py [--uploads 400] [--reque
 3. Each run, with ``--clients`` concurrent clients (one ``requests.Session`` each; in the
    second run request n goes to server n mod 3): ``--uploads`` distinct signed documents
    POSTed (durable: acknowledged by every copy of the shard), then the read scenarios of
-   bench/server.py (ping, filtered search, the same with counts made anew, free text),
-   each ``--requests`` times. The drivers, ``drive`` and ``summary``, and the data set's
-   ``make_entry`` are bench/server.py's, imported.
+   bench/server.py (ping, filtered search, free text, free text with filters; counts
+   made at every request), each ``--requests`` times. The drivers, ``drive`` and
+   ``summary``, and the data set's ``make_entry`` are bench/server.py's, imported.
    A third run, one server with three times the workers, tells what three servers add
    from what three times the processes add on the same cores.
 4. Around each measurement: the machine's load average and how busy its cores were (CPU
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from tests.elastic import ThreeNodeCluster, find_home, new_prefix  # noqa: E402
 
-READS = ("ping", "filtered search", "filtered, new counts", "free-text search")
+READS = ("ping", "filtered search", "free text", "free text with filters")
 
 
 def signed_documents(first: int, count: int) -> list[bytes]:
@@ -100,7 +100,8 @@ def uploads(urls: list[str], documents: list[bytes], clients: int) -> dict:
 def reads(urls: list[str], path: str, count: int, clients: int) -> dict:
     def get(session, n):
         return session.get(urls[n % len(urls)] + path.format(
-            unique=server_bench.unique_moment()), timeout=60)
+            os=server_bench.OSES[n % len(server_bench.OSES)],
+            word=server_bench.TEXT_WORDS[n % len(server_bench.TEXT_WORDS)]), timeout=60)
     server_bench.drive(get, clients, max(1, min(50, count // 4)))  # warm-up, every server
     return server_bench.summary(*server_bench.drive(get, clients, count // clients))
 
