@@ -31,6 +31,7 @@ COSIGNATURE = 0x04
 DASH = "\u2014"
 MAX_SIGNATURES = 100
 COSIGNATURE_HEADER = "cosignature/v1\n"
+TIME_LINE = "time "  # the checkpoint extension line saying when the log signed it
 
 
 class NoteError(ValueError):
@@ -250,3 +251,24 @@ class Checkpoint:
         if len(root) != 32:
             raise NoteError("the checkpoint's root hash is not 32 bytes of base64")
         return cls(lines[0], int(size_text), root, tuple(lines[3:-1]))
+
+    @property
+    def time(self) -> int | None:
+        """When the log signed this checkpoint (POSIX seconds), from its extension line
+        ``time <seconds>``: a node refuses a checkpoint older than it allows (a frozen log
+        would otherwise keep showing an old tree for ever). None without such a line;
+        NoteError for a malformed one."""
+        for line in self.extensions:
+            if line.startswith(TIME_LINE):
+                value = line[len(TIME_LINE):]
+                if not value.isascii() or not value.isdigit() or \
+                        (len(value) > 1 and value[0] == "0"):
+                    raise NoteError(f"the checkpoint's time line {line[:40]!r} is not "
+                                    "'time <POSIX seconds>'")
+                return int(value)
+        return None
+
+    def signed_at(self, seconds: int) -> Checkpoint:
+        """This checkpoint with its time line set to ``seconds`` (replacing any)."""
+        others = tuple(line for line in self.extensions if not line.startswith(TIME_LINE))
+        return Checkpoint(self.origin, self.size, self.root, (f"{TIME_LINE}{seconds}", *others))
