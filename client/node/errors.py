@@ -15,7 +15,8 @@ NOT_FOUND = 5  # the marketplace has no entry for the identifier / the image is 
 DAMAGED = 6  # verify found cached images whose bytes changed (they were removed)
 BUSY = 7  # gave up waiting for another process's lock (lock_wait)
 # The transparency log (client.node.transparency): each way a marketplace can be caught.
-LOG_UNTRUSTED = 8  # no checkpoint signed by log_key (and the witnesses asked for), or none
+LOG_UNTRUSTED = 8  # no checkpoint signed by log_key (with the witnesses asked for), or tiles
+# that are not its tree: the log cannot be checked
 LOG_FROZEN = 9  # the checkpoint is older than max_checkpoint_age
 LOG_ROLLBACK = 10  # the log is smaller than one this node already saw
 LOG_SPLIT_VIEW = 11  # the log is not an extension of the one this node already saw
@@ -31,8 +32,8 @@ EXIT_CODES = {
     NOT_FOUND: "not found: no entry for the identifier (or, with --no-pull, not cached)",
     DAMAGED: "verify found damaged images (removed unless --keep)",
     BUSY: "gave up waiting for another puller's lock",
-    LOG_UNTRUSTED: "the transparency log's checkpoint is not signed by log_key (or lacks the "
-                   "witness cosignatures required)",
+    LOG_UNTRUSTED: "the transparency log cannot be checked: no checkpoint signed by log_key "
+                   "(with the witness cosignatures required), or tiles not of its tree",
     LOG_FROZEN: "the log's checkpoint is older than max_checkpoint_age (a frozen log)",
     LOG_ROLLBACK: "the log is smaller than one seen before (rollback; evidence kept)",
     LOG_SPLIT_VIEW: "the log does not extend the one seen before (split view; evidence kept)",

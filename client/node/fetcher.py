@@ -419,9 +419,9 @@ class Fetcher:
         exact = check_candidate(chosen.url, document, target.identifier, self.policy, _now(),
                                 target.base)
         if exact.reasons or exact.key != chosen.key:
+            why = "; ".join(exact.reasons) or f"it is {'/'.join(exact.key or ('?',))}"
             raise errors.FetchError(f"the entry the marketplace serves at {chosen.url} is not "
-                                    f"the one it listed: {'; '.join(exact.reasons)}",
-                                    target.identifier)
+                                    f"the one it listed: {why}", target.identifier)
         inclusion = log.check(target.base, exact.key, document, index)
         resolution.chosen, resolution.log = exact, inclusion
         self.log(f"{target.identifier}: leaf {index} of the log {inclusion.checkpoint.origin} "

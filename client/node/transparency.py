@@ -163,7 +163,11 @@ class Transparency:
         """The checkpoint of a signed note whose signature checks with the log key, with the
         witness cosignatures required, signed no longer ago than allowed."""
         checkpoint = self._verified(signed, identifier)
-        signed_at = checkpoint.time
+        try:
+            signed_at = checkpoint.time
+        except note.NoteError as exc:
+            raise errors.LogUntrusted(f"the log's checkpoint was refused: {exc}",
+                                      identifier) from None
         if signed_at is None:
             raise errors.LogFrozen(f"the checkpoint of {checkpoint.origin} (size "
                                    f"{checkpoint.size}) says nothing of when it was signed "
@@ -181,7 +185,6 @@ class Transparency:
         try:
             text, signatures = note.open_note(signed, [key, *self.settings.witnesses])
             checkpoint = note.Checkpoint.parse(text)
-            checkpoint.time  # noqa: B018 -- a malformed time line is refused here
         except note.NoteError as exc:
             raise errors.LogUntrusted(f"the log's checkpoint was refused: {exc}",
                                       identifier) from None
@@ -239,17 +242,29 @@ class Transparency:
                 f"ROLLBACK: the log {checkpoint.origin} now has {checkpoint.size} leaves, "
                 f"but this node saw it at {kept.size}; both signed checkpoints kept in "
                 f"{' and '.join(evidence)}", identifier, evidence)
+        if checkpoint.size == kept.size and checkpoint.root != kept.root:
+            self._split_view(kept_note, signed, checkpoint, kept, identifier,
+                             "two different trees of one size")
+        proof = None
         try:
             proof = reader.consistency_proof(kept.size) if 0 < kept.size < checkpoint.size \
                 else []
             tlog.check_consistency(kept.size, kept.root, checkpoint.size, checkpoint.root,
                                    proof)
         except tlog.ProofError as exc:
-            evidence = self._keep_evidence("split-view", kept_note, signed)
-            raise errors.LogSplitView(
-                f"SPLIT VIEW: the log {checkpoint.origin} of {checkpoint.size} leaves does not "
-                f"extend the tree of {kept.size} leaves this node saw ({exc}); both signed "
-                f"checkpoints kept in {' and '.join(evidence)}", identifier, evidence) from None
+            if proof is not None and _proves_fork(reader, kept, checkpoint, proof):
+                self._split_view(kept_note, signed, checkpoint, kept, identifier, str(exc))
+            raise errors.LogUntrusted(f"the log {checkpoint.origin} cannot be checked against "
+                                      f"the tree this node saw: the served tiles are not its "
+                                      f"signed tree ({exc})", identifier) from None
+
+    def _split_view(self, kept_note: str, signed: str, checkpoint: note.Checkpoint,
+                    kept: note.Checkpoint, identifier: str, reason: str) -> None:
+        evidence = self._keep_evidence("split-view", kept_note, signed)
+        raise errors.LogSplitView(
+            f"SPLIT VIEW: the log {checkpoint.origin} of {checkpoint.size} leaves does not "
+            f"extend the tree of {kept.size} leaves this node saw ({reason}); both signed "
+            f"checkpoints kept in {' and '.join(evidence)}", identifier, evidence)
 
     def _check_not_older(self, key: Key) -> None:
         identifier, email, created = key
@@ -353,6 +368,19 @@ class Transparency:
             write_atomic(path, signed.encode())
             paths.append(str(path))
         return paths
+
+
+def _proves_fork(reader: tlog.HashReader, kept: note.Checkpoint, checkpoint: note.Checkpoint,
+                 proof: list[bytes]) -> bool:
+    """Whether the served tree's first ``kept.size`` leaves, proven by the served tiles to be
+    a prefix of the signed tree, have another root than the kept checkpoint: then the two
+    signed notes are of two histories. Tiles that prove nothing prove no fork."""
+    try:
+        prefix = reader.range_hash(0, kept.size)
+        tlog.check_consistency(kept.size, prefix, checkpoint.size, checkpoint.root, proof)
+    except tlog.ProofError:
+        return False
+    return prefix != kept.root
 
 
 def _checkpoint_of(kept: str) -> note.Checkpoint:

@@ -395,8 +395,29 @@ def test_two_trees_of_one_size_are_a_split_view(market, image, make_fetcher):
     fetcher.remove(entry.identifier, force=True)
     market.log.leaves = [b"another first leaf"]  # one leaf again, another root
     market.serve()
-    with pytest.raises(errors.LogSplitView, match="two different trees of 1 leaves"):
+    with pytest.raises(errors.LogSplitView, match="two different trees of one size"):
         fetcher.pull(entry.identifier)
+
+
+def test_tiles_that_are_not_the_signed_tree_are_no_evidence_of_a_split_view(market, image,
+                                                                           make_fetcher):
+    entry = image(seed=32)
+    market.serve()
+    fetcher = make_fetcher()
+    fetcher.pull(entry.identifier)
+    for n in range(300):
+        market.log.append(f"filler {n}".encode())
+    later = image(seed=33)
+    market.serve()
+    tile = bytearray(market.log_files["tile/0/000"])
+    tile[5 * 32] ^= 1  # a hash the consistency proof uses, not the root's right edge
+    market.log_files["tile/0/000"] = bytes(tile)
+    with pytest.raises(errors.LogUntrusted, match="cannot be checked against the tree"):
+        fetcher.pull(later.identifier)
+    assert not list((fetcher.cache.root / "log").glob("*.note"))
+    del market.log_files["tile/0/000"]
+    with pytest.raises(errors.LogUntrusted, match="serves no log tile tile/0/000"):
+        fetcher.pull(later.identifier)
 
 
 # --- inclusion ------------------------------------------------------------------------------
