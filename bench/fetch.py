@@ -272,6 +272,7 @@ def main() -> None:
         if args.log_runs:
             results["log"] = log_times(args, meter, identifier, endpoint, work, url)
         report(results, size)
+        report_log(results.get("log"))
         out = DATA / "fetch-results.json"
         out.write_text(json.dumps(results, indent=1))
         print(f"\nraw figures in {out}")
@@ -480,7 +481,6 @@ def report(results: dict, size: int) -> None:
                   f"{statistics.median(to_file):.2f}")
     for name, values in results["hits"].items():
         print(f"{name}: median {statistics.median(values):.3f} s, min {min(values):.3f} s")
-    report_log(results.get("log"))
 
 
 def report_log(log: dict[str, list[float]] | None) -> None:
