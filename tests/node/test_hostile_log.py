@@ -270,6 +270,53 @@ def test_two_nodes_shown_two_trees_see_the_split_view(real, publish, tmp_path):
         twin.stop()
 
 
+def marketplace_command(data_dir: Path, *args: str, **env: str):
+    import subprocess
+
+    return subprocess.run([script("stratus-marketplace"), *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=120,
+                          env=clean_environ(HOME=str(data_dir.parent), **env))
+
+
+def test_a_witness_keeps_nodes_apart_from_a_fork_they_never_shared(real, publish, tmp_path):
+    replica = tmp_path / "replica" / "data"
+    replica.mkdir(parents=True)
+    (replica / "marketplace.cfg").write_text(
+        f"[marketplace]\nREPLICA_WITNESS_KEY = {replica / 'witness-key'}\n"
+        f"REPLICA_LOG_KEY = {real.vkey}\n")
+    made = marketplace_command(replica, "init-log", "--witness", "--json",
+                               MARKETPLACE_PUBLIC_URL="http://replica.example.org/")
+    assert made.returncode == 0, made.stderr
+    witness = json.loads(made.stdout)["vkey"]
+    publish(real, seed=14)
+    real.stop()
+    (real.data_dir / "marketplace.cfg").write_text(
+        f"[marketplace]\nLOG_WITNESSES = {witness}\n")
+    twin = Marketplace(tmp_path / "twin" / "data", tmp_path / "twin")
+    shutil.copytree(real.data_dir, twin.data_dir)  # one key, one history so far
+    real.start()
+    twin.start()
+    try:
+        first, _, _ = publish(real, seed=15)
+        second, _, _ = publish(twin, seed=16)  # the same key signs another history
+        pulled = marketplace_command(replica, "replicate", "--once", "--primary", real.url)
+        assert pulled.returncode == 0, pulled.stderr
+        assert witness.split("+")[0] in requests.get(real.url + "log/checkpoint",
+                                                     timeout=30).text
+        settings = {"witness_keys": witness, "witnesses_required": 1}
+        a = node(tmp_path, real.url, real.vkey, name="a", cache="a", **settings)
+        b = node(tmp_path, twin.url, real.vkey, name="b", cache="b", **settings)
+        alone = node(tmp_path, twin.url, real.vkey, name="alone", cache="alone")
+        assert pull(a, first, host="node-a").returncode == 0
+        fooled = pull(alone, second, host="node-alone")  # no witness: its own history only
+        assert fooled.returncode == 0, fooled.stderr
+        refused = pull(b, second, host="node-b")
+        assert refused.returncode == errors.LOG_UNTRUSTED, refused.stderr
+        assert "carries 0 cosignature(s) of witness_keys" in json.loads(refused.stdout)["error"]
+    finally:
+        twin.stop()
+
+
 # --- a checkpoint replayed after max_checkpoint_age -----------------------------------------
 
 
