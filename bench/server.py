@@ -155,7 +155,7 @@ def _fill_chunk(numbers: range, now: datetime) -> int:
         signer = _worker["signers"][number % len(_worker["signers"])]
         endorsed = (now - timedelta(minutes=number % 1000)).replace(microsecond=0)
         signature.sign(root, signer, now=endorsed)
-        added += _worker["marketplace"].accept(document.serialize(root))[1]
+        added += _worker["marketplace"].accept(document.serialize(root))[1].new
     return added
 
 

@@ -8,11 +8,11 @@ Elasticsearch; ``import`` takes over an original StratusLab marketplace's docume
 :mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
 :mod:`marketplace.replica`); ``tombstones`` lists the entries operators removed and ``lift``
 lets one be published again (audited); ``admin-account`` prints a line of the admin
-accounts file. ``serve`` first finishes what a crash interrupted (:meth:`~marketplace.
-moderation.workflow.Moderation.repair`): a stored entry missing from the change feed, a
-removal half done. Settings come from ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in
-the data dir; the command line sets the data dir, and every setting reaches the gunicorn
-workers through the environment.
+accounts file. ``init-store`` and ``serve`` take in the moderation file of an older version
+(:func:`adopt_moderation_file`); ``serve`` then finishes what a crash interrupted
+(:meth:`~marketplace.moderation.workflow.Moderation.repair`). Settings come from
+``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line sets the
+data dir, and every setting reaches the gunicorn workers through the environment.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -153,41 +155,60 @@ def init_store(settings: dict[str, str], migrate: bool = True) -> int:
     store = open_store(settings)
     try:
         init = getattr(store, "init", None)
-        return init(migrate=migrate) if init else store.count()
+        count = init(migrate=migrate) if init else store.count()
+        adopt_moderation_file(settings, store)
+        return count
     finally:
         store.close()
 
 
+def adopt_moderation_file(settings: dict[str, str], store) -> None:
+    """Take the moderation file of an older version (``MODERATION_DB``, or ``moderation.db``
+    in the data dir) into the store's state, once, and say so; ``init-store`` and ``serve``
+    do it before anything else reads the state."""
+    old = Path(settings["MODERATION_DB"] or Path(settings["DATA_DIR"]) / "moderation.db")
+    if not old.exists():
+        return
+    adopt = getattr(store.state, "adopt", None)
+    if adopt is None:
+        raise RuntimeError(f"{old} holds the moderation state of an older version, and this "
+                           "store cannot take it in: take it in with the SQLite store first")
+    try:
+        done = adopt(old, datetime.now(UTC).replace(microsecond=0))
+    except sqlite3.DatabaseError as exc:
+        raise RuntimeError(f"cannot read the old moderation file {old}: {exc}") from exc
+    if done is not None:
+        print(f"took in the moderation state of {old} (renamed {old.name}.migrated): " +
+              (", ".join(f"{n} {name}" for name, n in done.items()) or "done before"),
+              file=sys.stderr, flush=True)
+
+
 @contextmanager
 def moderation_of(settings: dict[str, str]) -> Iterator:
-    """The marketplace's moderation (policy, state and store) for one command."""
+    """The marketplace's moderation (policy, and the store with its state) for one command."""
     from marketplace.moderation.workflow import Moderation
     from marketplace.service import open_store
     moderation = Moderation.from_settings(settings, open_store(settings))
     try:
         yield moderation
     finally:
-        moderation.close()
         moderation.store.close()
 
 
-def repair(settings: dict[str, str], feed_only: bool = False) -> None:
-    """Finish what a crash interrupted (said when it did): everything before the workers
-    start, only the change feed (which reads the store only after a crash) when a worker
-    ended."""
+def repair(settings: dict[str, str]) -> None:
+    """Finish what a crash interrupted (:meth:`State.repair`; said when it did anything)."""
     with moderation_of(settings) as moderation:
-        now = moderation.now()
-        done = moderation.repair_feed(now) if feed_only else moderation.repair(now)
+        done = moderation.repair(moderation.now())
     if any(done.values()):
-        print(f"repaired after a crash: {done['published']} stored entries put in the change "
-              f"feed, {done.get('removed', 0)} removed entries taken out again, "
-              f"{done['abandoned']} unfinished uploads dropped", file=sys.stderr, flush=True)
+        print("repaired after a crash: " + ", ".join(
+            f"{count} {name}" for name, count in done.items() if count),
+            file=sys.stderr, flush=True)
 
 
 def tombstones(options: argparse.Namespace, settings: dict[str, str]) -> int:
     """``tombstones``: one line per removed entry (or JSON)."""
     with moderation_of(settings) as moderation:
-        found = [t.as_dict() for t in moderation.db.tombstones()]
+        found = [t.as_dict() for t in moderation.state.tombstones()]
     if options.json:
         print(json.dumps({"tombstones": found, "total": len(found)}))
     elif not options.quiet:
@@ -431,15 +452,15 @@ def _ready(server) -> None:
 
 def _child_exit(server, worker) -> None:
     """Let prometheus_client drop a dead worker's live gauges, and finish what the worker
-    may have left half done: killed (out of memory, timed out) between storing an upload
-    and writing its feed row, it leaves an entry that replicas would not learn of until
-    the next start."""
+    may have left half done where the store has no transactions (on Elasticsearch, killed
+    between storing an upload and writing its feed row, it leaves an entry that replicas
+    would not learn of until the next start; on SQLite it is one transaction)."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
     try:
-        repair(config.load(), feed_only=True)
+        repair(config.load())
     except Exception as exc:  # the master outlives a failed repair; the next start retries
-        server.log.warning("could not repair the change feed after worker %s ended: %s",
+        server.log.warning("could not repair the state after worker %s ended: %s",
                            worker.pid, exc)
 
 

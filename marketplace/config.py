@@ -64,8 +64,9 @@ SETTINGS = (
     Setting("TRUSTED_HOSTS", "", "host names this marketplace answers to, separated by "
             "commas (.example.org admits its subdomains); any other Host header gets 400; "
             "empty: the host of PUBLIC_URL when set, else any"),
-    Setting("MODERATION_DB", "", "SQLite file of pending uploads, blocked endorsers, the audit "
-            "log and the change feed; empty: DATA_DIR/moderation.db"),
+    Setting("MODERATION_DB", "", "the SQLite moderation file of an older version, taken into "
+            "the store's state by init-store or serve and renamed *.migrated (the state now "
+            "lives in the store); empty: DATA_DIR/moderation.db"),
     Setting("MAILS_PER_RECIPIENT_PER_DAY", "3", "confirmation mails one address gets in 24 "
             "hours at most; further uploads naming it are answered 429 and not kept"),
     Setting("MAILS_PER_CLIENT_PER_HOUR", "20", "confirmation mails the uploads of one client "

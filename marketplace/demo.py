@@ -186,6 +186,6 @@ def populate(settings: dict[str, str]) -> int:
             return 0
         signers = make_pki(Path(settings["DATA_DIR"]) / PKI_DIR)
         marketplace = Marketplace.from_settings(settings, store)
-        return sum(marketplace.accept(data)[1] for data in documents(signers))
+        return sum(marketplace.accept(data)[1].new for data in documents(signers))
     finally:
         store.close()

@@ -77,7 +77,7 @@ def import_file(marketplace: Marketplace, path: Path) -> Verdict:
         data = _read(path, marketplace.max_bytes)
         entry = _judged(marketplace, data, path)
         marketplace.moderation.check_removed(entry.key)
-        new = marketplace.moderation.publish(entry, datetime.now(UTC))
+        new = marketplace.moderation.publish(entry, datetime.now(UTC)).new
     except MetadataError as exc:
         first = exc.problems[0]
         return Verdict(str(path), REFUSED, first.rule, "; ".join(map(str, exc.problems)))

@@ -117,13 +117,13 @@ class Replicator:
 
     def pull(self, full: bool = False) -> Report:
         """Bring the local store up to the primary's feed; what was done."""
-        db = self.marketplace.moderation.db
+        state = self.marketplace.moderation.state
         report = Report()
-        mark = db.mark(self.mark_name)
+        mark = state.mark(self.mark_name)
         if mark is None or full:
             serial = self._get("/api/v1/changes", after=2 ** 62, limit=1)["last"]
             self._walk(report)
-            db.set_mark(self.mark_name, str(serial))
+            state.set_mark(self.mark_name, str(serial))
             report.walked = True
         else:
             serial = int(mark)
@@ -135,7 +135,7 @@ class Replicator:
                 if len(changes) < BATCH:
                     break
         finally:
-            db.set_mark(self.mark_name, str(serial))
+            state.set_mark(self.mark_name, str(serial))
             report.serial = serial
         return report
 
@@ -247,7 +247,7 @@ class Replicator:
         try:
             entry = self.verify(data, key, published)
             moderation.check_removed(key, following=published is not None)
-            new = moderation.publish(entry, self.clock())
+            new = moderation.publish(entry, self.clock()).new
         except (MetadataError, Refused, Conflict) as exc:  # Conflict: Removed too
             return self._refuse(key, report, str(exc))
         if new:

@@ -10,6 +10,7 @@ from marketplace.metadata.trust import TrustStore
 from marketplace.metadata.verdict import Moment, judge
 from marketplace.moderation.workflow import Moderation, PendingConfirmation, Refused
 from marketplace.store.base import Entry, Store
+from marketplace.store.state import Publication
 
 __all__ = ["Marketplace", "PendingConfirmation", "Refused", "TooLarge", "open_store"]
 
@@ -47,8 +48,9 @@ class Marketplace:
                    Moderation.from_settings(settings, store, trust), settings["PRIMARY_URL"])
 
     def accept(self, data: bytes, now: datetime | None = None,
-               client: str = "") -> tuple[Entry, bool]:
-        """Judge a signed document as of now and store it; the entry and whether it is new.
+               client: str = "") -> tuple[Entry, Publication]:
+        """Judge a signed document as of now and publish it; the entry and what its
+        publication did (whether it is new, its serial in the change feed, its log leaf).
 
         The trust decision (:func:`~marketplace.metadata.verdict.judge`) as of now, with
         this marketplace's trust store and endorser lists, then the publication policy
@@ -68,7 +70,7 @@ class Marketplace:
             verdict = judge(data, Moment.upload(now), self.trust_store)
             verdict.identity.require_proven_email()
             entry = Entry(data, verdict.appliance)
-            return entry, self.store.add(entry)
+            return entry, self.store.state.publish(entry, now)
         verdict = self.moderation.judge(data, Moment.upload(now))
         entry = Entry(data, verdict.appliance)
         self.moderation.check_removed(entry.key)
@@ -77,5 +79,3 @@ class Marketplace:
 
     def close(self) -> None:
         self.store.close()
-        if self.moderation is not None:
-            self.moderation.close()

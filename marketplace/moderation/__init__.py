@@ -12,16 +12,11 @@ the publication policy of :class:`~marketplace.moderation.workflow.Moderation`:
 Operators list pending and flagged uploads, remove entries and block endorsers through
 ``/admin/api`` and ``/admin`` (:mod:`.auth` guards both; nothing is open by default).
 
-Where the moderation state lives: one SQLite file (:mod:`.store`, default
-``DATA_DIR/moderation.db``, or ``MARKETPLACE_MODERATION_DB``), one transaction per change,
-shared by every gunicorn worker of a server. It holds the pending uploads, the blocked
-endorsers, the audit log and the change feed that replicas follow (``/api/v1/changes``).
-
-Limits, said plainly: SQLite is per machine. A site of several servers on one Elasticsearch
-cluster shares the entries but NOT this file. Such a site sends the write paths
-(``POST /metadata``, ``/upload``, ``/moderation/``, ``/admin/``) to one server -- the others
-only read, which needs no moderation state -- or points every server's
-``MARKETPLACE_MODERATION_DB`` at one file on storage with working POSIX locks (not NFS).
-Replicas must follow that same server. A :class:`~.store.ModerationStore` on the
-Elasticsearch cluster would lift this; it is not written yet.
+Where the moderation state lives: behind the store's interface
+(:class:`~marketplace.store.state.State`, ``Store.state``), never in a file of its own. On
+SQLite it is in the store's file: an upload's document, change-feed row, audit row and log
+leaf are one transaction, shared by every worker of a server. On Elasticsearch it is in
+indices of the cluster, so that every server of a site sees every held upload, block and
+removal. It holds the pending uploads, the blocked endorsers, the tombstones, the mail
+counts, the audit log and the change feed that replicas follow (``/api/v1/changes``).
 """

@@ -7,8 +7,9 @@ is whitelisted (or anyone is, by default), and otherwise holds it and mails that
 -- the only other way an email is proven -- or refuses it where no mail is sent. The
 mailed links act through :meth:`Moderation.respond`; operators act through
 :meth:`Moderation.remove`, :meth:`block` and :meth:`unblock`. Every change is one
-transaction of the :class:`~.store.ModerationStore` and is audited. "Now" is
-:attr:`Moderation.clock`, which tests replace.
+change of the store's shared state (:class:`~marketplace.store.state.State`, one
+transaction on SQLite) and is audited. "Now" is :attr:`Moderation.clock`, which tests
+replace.
 """
 
 from __future__ import annotations
@@ -45,18 +46,15 @@ from marketplace.store.state import (
     Event,
     Key,
     MailQuota,
-    ModerationStore,
+    Publication,
     Removed,
-    SQLiteModerationStore,
+    State,
     Upload,
 )
 
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
-# A publication noted this long ago whose entry is not stored was abandoned (its request
-# would have timed out); younger ones may belong to a request still running.
-ABANDONED_AFTER = timedelta(minutes=10)
 
 
 class PendingConfirmation(Exception):
@@ -119,7 +117,6 @@ class Moderation:
     """The publication policy in front of a store, and the operators' actions."""
 
     store: Store
-    db: ModerationStore
     unlisted: str = "publish"
     whitelist: Whitelist | None = None
     mailer: Mailer | None = None
@@ -154,10 +151,13 @@ class Moderation:
         hours = float(settings["PENDING_HOURS"])
         if hours <= 0:
             raise ValueError("MARKETPLACE_PENDING_HOURS must be positive")
-        path = settings["MODERATION_DB"] or str(Path(settings["DATA_DIR"]) / "moderation.db")
-        return cls(store, SQLiteModerationStore(Path(path)), unlisted, whitelist, mailer,
-                   public_url, timedelta(hours=hours), settings["TITLE"], trust_store,
-                   quota=mail_quota(settings))
+        return cls(store, unlisted, whitelist, mailer, public_url, timedelta(hours=hours),
+                   settings["TITLE"], trust_store, quota=mail_quota(settings))
+
+    @property
+    def state(self) -> State:
+        """The shared state, kept by the store beside its entries."""
+        return self.store.state
 
     def now(self) -> datetime:
         return self.clock().astimezone(UTC).replace(microsecond=0)
@@ -175,7 +175,7 @@ class Moderation:
         stored before emails had to be proven, or not through the upload path)."""
         if identity.email_proof is not None:
             return identity.email_proof
-        return MAIL if self.db.confirmed(key) else None
+        return MAIL if self.state.confirmed(key) else None
 
     def signer(self, entry: Entry) -> tuple[str | None, str | None]:
         """(certificate subject, how the email was proven) of a stored entry, as signed."""
@@ -202,7 +202,7 @@ class Moderation:
         return kept, list(signers.items())
 
     def blocked(self) -> list[Endorser]:
-        return [Endorser.parse(b.endorser) for b in self.db.blocked()]
+        return [Endorser.parse(b.endorser) for b in self.state.blocked()]
 
     def admit(self, entry: Entry, verdict: Verdict, now: datetime,
               client: str = "") -> None:
@@ -247,9 +247,10 @@ class Moderation:
         token = secrets.token_urlsafe(32)
         upload = Upload(*entry.key, entry.document, verdict.identity.subject,
                         entry.appliance.title, PENDING, now, now + self.pending_for)
-        held, new = self.db.hold(upload, token_hash(token),
-                                 Event(entry.email, "held", "awaiting the endorser's "
-                                       "confirmation by mail"), client_key(client), self.quota)
+        held, new = self.state.hold(upload, token_hash(token),
+                                    Event(entry.email, "held", "awaiting the endorser's "
+                                          "confirmation by mail"), client_key(client),
+                                    self.quota)
         if not new:
             if held.document != entry.document:
                 raise Conflict(f"another document of {entry.identifier} by {entry.email} at "
@@ -258,9 +259,9 @@ class Moderation:
         try:
             self.mailer.send(confirmation(upload, self.links(token), self.site))
         except MailUnavailable:
-            self.db.resolve(upload.key, Event(SYSTEM, "discarded", "the confirmation mail "
-                                              "could not be sent"), now)
-            self.db.release_mail(upload.key)
+            self.state.resolve(upload.key, Event(SYSTEM, "discarded", "the confirmation "
+                                                 "mail could not be sent"), now)
+            self.state.release_mail(upload.key)
             raise
         log.info("upload of %s by %s held for confirmation until %s", entry.identifier,
                  entry.email, format_date(upload.expires))
@@ -274,83 +275,39 @@ class Moderation:
         """Raise Removed when operators removed the entry and did not lift it. A replica
         ``following`` its primary's feed, which publishes the entry again after removing
         it, lifts its own copy of that removal: the primary lifted it."""
-        tombstone = self.db.tombstone(key)
+        tombstone = self.state.tombstone(key)
         if tombstone is None:
             return
         if following and tombstone.rule == REMOVED_ON_PRIMARY:
-            self.db.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
-                         self.now())
+            self.state.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
+                            self.now())
             return
         raise Removed(tombstone)
 
-    def publish(self, entry: Entry, now: datetime) -> bool:
-        """Store an entry and put it in the change feed; whether it is new to the store.
-
-        The store and the feed are two databases: the publication is noted in the feed's
-        file first, so that a crash after the store took the entry is repaired by
-        :meth:`repair` on the next start, and a replay of a stored entry (``add`` says
-        "not new") puts it in the feed if it is missing there. Removed for an entry with a
-        tombstone; Conflict as :meth:`Store.add`.
-        """
-        self.db.publishing(entry.key, now)
-        try:
-            new = self.store.add(entry)
-        except Conflict:
-            self.db.abandon(entry.key)
-            raise
-        self.record_published(entry, now)
-        return new
-
-    def record_published(self, entry: Entry, now: datetime, actor: str | None = None,
-                         action: str = "published") -> None:
-        """Put a stored entry in the change feed, unless it is there (audited when an
-        ``actor`` is named). When a removal came between its storing and now, the entry
-        is taken out again and Removed raised: a removal is never undone by a race."""
-        try:
-            self.db.published(entry.key, now, Event(actor, action) if actor else None)
-        except Removed:
-            self.store.remove(entry.identifier, entry.email, entry.created)
-            raise
+    def publish(self, entry: Entry, now: datetime, event: Event | None = None) -> Publication:
+        """Store an entry, put it in the change feed and the log (audited with ``event``):
+        one change of the state, so that a replay adds only what a crash left out. Removed
+        for an entry with a tombstone; Conflict as :meth:`Store.add`."""
+        return self.state.publish(entry, now, event)
 
     def repair(self, now: datetime) -> dict[str, int]:
-        """Finish what a crash interrupted, at start; cheap (the noted publications and the
-        tombstones, not every entry): :meth:`repair_feed`, then an entry still stored
-        under a tombstone (a crash within a removal, or a reindex that brought it back) is
-        removed. What was done, counted."""
-        done = {**self.repair_feed(now), "removed": 0}
-        for tombstone in self.db.tombstones():
-            if self.store.remove(tombstone.identifier, tombstone.email,
-                                 parse_date(tombstone.created)):
-                done["removed"] += 1
-                log.warning("removed %s by %s at %s again: it was stored under its tombstone",
-                            *tombstone.key)
-        return done
-
-    def repair_feed(self, now: datetime) -> dict[str, int]:
-        """Put in the feed every stored entry whose publication was noted and not ended,
-        and drop the notes whose entry was not stored and whose request is long over; it
-        reads the store only when a crash left notes."""
-        done = {"published": 0, "abandoned": 0}
-        for key, since in self.db.unfinished():
-            if self.store.get(key[0], key[1], parse_date(key[2])) is not None:
-                if self.db.published(key, since) is not None:
-                    done["published"] += 1
-                    log.warning("repaired the change feed: %s by %s at %s was stored but "
-                                "not announced", *key)
-            elif now - since > ABANDONED_AFTER:
-                self.db.abandon(key)
-                done["abandoned"] += 1
+        """Finish what a crash interrupted, at start (:meth:`State.repair`); what was done,
+        counted."""
+        done = self.state.repair(now)
+        if any(done.values()):
+            log.warning("repaired after a crash: %s",
+                        ", ".join(f"{count} {name}" for name, count in done.items() if count))
         return done
 
     def purge(self, now: datetime) -> None:
-        expired = self.db.purge(now, SYSTEM)
+        expired = self.state.purge(now, SYSTEM)
         if expired:
             log.info("discarded %d pending upload(s) not confirmed in time", len(expired))
 
-    def state(self, key: Key, now: datetime) -> dict | None:
+    def standing(self, key: Key, now: datetime) -> dict | None:
         """Where an upload stands: pending, flagged or published (None: nowhere)."""
         self.purge(now)
-        upload = self.db.upload(key)
+        upload = self.state.upload(key)
         if upload is not None:
             return {"state": upload.state, "expires": format_date(upload.expires)}
         if self.store.get(key[0], key[1], parse_date(key[2])) is not None:
@@ -362,7 +319,7 @@ class Moderation:
     def pending(self, token: str, now: datetime) -> Upload:
         """The pending upload a mailed link names; LinkGone if none."""
         self.purge(now)
-        upload = self.db.by_token(token_hash(token)) if token else None
+        upload = self.state.by_token(token_hash(token)) if token else None
         if upload is None:
             raise LinkGone("this link is no longer valid: the upload was confirmed, aborted "
                            "or reported already, or it was not confirmed in time")
@@ -375,10 +332,10 @@ class Moderation:
         if action == "confirm":
             return self._confirm(upload, actor, now)
         if action == "abort":
-            self.db.resolve(upload.key, Event(actor, "aborted"), now)
+            self.state.resolve(upload.key, Event(actor, "aborted"), now)
             return LinkOutcome(action, "aborted", upload, "The upload was discarded.")
         if action == "abuse":
-            self.db.flag(upload.key, Event(actor, "abuse-reported", "the endorser's address "
+            self.state.flag(upload.key, Event(actor, "abuse-reported", "the endorser's address "
                                            "says it did not make this upload"), now)
             log.warning("abuse reported for the upload of %s by %s", upload.identifier,
                         upload.email)
@@ -390,15 +347,15 @@ class Moderation:
         try:  # blocked, or revoked, since it was held
             self.judge(upload.document, Moment.published(upload.submitted, now))
         except (Refused, MetadataError) as exc:
-            self.db.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
+            self.state.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
             return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
         try:
-            new = self.publish(Entry.from_document(upload.document), now)
+            new = self.publish(Entry.from_document(upload.document), now).new
         except Conflict as exc:  # Removed too: operators removed the entry meanwhile
-            self.db.resolve(upload.key, Event(SYSTEM, "discarded", f"could not be published: "
-                                              f"{exc}"), now)
+            self.state.resolve(upload.key, Event(SYSTEM, "discarded",
+                                                 f"could not be published: {exc}"), now)
             return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
-        self.db.resolve(upload.key, Event(actor, "confirmed"), now)
+        self.state.resolve(upload.key, Event(actor, "confirmed"), now)
         log.info("upload of %s by %s confirmed and published", upload.identifier, upload.email)
         return LinkOutcome("confirm", "published" if new else "known", upload,
                        "The entry is published.")
@@ -407,19 +364,16 @@ class Moderation:
 
     def remove(self, key: Key, actor: str, reason: str, now: datetime) -> list[str]:
         """Remove a published entry and/or discard a held upload; what was removed. Either
-        leaves a tombstone, so the public bytes cannot bring the entry back. The tombstone
-        and the feed's removal are written before the entry leaves the store: an upload
-        racing the removal is refused or taken out again, and a crash in between is
-        finished by :meth:`repair`."""
+        leaves a tombstone, so the public bytes cannot bring the entry back: the tombstone,
+        the entry's removal from the store, the feed and the log are one change of the
+        state, so an upload racing the removal is refused or taken out with it."""
         removed = []
-        upload = self.db.upload(key)
-        if upload is not None and self.db.resolve(key, Event(actor, "discarded", reason), now):
+        upload = self.state.upload(key)
+        if upload is not None and self.state.resolve(key, Event(actor, "discarded", reason), now):
             removed.append(upload.state)
         stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
-        if stored or removed:
-            self.db.removed(key, now, Event(actor, "removed", reason), published=stored)
-        if stored:
-            self.store.remove(key[0], key[1], parse_date(key[2]))
+        if (stored or removed) and self.state.withdraw(key, now,
+                                                       Event(actor, "removed", reason)):
             removed.append("published")
         if removed:
             log.info("%s removed %s of %s by %s at %s", actor, " and ".join(removed), *key)
@@ -428,15 +382,13 @@ class Moderation:
     def follow_removal(self, key: Key, actor: str, primary: str, now: datetime) -> bool:
         """A replica's copy of its primary's removal: a tombstone that keeps the entry out
         of later walks (the primary's next publication of it lifts it, see
-        :meth:`check_removed`), then the entry out of the store; whether it was stored."""
-        stored = self.store.get(key[0], key[1], parse_date(key[2])) is not None
-        self.db.removed(key, now, Event(actor, "removed", f"removed on {primary}"),
-                        REMOVED_ON_PRIMARY, published=stored)
-        return stored and self.store.remove(key[0], key[1], parse_date(key[2]))
+        :meth:`check_removed`), with the entry out of the store; whether it was stored."""
+        return self.state.withdraw(key, now, Event(actor, "removed", f"removed on {primary}"),
+                                   REMOVED_ON_PRIMARY)
 
     def lift(self, key: Key, actor: str, reason: str, now: datetime) -> bool:
         """Let a removed entry be published again (audited); False if it had no tombstone."""
-        done = self.db.lift(key, Event(actor, "lifted", reason), now)
+        done = self.state.lift(key, Event(actor, "lifted", reason), now)
         if done:
             log.info("%s lifted the removal of %s by %s at %s", actor, *key)
         return done
@@ -447,8 +399,8 @@ class Moderation:
         known = self._blocked_as(endorser)
         if known is not None:
             return known, False
-        self.db.block(endorser.text, endorser.kind, Event(actor, "blocked", reason,
-                                                          endorser.text), now)
+        self.state.block(endorser.text, endorser.kind,
+                         Event(actor, "blocked", reason, endorser.text), now)
         log.info("%s blocked the endorser %s", actor, endorser.text)
         return endorser.text, True
 
@@ -457,15 +409,12 @@ class Moderation:
         known = self._blocked_as(endorser)
         if known is None:
             return endorser.text, False
-        self.db.unblock(known, Event(actor, "unblocked", reason, known), now)
+        self.state.unblock(known, Event(actor, "unblocked", reason, known), now)
         log.info("%s unblocked the endorser %s", actor, known)
         return known, True
 
     def _blocked_as(self, endorser: Endorser) -> str | None:
-        for blocked in self.db.blocked():
+        for blocked in self.state.blocked():
             if Endorser.parse(blocked.endorser).key == endorser.key:
                 return blocked.endorser
         return None
-
-    def close(self) -> None:
-        self.db.close()

@@ -12,13 +12,9 @@ import abc
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from marketplace.metadata import document as xml
 from marketplace.metadata import model, vocabulary
-
-if TYPE_CHECKING:
-    from marketplace.store.state import State
 
 SORT_FIELDS = vocabulary.SORT_FIELDS
 FILTER_FIELDS = tuple(vocabulary.FILTERS.values())
@@ -220,9 +216,11 @@ class Store(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def state(self) -> State:
-        """The marketplace's shared state beside the entries (:mod:`.state`), kept by this
-        backend where it keeps the entries: what one server writes, every server reads."""
+    def state(self):
+        """The marketplace's shared state beside the entries (a :class:`.state.State`), kept
+        by this backend where it keeps the entries: what one server writes, every server
+        reads. (Not annotated: the state module imports this one, and an import back, even
+        for type checking only, would close a circle.)"""
 
     @abc.abstractmethod
     def healthy(self) -> bool:

@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,8 @@ from marketplace.store.base import (
     is_new,
     query_words,
 )
+from marketplace.store.sqlite_state import SCHEMA as STATE_SCHEMA
+from marketplace.store.sqlite_state import SQLiteState
 
 DOCUMENTS = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -89,22 +91,19 @@ class SQLiteStore(SQLiteFile, Store):
     """A store in one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
-        super().__init__(path, DOCUMENTS, "the store")
+        super().__init__(path, DOCUMENTS + STATE_SCHEMA, "the store")
         self._counts = CountCache()
+        self._state = SQLiteState(self, add_entry, take_out, stored_documents)
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
 
     def add(self, entry: Entry) -> bool:
-        identifier, email, _ = entry.key
         with self._write() as db:
-            stored = _document(db, entry.key)
-            if not is_new(entry, stored, _newest(db, identifier, email)):
-                return False
-            db.execute("INSERT INTO documents VALUES (?, ?, ?, ?)", (*entry.key, entry.document))
-            db.execute("UPDATE entries SET latest=0 WHERE identifier=? AND email=?",
-                       (identifier, email))
-            _index(db, entry, latest=True)
-        return True
+            return add_entry(db, entry)
+
+    @property
+    def state(self) -> SQLiteState:
+        return self._state
 
     def newest(self, identifier: str, email: str) -> str | None:
         return _newest(self._db(), identifier, email)
@@ -128,13 +127,8 @@ class SQLiteStore(SQLiteFile, Store):
         return {r[0]: r[1] for r in rows}
 
     def remove(self, identifier: str, email: str, created: datetime) -> bool:
-        key = (identifier, email, format_date(created))
         with self._write() as db:
-            gone = db.execute("DELETE FROM documents WHERE identifier=? AND email=? AND "
-                              "created=?", key).rowcount
-            if gone:
-                _rebuild_pair(db, identifier, email)
-        return bool(gone)
+            return take_out(db, (identifier, email, format_date(created))) is not None
 
     def reindex(self) -> int:
         return self._rebuild_index(only_if_outdated=False)
@@ -178,6 +172,35 @@ class SQLiteStore(SQLiteFile, Store):
         except sqlite3.Error:
             return False
         return True
+
+
+def add_entry(db: sqlite3.Connection, entry: Entry) -> bool:
+    """:meth:`SQLiteStore.add` inside the caller's transaction (a publication's, too)."""
+    identifier, email, _ = entry.key
+    stored = _document(db, entry.key)
+    if not is_new(entry, stored, _newest(db, identifier, email)):
+        return False
+    db.execute("INSERT INTO documents VALUES (?, ?, ?, ?)", (*entry.key, entry.document))
+    db.execute("UPDATE entries SET latest=0 WHERE identifier=? AND email=?",
+               (identifier, email))
+    _index(db, entry, latest=True)
+    return True
+
+
+def take_out(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
+    """Remove one entry inside the caller's transaction (a withdrawal's, too); its document,
+    or None when it was not stored."""
+    document = _document(db, key)
+    if document is not None:
+        db.execute("DELETE FROM documents WHERE identifier=? AND email=? AND created=?", key)
+        _rebuild_pair(db, key[0], key[1])
+    return document
+
+
+def stored_documents(db: sqlite3.Connection) -> Iterator[bytes]:
+    """Every stored document, oldest first (the state takes in an older moderation file)."""
+    for row in db.execute("SELECT document FROM documents ORDER BY created, identifier"):
+        yield bytes(row[0])
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -22,13 +22,11 @@ per client here, so every worker and server shares the limits.
 from __future__ import annotations
 
 import abc
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from marketplace.metadata.model import format_date, parse_date
-from marketplace.sqlitefile import SQLiteFile
+from marketplace.metadata import logleaf
+from marketplace.metadata.model import format_date
 from marketplace.store.base import Conflict, Entry
 
 Key = tuple[str, str, str]  # identifier, email, created (YYYY-MM-DDTHH:MM:SSZ)
@@ -38,43 +36,6 @@ PUBLISH = "publish"
 REMOVE = "remove"
 REMOVED_BY_OPERATOR = "removed-by-operator"
 REMOVED_ON_PRIMARY = "removed-on-primary"  # a replica's copy of its primary's removal
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL,
-    document BLOB NOT NULL, subject TEXT, title TEXT,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'flagged')),
-    token_hash TEXT UNIQUE, submitted TEXT NOT NULL, expires TEXT NOT NULL, flagged TEXT,
-    PRIMARY KEY (identifier, email, created));
-CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (state, expires);
-CREATE TABLE IF NOT EXISTS blocked (
-    endorser TEXT PRIMARY KEY, kind TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
-    reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    serial INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
-    action TEXT NOT NULL, identifier TEXT, email TEXT, created TEXT, endorser TEXT,
-    reason TEXT);
-CREATE TABLE IF NOT EXISTS changes (
-    serial INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('publish', 'remove')),
-    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS changes_by_key ON changes (identifier, email, created, serial);
-CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tombstones (
-    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL,
-    rule TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
-    PRIMARY KEY (identifier, email, created));
-CREATE TABLE IF NOT EXISTS publishing (
-    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL, since TEXT NOT NULL,
-    PRIMARY KEY (identifier, email, created));
-CREATE TABLE IF NOT EXISTS mails (
-    at TEXT NOT NULL, recipient TEXT NOT NULL, client TEXT NOT NULL,
-    identifier TEXT NOT NULL, email TEXT NOT NULL, created TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS mails_by_recipient ON mails (recipient, at);
-CREATE INDEX IF NOT EXISTS mails_by_client ON mails (client, at);
-CREATE INDEX IF NOT EXISTS mails_by_time ON mails (at);
-"""
-
 
 @dataclass(frozen=True)
 class Upload:
@@ -238,11 +199,30 @@ class Event:
 class Publication:
     """What publishing an entry did: whether the store took it (False: a replay of the same
     document), its change-feed serial (None: the feed had it already) and the log leaf that
-    announces it (its index, for the upload answer and the entry's forms)."""
+    announces it (its index, for the upload answer and the entry's forms; for a replay the
+    leaf already there; None only where the log has none for it)."""
 
     new: bool
     serial: int | None
     leaf: int | None
+
+
+def serving_event(entry: Entry) -> str:
+    """The log event that puts an entry in what is served: ``deprecated`` for a document that
+    deprecates its appliance, else ``published``."""
+    return logleaf.DEPRECATED if entry.appliance.deprecated is not None else logleaf.PUBLISHED
+
+
+def log_event(action: str, at: datetime, key: Key | None = None, event: Event | None = None,
+              document: bytes | None = None) -> logleaf.LogEvent:
+    """The log leaf of a change, as every backend writes it (one encoding for both): who
+    (``event.actor``), why (the digest of ``event.reason``, which the audit log keeps), about
+    which entry or endorser, and which document byte for byte."""
+    identifier, email, created = key or (None, None, None)
+    return logleaf.LogEvent(
+        action, format_date(at), identifier, email, created, logleaf.digest(document),
+        event.endorser if event else None, event.actor if event else None,
+        logleaf.digest(event.reason) if event else None)
 
 
 class State(abc.ABC):
@@ -295,8 +275,7 @@ class State(abc.ABC):
         or ``deprecated`` for a document that deprecates): one transaction on SQLite. A
         replay of a stored entry adds only what is missing (a crash may have left the feed
         or the log behind). Removed (nothing written) when the entry has a tombstone,
-        Conflict as :meth:`Store.add`. The feed's time is when the publication was first
-        attempted, if earlier than ``at``."""
+        Conflict as :meth:`Store.add`."""
 
     @abc.abstractmethod
     def withdraw(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR
@@ -385,254 +364,3 @@ class State(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""
-
-
-class SQLiteModerationStore(SQLiteFile, State):
-    """The moderation state in one SQLite file; one connection per thread."""
-
-    def __init__(self, path: Path):
-        super().__init__(path, SCHEMA, "the moderation store")
-
-    # --- uploads ---
-
-    def hold(self, upload: Upload, token_hash: str, event: Event, client: str = "",
-             quota: MailQuota | None = None) -> tuple[Upload, bool]:
-        with self._write() as db:
-            existing = _upload(db, "identifier=? AND email=? AND created=?", upload.key)
-            if existing is not None:
-                return existing, False
-            if quota is not None:
-                oldest = upload.submitted - max(quota.recipient_window, quota.client_window)
-                db.execute("DELETE FROM mails WHERE at<?", (format_date(oldest),))
-                _check_quota(db, upload.email, client, upload.submitted, quota)
-            db.execute("INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (*upload.key, upload.document, upload.subject, upload.title,
-                        upload.state, token_hash, format_date(upload.submitted),
-                        format_date(upload.expires), None))
-            db.execute("INSERT INTO mails VALUES (?,?,?,?,?,?)",
-                       (format_date(upload.submitted), upload.email.lower(), client,
-                        *upload.key))
-            _audit(db, upload.submitted, event, upload.key)
-        return upload, True
-
-    def release_mail(self, key: Key) -> None:
-        with self._write() as db:
-            db.execute("DELETE FROM mails WHERE identifier=? AND email=? AND created=?", key)
-
-    def upload(self, key: Key) -> Upload | None:
-        return _upload(self._db(), "identifier=? AND email=? AND created=?", key)
-
-    def by_token(self, token_hash: str) -> Upload | None:
-        return _upload(self._db(), "token_hash=? AND state='pending'", (token_hash,))
-
-    def uploads(self, state: str | None = None) -> list[Upload]:
-        where, args = ("state=?", (state,)) if state else ("1", ())
-        rows = self._db().execute(f"SELECT * FROM uploads WHERE {where} ORDER BY submitted, "
-                                  "identifier", args).fetchall()
-        return [_upload_of(row) for row in rows]
-
-    def resolve(self, key: Key, event: Event, at: datetime) -> bool:
-        with self._write() as db:
-            gone = db.execute("DELETE FROM uploads WHERE identifier=? AND email=? AND "
-                              "created=?", key).rowcount
-            if gone:
-                _audit(db, at, event, key)
-        return bool(gone)
-
-    def flag(self, key: Key, event: Event, at: datetime) -> bool:
-        with self._write() as db:
-            done = db.execute("UPDATE uploads SET state='flagged', token_hash=NULL, flagged=? "
-                              "WHERE identifier=? AND email=? AND created=? AND "
-                              "state='pending'", (format_date(at), *key)).rowcount
-            if done:
-                _audit(db, at, event, key)
-        return bool(done)
-
-    def purge(self, now: datetime, actor: str) -> list[Upload]:
-        with self._write() as db:
-            expired = [_upload_of(row) for row in db.execute(
-                "SELECT * FROM uploads WHERE state='pending' AND expires<=?",
-                (format_date(now),)).fetchall()]
-            for upload in expired:
-                db.execute("DELETE FROM uploads WHERE identifier=? AND email=? AND created=?",
-                           upload.key)
-                _audit(db, now, Event(actor, "expired", "not confirmed in time"), upload.key)
-        return expired
-
-    # --- change feed ---
-
-    def publishing(self, key: Key, at: datetime) -> None:
-        with self._write() as db:
-            _refuse_buried(db, key)
-            db.execute("INSERT OR IGNORE INTO publishing VALUES (?,?,?,?)",
-                       (*key, format_date(at)))
-
-    def published(self, key: Key, at: datetime, event: Event | None = None) -> int | None:
-        with self._write() as db:
-            _refuse_buried(db, key)
-            noted = db.execute("SELECT since FROM publishing WHERE identifier=? AND email=? "
-                               "AND created=?", key).fetchone()
-            db.execute("DELETE FROM publishing WHERE identifier=? AND email=? AND created=?",
-                       key)
-            last = db.execute("SELECT action FROM changes WHERE identifier=? AND email=? AND "
-                              "created=? ORDER BY serial DESC LIMIT 1", key).fetchone()
-            if last is not None and last[0] == PUBLISH:
-                return None
-            if noted is not None:
-                at = min(at, parse_date(noted[0]))
-            if event is not None:
-                _audit(db, at, event, key)
-            return _change(db, at, PUBLISH, key)
-
-    def unfinished(self) -> list[tuple[Key, datetime]]:
-        rows = self._db().execute("SELECT * FROM publishing ORDER BY since").fetchall()
-        return [((r["identifier"], r["email"], r["created"]), parse_date(r["since"]))
-                for r in rows]
-
-    def abandon(self, key: Key) -> None:
-        with self._write() as db:
-            db.execute("DELETE FROM publishing WHERE identifier=? AND email=? AND created=?",
-                       key)
-
-    def removed(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR,
-                published: bool = True) -> int | None:
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO tombstones VALUES (?,?,?,?,?,?,?)",
-                       (*key, rule, format_date(at), event.actor, event.reason or ""))
-            if not published:
-                return None
-            _audit(db, at, event, key)
-            return _change(db, at, REMOVE, key)
-
-    def confirmed(self, key: Key) -> bool:
-        return self._db().execute(
-            "SELECT 1 FROM audit WHERE action='confirmed' AND identifier=? AND email=? AND "
-            "created=? LIMIT 1", key).fetchone() is not None
-
-    def tombstone(self, key: Key) -> Tombstone | None:
-        return _tombstone(self._db(), key)
-
-    def tombstones(self) -> list[Tombstone]:
-        rows = self._db().execute("SELECT * FROM tombstones ORDER BY at, identifier").fetchall()
-        return [_tombstone_of(row) for row in rows]
-
-    def lift(self, key: Key, event: Event, at: datetime) -> bool:
-        with self._write() as db:
-            done = db.execute("DELETE FROM tombstones WHERE identifier=? AND email=? AND "
-                              "created=?", key).rowcount
-            if done:
-                _audit(db, at, event, key)
-        return bool(done)
-
-    def changes(self, after: int = 0, limit: int = 500) -> list[Change]:
-        rows = self._db().execute("SELECT * FROM changes WHERE serial>? ORDER BY serial "
-                                  "LIMIT ?", (after, limit)).fetchall()
-        return [Change(r["serial"], parse_date(r["at"]), r["action"], r["identifier"],
-                       r["email"], r["created"]) for r in rows]
-
-    def last_serial(self) -> int:
-        return self._db().execute("SELECT coalesce(max(serial), 0) FROM changes").fetchone()[0]
-
-    # --- blocked endorsers ---
-
-    def block(self, endorser: str, kind: str, event: Event, at: datetime) -> bool:
-        with self._write() as db:
-            done = db.execute("INSERT OR IGNORE INTO blocked VALUES (?,?,?,?,?)",
-                              (endorser, kind, format_date(at), event.actor,
-                               event.reason or "")).rowcount
-            if done:
-                _audit(db, at, event)
-        return bool(done)
-
-    def unblock(self, endorser: str, event: Event, at: datetime) -> bool:
-        with self._write() as db:
-            done = db.execute("DELETE FROM blocked WHERE endorser=?", (endorser,)).rowcount
-            if done:
-                _audit(db, at, event)
-        return bool(done)
-
-    def blocked(self) -> list[Blocked]:
-        rows = self._db().execute("SELECT * FROM blocked ORDER BY at, endorser").fetchall()
-        return [Blocked(r["endorser"], r["kind"], parse_date(r["at"]), r["actor"], r["reason"])
-                for r in rows]
-
-    # --- audit log, marks ---
-
-    def audit(self, limit: int = 100, before: int | None = None) -> list[AuditRecord]:
-        rows = self._db().execute(
-            "SELECT * FROM audit WHERE serial<? ORDER BY serial DESC LIMIT ?",
-            (before if before is not None else 2 ** 62, limit)).fetchall()
-        return [AuditRecord(r["serial"], parse_date(r["at"]), r["actor"], r["action"],
-                            r["identifier"], r["email"], r["created"], r["endorser"],
-                            r["reason"]) for r in rows]
-
-    def mark(self, name: str) -> str | None:
-        row = self._db().execute("SELECT value FROM marks WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
-
-    def set_mark(self, name: str, value: str) -> None:
-        with self._write() as db:
-            db.execute("INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
-                       "value=excluded.value", (name, value))
-
-
-
-def _upload(db: sqlite3.Connection, where: str, args: tuple) -> Upload | None:
-    row = db.execute(f"SELECT * FROM uploads WHERE {where}", args).fetchone()
-    return _upload_of(row) if row else None
-
-
-def _upload_of(row: sqlite3.Row) -> Upload:
-    return Upload(row["identifier"], row["email"], row["created"], bytes(row["document"]),
-                  row["subject"], row["title"], row["state"], parse_date(row["submitted"]),
-                  parse_date(row["expires"]),
-                  parse_date(row["flagged"]) if row["flagged"] else None)
-
-
-def _audit(db: sqlite3.Connection, at: datetime, event: Event,
-           key: Key | tuple[None, None, None] = (None, None, None)) -> None:
-    db.execute("INSERT INTO audit (at, actor, action, identifier, email, created, endorser, "
-               "reason) VALUES (?,?,?,?,?,?,?,?)",
-               (format_date(at), event.actor, event.action, *key, event.endorser,
-                event.reason))
-
-
-def _tombstone(db: sqlite3.Connection, key: Key) -> Tombstone | None:
-    row = db.execute("SELECT * FROM tombstones WHERE identifier=? AND email=? AND created=?",
-                     key).fetchone()
-    return _tombstone_of(row) if row else None
-
-
-def _tombstone_of(row: sqlite3.Row) -> Tombstone:
-    return Tombstone(row["identifier"], row["email"], row["created"], row["rule"],
-                     parse_date(row["at"]), row["actor"], row["reason"])
-
-
-def _refuse_buried(db: sqlite3.Connection, key: Key) -> None:
-    """Raise Removed when the entry has a tombstone (inside the caller's transaction, so
-    that no removal can slip in between the check and the write)."""
-    tombstone = _tombstone(db, key)
-    if tombstone is not None:
-        raise Removed(tombstone)
-
-
-def _check_quota(db: sqlite3.Connection, recipient: str, client: str, now: datetime,
-                 quota: MailQuota) -> None:
-    """Raise OverQuota when another mail would pass the recipient's or the client's quota."""
-    for column, value, limit, window, who in (
-            ("recipient", recipient.lower(), quota.per_recipient, quota.recipient_window,
-             recipient),
-            ("client", client, quota.per_client, quota.client_window, f"the client {client}")):
-        if column == "client" and not client:
-            continue
-        since = now - window
-        sent = db.execute(f"SELECT at FROM mails WHERE {column}=? AND at>? ORDER BY at DESC "
-                          "LIMIT 1 OFFSET ?", (value, format_date(since), limit - 1)).fetchone()
-        if sent is not None:  # the limit-th newest mail is still inside the window
-            frees = parse_date(sent[0]) + window
-            raise OverQuota(who, limit, window, int((frees - now).total_seconds()) + 1)
-
-
-def _change(db: sqlite3.Connection, at: datetime, action: str, key: Key) -> int:
-    return db.execute("INSERT INTO changes (at, action, identifier, email, created) VALUES "
-                      "(?,?,?,?,?)", (format_date(at), action, *key)).lastrowid

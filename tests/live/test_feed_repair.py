@@ -1,12 +1,12 @@
-"""Store and change feed stay in step through a crash: a server killed between storing an
-upload and writing its feed row (a real server: every process of it SIGKILLed at that
-point) leaves an entry that replicas never learn of -- unless the marketplace repairs the
-feed when it starts again, when a worker dies, and when the same document is uploaded again.
+"""An upload is one transaction: a real server killed in the middle of one (every process of
+it SIGKILLed, or only the worker serving it) leaves the entry wholly there -- document,
+change-feed row and log leaf -- or wholly absent, never one without the others, and nothing
+needs repairing afterwards.
 
 The crash is put in from outside: a ``sitecustomize`` module on the server's PYTHONPATH
-wraps the feed write and kills the server's process group (or, for one test, only the
-worker) while a marker file exists; another marker turns the repair off, to show that a
-replay alone repairs the feed.
+wraps the log append (the last write inside the publication's transaction) or the
+publication itself (after its commit, before the answer) and kills the server's process
+group, or only the worker, while a marker file exists.
 """
 
 from __future__ import annotations
@@ -28,41 +28,48 @@ HOOK = """\
 import os
 import signal
 
-from marketplace.moderation import store, workflow
+from marketplace.store import sqlite_log, sqlite_state
 
-_write = store.SQLiteModerationStore.published
-_repair = getattr(workflow.Moderation, "repair", None)
+_append = sqlite_log.append
+_publish = sqlite_state.SQLiteState.publish
 
 
-def published(self, *args, **kwargs):
-    if os.path.exists({server!r}):
+def die(marker_server, marker_worker):
+    if os.path.exists(marker_server):
         os.killpg(os.getpgrp(), signal.SIGKILL)  # master and workers, as kill -9 would
-    if os.path.exists({worker!r}):
+    if os.path.exists(marker_worker):
         os._exit(9)  # this worker only
-    return _write(self, *args, **kwargs)
 
 
-def repair(self, now):
-    if _repair is None or os.path.exists({no_repair!r}):
-        return {{"published": 0, "abandoned": 0, "removed": 0}}
-    return _repair(self, now)
+def append(db, event):
+    die({inside_server!r}, {inside_worker!r})
+    return _append(db, event)
 
 
-store.SQLiteModerationStore.published = published
-workflow.Moderation.repair = repair
+def publish(self, *args, **kwargs):
+    done = _publish(self, *args, **kwargs)
+    die({after_server!r}, "")
+    return done
+
+
+sqlite_log.append = append
+sqlite_state.SQLiteState.publish = publish
 """
 
 
 class Crash:
-    """The markers that make the next feed write crash the server or one worker."""
+    """The markers that make the next upload crash the server or one worker, inside the
+    publication's transaction or just after its commit."""
 
     def __init__(self, folder: Path, monkeypatch):
-        self.server, self.worker = folder / "kill-server", folder / "kill-worker"
-        self.no_repair = folder / "no-repair"
+        self.inside_server = folder / "kill-server-inside"
+        self.inside_worker = folder / "kill-worker-inside"
+        self.after_server = folder / "kill-server-after"
         hook = folder / "hook"
         hook.mkdir()
         (hook / "sitecustomize.py").write_text(textwrap.dedent(HOOK.format(
-            server=str(self.server), worker=str(self.worker), no_repair=str(self.no_repair))))
+            inside_server=str(self.inside_server), inside_worker=str(self.inside_worker),
+            after_server=str(self.after_server))))
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
             p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p))
 
@@ -79,6 +86,17 @@ def post(server, document: bytes) -> requests.Response | None:
         return None  # the server or its worker died mid-request
 
 
+def written(server) -> tuple[int, int, int]:
+    """(documents, feed publications, log leaves) in the store's file, read from outside."""
+    db = sqlite3.connect(f"file:{server.data_dir / 'marketplace.db'}?mode=ro", uri=True)
+    try:
+        return tuple(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                     for table in ("documents", "changes WHERE action='publish'",
+                                   "log_leaves WHERE event='published'"))
+    finally:
+        db.close()
+
+
 def published_keys(server) -> set[tuple[str, str, str]]:
     """The entries the change feed says are published now."""
     changes = server.get("api/v1/changes", params={"limit": 1000}).json()["changes"]
@@ -91,64 +109,53 @@ def stored_keys(server) -> set[tuple[str, str, str]]:
     return {(i["identifier"], i["email"], i["endorsement"]["created"]) for i in items}
 
 
-def count(database: Path, table: str) -> int:
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    finally:
-        db.close()
-
-
 def documents(signer, number: int) -> list[bytes]:
     return [factories.signed(signer, factories.appliance(os=MARKER_OS)) for _ in range(number)]
 
 
-def crash_the_server_in_an_upload(server, crash: Crash, document: bytes) -> None:
-    crash.server.touch()
+def crash_the_server(server, marker: Path, document: bytes) -> None:
+    marker.touch()
     assert post(server, document) is None, "the server did not crash"
-    crash.server.unlink()
+    marker.unlink()
     server.kill()  # reap what is left of the group
-    assert count(server.data_dir / "marketplace.db", "documents") == \
-        count(server.data_dir / "moderation.db", "changes") + 1, \
-        "the crash did not land between the store and the feed"
 
 
-def test_a_server_killed_between_store_and_feed_repairs_the_feed_on_start(
-        own_server, crash, rsa_signer):
-    sent = documents(rsa_signer, 4)
+def test_a_server_killed_inside_an_upload_leaves_none_of_it(own_server, crash, rsa_signer):
+    sent = documents(rsa_signer, 3)
     own_server.start()
     for document in sent[:2]:
         assert post(own_server, document).status_code == 201
-    crash_the_server_in_an_upload(own_server, crash, sent[2])
+    crash_the_server(own_server, crash.inside_server, sent[2])
+    assert written(own_server) == (2, 2, 2), "a part of the killed upload was left"
 
     own_server.start()
-    assert len(stored_keys(own_server)) == 3
-    assert published_keys(own_server) == stored_keys(own_server), \
-        "an entry stored before the crash is missing from the change feed after a restart"
-    assert post(own_server, sent[3]).status_code == 201
+    assert len(stored_keys(own_server)) == 2
     assert published_keys(own_server) == stored_keys(own_server)
+    assert post(own_server, sent[2]).status_code == 201, "the upload could not be sent again"
+    assert written(own_server) == (3, 3, 3)
 
 
-def test_uploading_the_same_document_again_repairs_the_feed(own_server, crash, rsa_signer):
+def test_a_server_killed_after_the_commit_keeps_all_of_it(own_server, crash, rsa_signer):
     document, = documents(rsa_signer, 1)
     own_server.start()
-    crash_the_server_in_an_upload(own_server, crash, document)
-    crash.no_repair.touch()  # only the replay may repair it now
+    crash_the_server(own_server, crash.after_server, document)
+    assert written(own_server) == (1, 1, 1), "the committed upload was not wholly there"
+
     own_server.start()
-    assert published_keys(own_server) == set()
+    assert published_keys(own_server) == stored_keys(own_server) != set()
     replay = post(own_server, document)
     assert replay.status_code == 200, replay.text
-    assert published_keys(own_server) == stored_keys(own_server), \
-        "the replay answered 200 without putting the entry in the change feed"
+    assert written(own_server) == (1, 1, 1), "the replay wrote the publication twice"
 
 
-def test_a_worker_killed_between_store_and_feed_is_repaired_without_a_restart(
-        own_server, crash, rsa_signer):
+def test_a_worker_killed_inside_an_upload_leaves_none_of_it(own_server, crash, rsa_signer):
     document, = documents(rsa_signer, 1)
     own_server.start()
-    crash.worker.touch()
+    crash.inside_worker.touch()
     assert post(own_server, document) is None, "the worker did not crash"
-    crash.worker.unlink()
-    wait_for(lambda: stored_keys(own_server) and
-             published_keys(own_server) == stored_keys(own_server), 60,
-             "the server to put the dead worker's entry in the change feed")
+    crash.inside_worker.unlink()
+    assert written(own_server) == (0, 0, 0)
+    answer = wait_for(lambda: post(own_server, document), 60, "a new worker to answer")
+    assert answer.status_code == 201, answer.text
+    assert written(own_server) == (1, 1, 1)
+    assert published_keys(own_server) == stored_keys(own_server) != set()

@@ -127,7 +127,7 @@ def make_app(tmp_path) -> Iterator[Callable]:
     apps = []
 
     def make(**settings):
-        app = create_app(data_dir=str(tmp_path / f"data{len(apps)}"), **settings)
+        app = create_app(**{"data_dir": str(tmp_path / f"data{len(apps)}"), **settings})
         apps.append(app)
         return app
 

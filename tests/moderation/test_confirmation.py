@@ -170,7 +170,7 @@ def test_pending_uploads_expire_and_are_purged(confirming, smtp, sam, tmp_path):
     gone = client.get(path_of(mailbox.links()["confirm"]))
     assert gone.status_code == 404 and "not confirmed in time" in gone.get_data(as_text=True)
     assert client.get(response.headers["Location"]).status_code == 404
-    assert moderation.db.uploads() == []
+    assert moderation.state.uploads() == []
     audit = client.get("/admin/api/audit", headers=bearer()).json["records"]
     assert audit[0]["action"] == "expired" and audit[0]["actor"] == "marketplace"
     assert not published(client, entry_path(response))
@@ -245,7 +245,7 @@ def test_tokens_are_stored_only_as_hashes(confirming, smtp, sam, tmp_path):
     upload(app.test_client(), signed(sam))
     mailbox.wait()
     token = mailbox.links()["confirm"].rsplit("=", 1)[1]
-    db = Path(marketplace_of(app).moderation.db.path)
+    db = Path(marketplace_of(app).store.path)
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA wal_checkpoint(FULL)")
     stored = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))

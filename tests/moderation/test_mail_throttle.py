@@ -66,9 +66,9 @@ def test_a_replayed_upload_is_not_mailed_again_nor_counted(confirming, smtp, mak
 
 def test_the_limits_are_shared_by_every_worker(confirming, smtp, make_signer, tmp_path):
     """Two apps on one data dir stand for two gunicorn workers: the count is in the
-    moderation database, not in a process."""
+    store's file, not in a process."""
     mailbox, _ = smtp
-    settings = {"moderation_db": str(tmp_path / "shared-moderation.db")}
+    settings = {"data_dir": str(tmp_path / "shared")}
     workers = [confirming(**settings).test_client() for _ in range(2)]
     impostor = make_signer("Shared Count", email=VICTIM)
     codes = [upload(workers[n % 2], signed(impostor)).status_code for n in range(4)]

@@ -241,7 +241,7 @@ def follower(tmp_path, hostile):
     app = create_app(data_dir=str(tmp_path / "replica"), primary_url=hostile.url)
     market = marketplace_of(app)
     replicator = Replicator(hostile.url, market)
-    market.moderation.db.set_mark(replicator.mark_name, "0")  # follow the feed from its start
+    market.moderation.state.set_mark(replicator.mark_name, "0")  # follow the feed from its start
     yield replicator
     market.close()
 

@@ -82,8 +82,7 @@ def test_a_removal_made_before_the_confirmation_stops_it(confirming, smtp, make_
     mailbox.wait()
     moderation = marketplace_of(app).moderation
     key = tuple(key_of(held).values())
-    moderation.db.removed(key, moderation.now(), Event("ops", "removed", "while pending"),
-                          published=False)
+    moderation.state.withdraw(key, moderation.now(), Event("ops", "removed", "while pending"))
     done = client.post(path_of(mailbox.links()["confirm"]))
     assert "removed by the operators" in done.get_data(as_text=True)
     assert client.get(f"/metadata/{'/'.join(key)}").status_code == 404
@@ -108,7 +107,7 @@ def test_a_replica_follows_a_removal_and_its_lifting(primary, tmp_path,  # noqa:
     document = signed(rsa_signer)
     location = publish(primary, document)
     replicator = replica_of(primary, tmp_path / "replica")
-    store, db = replicator.marketplace.store, replicator.marketplace.moderation.db
+    store, db = replicator.marketplace.store, replicator.marketplace.moderation.state
     try:
         assert replicator.pull().added == 1
         remove_on(primary, location)

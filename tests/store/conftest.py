@@ -39,6 +39,22 @@ def store(request, backend, tmp_path) -> Iterator[Store]:
     opened.close()
 
 
+# The backends whose shared state (Store.state) the state contract suite runs on: a backend
+# joins with one line, a maker of an empty store from (request, tmp_path). The key names the
+# test's parameter: "elasticsearch" gets the test its marker (tests/conftest.py).
+STATE_BACKENDS: dict[str, Callable[..., Store]] = {
+    "sqlite": lambda request, tmp_path: open_backend(request, "sqlite", tmp_path),
+}
+
+
+@pytest.fixture(params=sorted(STATE_BACKENDS))
+def state_store(request, tmp_path) -> Iterator[Store]:
+    """An empty store, for its state, of each backend that has one in turn."""
+    opened = STATE_BACKENDS[request.param](request, tmp_path)
+    yield opened
+    opened.close()
+
+
 def moment(days_ago: float = 0, base: datetime | None = None) -> datetime:
     """A whole-second UTC time ``days_ago`` before ``base`` (now by default)."""
     base = base or datetime.now(UTC)

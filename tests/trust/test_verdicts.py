@@ -147,7 +147,7 @@ def judges(tmp_path_factory, pki_files):
         """Held as a confirm-mode upload, then confirmed by its link: judged again."""
         entry = Entry.from_document(data)
         token = secrets.token_urlsafe(16)
-        primary.moderation.db.hold(
+        primary.moderation.state.hold(
             Upload(*entry.key, data, "CN=held", "held", PENDING, NOW, NOW + timedelta(days=2)),
             token_hash(token), Event(entry.email, "held"))
         outcome = primary.moderation.respond("confirm", token, NOW)

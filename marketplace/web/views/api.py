@@ -147,13 +147,14 @@ def upload() -> Reply:
     """Verify and store a signed document: 201 when new, 200 for an identical replay,
     202 when it awaits its endorser's confirmation."""
     try:
-        entry, new = current_marketplace().accept(read_upload(),
-                                                  client=request.remote_addr or "")
+        entry, publication = current_marketplace().accept(read_upload(),
+                                                          client=request.remote_addr or "")
     except PendingConfirmation as held:
         return pending_reply(held)
     except Exception as exc:
         metrics.upload_rejected(rejection(exc))
         raise
+    new = publication.new
     metrics.upload_accepted(new)
     identifier, email, created = entry.key
     data = {"identifier": identifier, "email": email, "created": created,

@@ -52,7 +52,7 @@ def init_app(app: Flask) -> None:
 def upload_state(identifier: str, email: str, created: str) -> Response:
     """Where an upload stands: pending, flagged (reported) or published."""
     key = entry_key(identifier, email, created)
-    state = current_moderation().state(key, current_moderation().now())
+    state = current_moderation().standing(key, current_moderation().now())
     if state is None:
         raise NotFound(f"no upload of {identifier} by {email} at {created} is pending or "
                        "published (it may have been aborted, or not confirmed in time)")
@@ -68,9 +68,10 @@ def changes() -> Response:
     params = Params(request.args, ("after", "limit"), strict=True)
     after = params.integer("after", 0, 0, 2 ** 62)
     limit = params.integer("limit", 500, 1, MAX_CHANGES)
-    db = current_moderation().db
-    return negotiation.json_response({"changes": [c.as_dict() for c in db.changes(after, limit)],
-                                      "last": db.last_serial()})
+    state = current_moderation().state
+    found = state.changes(after, limit)
+    return negotiation.json_response({"changes": [c.as_dict() for c in found],
+                                      "last": state.last_serial()})
 
 
 # --- admin --------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def uploads() -> Response:
     params = Params(request.args, ("state",), strict=True)
     state = params.choice("state", STATES, "all")
     current_moderation().purge(current_moderation().now())
-    found = current_moderation().db.uploads(None if state == "all" else state)
+    found = current_moderation().state.uploads(None if state == "all" else state)
     return negotiation.json_response({
         "uploads": [{**u.as_dict(), "status_url": upload_url(*u.key)} for u in found],
         "total": len(found),
@@ -173,7 +174,7 @@ def remove() -> Response:
 @admin.get("/tombstones")
 def tombstones() -> Response:
     """What operators removed (or, on a replica, the primary did): refused until lifted."""
-    found = [t.as_dict() for t in current_moderation().db.tombstones()]
+    found = [t.as_dict() for t in current_moderation().state.tombstones()]
     return negotiation.json_response({"tombstones": found, "total": len(found)})
 
 
@@ -215,7 +216,7 @@ def unblock() -> Response:
 
 @admin.get("/blocked")
 def blocked() -> Response:
-    found = [b.as_dict() for b in current_moderation().db.blocked()]
+    found = [b.as_dict() for b in current_moderation().state.blocked()]
     return negotiation.json_response({"blocked": found, "total": len(found)})
 
 
@@ -225,7 +226,7 @@ def audit() -> Response:
     params = Params(request.args, ("limit", "before"), strict=True)
     limit = params.integer("limit", 100, 1, MAX_AUDIT)
     before = params.integer("before", 0, 1, 2 ** 62) if params.get("before") else None
-    records = current_moderation().db.audit(limit, before)
+    records = current_moderation().state.audit(limit, before)
     return negotiation.json_response({
         "records": [r.as_dict() for r in records],
         "next_before": records[-1].serial if len(records) == limit else None,

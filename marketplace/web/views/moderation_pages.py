@@ -127,13 +127,13 @@ def home() -> Response:
     """Held uploads, blocked endorsers, the forms, and the latest of the audit log."""
     now = current_moderation().now()
     current_moderation().purge(now)
-    held = current_moderation().db.uploads()
+    held = current_moderation().state.uploads()
     return page("admin.html", admin=g.admin, csrf=g.admin.form_token(),
                 pending=[u for u in held if u.state == PENDING],
                 flagged=[u for u in held if u.state == FLAGGED],
-                blocked=current_moderation().db.blocked(),
-                tombstones=current_moderation().db.tombstones(),
-                audit=current_moderation().db.audit(20),
+                blocked=current_moderation().state.blocked(),
+                tombstones=current_moderation().state.tombstones(),
+                audit=current_moderation().state.audit(20),
                 done=DONE.get(request.args.get("done", "")), now=format_date(now))
 
 
@@ -141,7 +141,7 @@ def home() -> Response:
 def audit() -> Response:
     params = Params(request.args, ("before",))
     before = params.integer("before", 0, 1, 2 ** 62) if params.get("before") else None
-    records = current_moderation().db.audit(AUDIT_PAGE, before)
+    records = current_moderation().state.audit(AUDIT_PAGE, before)
     older = records[-1].serial if len(records) == AUDIT_PAGE else None
     return page("audit.html", admin=g.admin, records=records, older=older)
 

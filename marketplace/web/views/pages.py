@@ -467,8 +467,8 @@ def upload() -> Response:
         return html("upload.html", 400, verdict={
             "outcome": "missing", "message": "Choose a signed metadata file to upload."})
     try:
-        entry, new = current_marketplace().accept(read_capped(sent.stream),
-                                          client=request.remote_addr or "")
+        entry, publication = current_marketplace().accept(read_capped(sent.stream),
+                                                          client=request.remote_addr or "")
     except PendingConfirmation as held:
         return html("upload.html", 202, verdict={
             "outcome": "pending", "filename": sent.filename, "upload": held.upload,
@@ -481,6 +481,7 @@ def upload() -> Response:
     except (MetadataError, TooLarge, Conflict, StoreError) as exc:
         metrics.upload_rejected(rejection(exc))
         return refused(exc, sent.filename)
+    new = publication.new
     metrics.upload_accepted(new)
     return html("upload.html", 201 if new else 200, verdict={
         "outcome": "accepted" if new else "known", "filename": sent.filename,
