@@ -5,8 +5,10 @@ verified (inode, size and mtime unchanged) and the current policy still accepts 
 they were verified against (lists, expiry and deprecation from the recorded facts; the full
 signature and chain check again when the trust store changed). Otherwise it takes the
 image's pull lock -- or waits while another process or host pulls it and then uses that
-result -- resolves the entry on the marketplace, makes room under the quota, downloads into
-a partial file (taking over one a dead puller left), and commits it into the cache.
+result -- resolves the entry on the marketplace (and, with a ``log_key``, checks it in the
+marketplace's transparency log, recorded once the image is verified), makes room under the
+quota, downloads into a partial file (taking over one a dead puller left), and commits it
+into the cache.
 Events report what happened. :meth:`Fetcher.download_to` does the same into a plain file.
 """
 

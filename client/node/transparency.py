@@ -25,7 +25,7 @@ than the kept one, and the entry's date. A cache hit asks nothing of the log.
 
 Kept under ``<cache>/log/`` per log key: ``<key>.checkpoint`` (the signed note),
 ``<key>.entries.json`` (newest date per image and endorser), and evidence files
-``<key>.<kind>.<time>.{kept,served}.note``. Files are written atomically and read without
+``<key>.<kind>.<time>-<random>.{kept,served}.note``. Files are written atomically and read without
 following symbolic links (:mod:`client.node.entries`), like the rest of the cache.
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -361,7 +362,8 @@ class Transparency:
                 held.release()
 
     def _keep_evidence(self, kind: str, kept: str, served: str) -> list[str]:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._now()))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._now())) + \
+            f"-{os.urandom(3).hex()}"  # two refusals in one second keep both pairs
         paths = []
         for which, signed in (("kept", kept), ("served", served)):
             path = self._path(f"{kind}.{stamp}.{which}.note")
