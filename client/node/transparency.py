@@ -51,6 +51,7 @@ TILE_BYTES = tlog.TILE_WIDTH * tlog.HASH_SIZE
 BUNDLE_BYTES = tlog.TILE_WIDTH * (2 + logleaf.MAX_LEAF)
 ENTRY_BYTES = 16 << 20
 TEXT_ACCEPT = "text/plain, application/octet-stream;q=0.9"
+CLOCK_SKEW = 600.0  # seconds a checkpoint may seem signed ahead of this node's clock
 LOCK = "log.lock"
 
 Key = tuple[str, str, str]  # identifier, endorser email, created
@@ -174,6 +175,11 @@ class Transparency:
                                    f"{checkpoint.size}) says nothing of when it was signed "
                                    "(no 'time' line): its age cannot be checked", identifier)
         age = self._now() - signed_at
+        if age < -CLOCK_SKEW:
+            raise errors.LogUntrusted(
+                f"the checkpoint of {checkpoint.origin} (size {checkpoint.size}) says it was "
+                f"signed {_when(signed_at)}, {-age:.0f} s from now: a checkpoint dated ahead "
+                "would outlive max_checkpoint_age", identifier)
         if age > self.settings.max_age:
             raise errors.LogFrozen(
                 f"the log {checkpoint.origin} is frozen: its checkpoint (size "
@@ -192,6 +198,9 @@ class Transparency:
         if not any(s.name == key.name and s.key_id == key.id for s in signatures):
             raise errors.LogUntrusted(f"the log's checkpoint is not signed by {key.name} "
                                       "(log_key)", identifier)
+        if checkpoint.origin != key.name:
+            raise errors.LogUntrusted(f"the checkpoint is of the log {checkpoint.origin!r}, "
+                                      f"not {key.name!r} (log_key)", identifier)
         witnessed = {(s.name, s.key_id) for s in signatures if s.timestamp is not None}
         if len(witnessed) < self.settings.quorum:
             names = ", ".join(sorted(name for name, _ in witnessed)) or "none"

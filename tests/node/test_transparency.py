@@ -352,6 +352,21 @@ def test_a_checkpoint_older_than_max_checkpoint_age_is_a_frozen_log(market, imag
     assert make_fetcher(max_checkpoint_age="7200").pull(entry.identifier).cached is False
 
 
+def test_a_checkpoint_dated_ahead_is_refused(market, image, make_fetcher):
+    entry = image(seed=34)
+    market.serve(at=time.time() + 3600)  # would stay "fresh" for a day and an hour
+    with pytest.raises(errors.LogUntrusted, match="s from now"):
+        make_fetcher().pull(entry.identifier)
+
+
+def test_a_checkpoint_of_another_origin_is_refused(market, image, make_fetcher):
+    entry = image(seed=35)
+    market.log.origin = "elsewhere.example.org/log"
+    market.serve()
+    with pytest.raises(errors.LogUntrusted, match=r"is of the log 'elsewhere\.example\.org/log'"):
+        make_fetcher().pull(entry.identifier)
+
+
 def test_a_smaller_tree_than_one_seen_is_a_rollback_with_both_notes_kept(market, image,
                                                                         make_fetcher):
     old = image(seed=9)
