@@ -425,20 +425,19 @@ class Fetcher:
             raise errors.FetchError(f"the entry the marketplace serves at {chosen.url} is not "
                                     f"the one it listed: {why}", target.identifier)
         inclusion = log.check(target.base, exact.key, document, index)
-        resolution.chosen, resolution.log = exact, inclusion
+        resolution.chosen, resolution.inclusion = exact, inclusion
         self.log(f"{target.identifier}: leaf {index} of the log {inclusion.checkpoint.origin} "
                  f"({inclusion.checkpoint.size} leaves) publishes this entry")
 
     def _recorded(self, resolution) -> None:
         """Remember the checkpoint and the entry's date the log showed, now the image is
         verified."""
-        if isinstance(resolution.log, dict):
+        if resolution.inclusion is None:
             return
         try:
-            self.transparency().record(resolution.log)
+            self.transparency().record(resolution.inclusion)
         except LockTimeout as exc:
             raise errors.Busy(str(exc), resolution.identifier) from None
-        resolution.log = resolution.log.summary()
 
     def transparency(self):
         """The log this node checks (client.node.transparency), settings read once."""

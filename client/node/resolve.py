@@ -77,11 +77,12 @@ class Resolution:
     identifier: str
     chosen: Candidate
     others: list[Candidate]
-    log: dict = field(default_factory=lambda: {"checked": False})  # what the log showed
+    inclusion: object | None = None  # client.node.transparency.Inclusion: what the log showed
 
     def summary(self) -> dict:
+        log = self.inclusion.summary() if self.inclusion is not None else {"checked": False}
         return {"chosen": self.chosen.summary(), "others": [c.summary() for c in self.others],
-                "log": self.log}
+                "log": log}
 
 
 def resolve(target: Target, policy: Policy, session, timeout: tuple[float, float],
