@@ -66,9 +66,8 @@ class Marketplace(LiveServer):
 
     @property
     def database(self) -> Path:
-        found = sorted(self.data_dir.glob("*.db")) + sorted(self.data_dir.glob("*.sqlite*"))
-        assert found, f"no SQLite file in {self.data_dir}"
-        return found[0]
+        """The store's SQLite file, which holds the moderation state and the log too."""
+        return self.data_dir / "marketplace.db"
 
 
 @pytest.fixture
