@@ -8,9 +8,11 @@ Elasticsearch; ``import`` takes over an original StratusLab marketplace's docume
 :mod:`marketplace.importer`); ``replicate`` pulls a primary into a replica (see
 :mod:`marketplace.replica`); ``tombstones`` lists the entries operators removed and ``lift``
 lets one be published again (audited); ``admin-account`` prints a line of the admin
-accounts file. ``init-store`` and ``serve`` take in the moderation file of an older version
-(:func:`adopt_moderation_file`); ``serve`` then finishes what a crash interrupted
-(:meth:`~marketplace.moderation.workflow.Moderation.repair`). Settings come from
+accounts file; ``init-log`` makes the transparency log's key and ``check-log`` compares the
+store with the log (:mod:`marketplace.log`). ``init-store`` and ``serve`` take in the
+moderation file of an older version (:func:`adopt_moderation_file`); ``serve`` then
+finishes what a crash interrupted (:meth:`~marketplace.moderation.workflow.Moderation.
+repair`) and runs ``check-log``, whose result ``/healthz`` shows. Settings come from
 ``MARKETPLACE_*`` variables and ``marketplace.cfg`` in the data dir; the command line sets the
 data dir, and every setting reaches the gunicorn workers through the environment.
 """
@@ -40,6 +42,7 @@ DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 4
 METRICS_DIR = "prometheus"
 SOME_REFUSED = 3
+SPLIT_VIEW = 4  # replicate: the primary's log does not extend what this witness cosigned
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("directory", metavar="DIR", help="the original's data directory (the "
                      "folder holding metadata/)")
     _moderation_commands(commands, common, output, epilog)
+    _log_commands(commands, common, output, epilog)
     return p
+
+
+def _log_commands(commands, common, output, epilog: str) -> None:
+    text = ("make the transparency log's signing key (Ed25519, named after the host of "
+            "MARKETPLACE_PUBLIC_URL + /log) in MARKETPLACE_LOG_KEY or DATA_DIR/log-key, mode "
+            "0600, and print its verifier key for nodes; with --witness, a replica's "
+            "cosigning key in MARKETPLACE_REPLICA_WITNESS_KEY. Back the key up: nodes trust "
+            "it (docs/log.md)")
+    sub = commands.add_parser("init-log", parents=[common, output], help=text,
+                              description=text, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("--witness", action="store_true", help="make a witness key instead")
+    sub.add_argument("--force", action="store_true", help="replace a key file that exists "
+                     "(nodes trusting the old key then refuse this log: see key rotation in "
+                     "docs/log.md)")
+    text = ("compare the store, the change feed, the audit log, tombstones and blocks with "
+            "the transparency log; exit status 1 and every disagreement (a row deleted or "
+            "altered by hand) listed, 0 when they agree")
+    commands.add_parser("check-log", parents=[common, output], help=text, description=text,
+                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _moderation_commands(commands, common, output, epilog: str) -> None:
@@ -93,7 +117,9 @@ def _moderation_commands(commands, common, output, epilog: str) -> None:
             "verifying each one here. Exit status of --once: 0, everything pulled; "
             f"{SOME_REFUSED}, pulled, but entries refused here were left out (each logged "
             "with its reason); 1, the primary could not be read (the next pull goes on from "
-            "where this one stopped)")
+            f"where this one stopped); {SPLIT_VIEW}, a witnessing replica refused the "
+            "primary's log checkpoint: it does not extend the one cosigned before (both kept "
+            "as evidence)")
     sub = commands.add_parser("replicate", parents=[common, output], help=text,
                               description=text, epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,6 +262,48 @@ def lift(options: argparse.Namespace, settings: dict[str, str]) -> int:
     return 0
 
 
+def init_log(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``init-log [--witness] [--force]``: print the new key's verifier key."""
+    from marketplace.log import keys
+    make = keys.init_witness if options.witness else keys.init_log
+    signer = make(settings, force=options.force)
+    path = keys.witness_key_path(settings) if options.witness else keys.log_key_path(settings)
+    vkey = signer.verifier.vkey()
+    setting = "the primary's MARKETPLACE_LOG_WITNESSES" if options.witness else \
+        "nodes' log_key"
+    report(options, f"made {path}; its verifier key, for {setting}:\n{vkey}",
+           key_file=str(path), vkey=vkey, name=signer.name)
+    return 0
+
+
+def check_log(options: argparse.Namespace, settings: dict[str, str]) -> int:
+    """``check-log``: exit status 1 when the store or its state disagrees with the log."""
+    result = log_check(settings)
+    if options.json:
+        print(json.dumps(result.as_dict()))
+    elif not options.quiet:
+        for problem in result.problems:
+            print(problem)
+        print(f"checked {result.size} leaves: " + (
+            "the store agrees with the log" if result.ok
+            else f"{len(result.problems)} disagreement(s) with the log"))
+    return 0 if result.ok else 1
+
+
+def log_check(settings: dict[str, str]):
+    """Compare the store with its log and keep the result for /healthz (``serve`` runs it
+    before the workers start)."""
+    from marketplace.log.check import check_log, record
+    from marketplace.service import open_store
+    store = open_store(settings)
+    try:
+        result = check_log(store)
+        record(store.state, result)
+    finally:
+        store.close()
+    return result
+
+
 def where(settings: dict[str, str]) -> str:
     """Where the store of the settings lives, for messages."""
     if settings["STORE"] == "elasticsearch":
@@ -329,6 +397,11 @@ def serve(options: argparse.Namespace, settings: dict[str, str]) -> int:
     try:
         init_store(settings, migrate=False)
         repair(settings)
+        checked = log_check(settings)
+        if not checked.ok:
+            print(f"warning: the store disagrees with its transparency log in "
+                  f"{len(checked.problems)} place(s) (/healthz lists them; run "
+                  "`stratus-marketplace check-log`)", file=sys.stderr, flush=True)
     except StoreError as exc:  # e.g. Elasticsearch down: serve 503 until it answers
         print(f"warning: the store is not ready: {exc}", file=sys.stderr, flush=True)
     check_app()
@@ -382,8 +455,10 @@ def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
         raise ValueError("give --primary URL or set MARKETPLACE_PRIMARY_URL")
     logging.basicConfig(level=logging.WARNING if options.quiet else logging.INFO,
                         format="%(asctime)s replicate %(levelname)s %(message)s")
+    from marketplace.log.witness import Witness
     market = Marketplace.from_settings(settings, open_store(settings))
-    replicator = Replicator(primary, market)
+    replicator = Replicator(primary, market,
+                            witness=Witness.from_settings(settings, market.store.state))
     try:
         if not options.once:
             replicator.follow(float(settings["REPLICATE_INTERVAL"]) or 60)
@@ -396,6 +471,9 @@ def replicate(options: argparse.Namespace, settings: dict[str, str]) -> int:
         market.close()
     report(options, f"pulled from {primary} {pulled.summary()}", primary=primary,
            **pulled.as_dict())
+    if pulled.witness is not None and "evidence" in pulled.witness:
+        print(f"error: {pulled.witness['error']}", file=sys.stderr)
+        return SPLIT_VIEW
     return SOME_REFUSED if pulled.refused else 0
 
 
@@ -495,6 +573,10 @@ def run(options: argparse.Namespace) -> int:
         return tombstones(options, settings)
     if options.command == "lift":
         return lift(options, settings)
+    if options.command == "init-log":
+        return init_log(options, settings)
+    if options.command == "check-log":
+        return check_log(options, settings)
     if options.command == "reindex":
         count = reindex(settings)
         repair(settings)  # a removal made while it ran may have come back

@@ -88,6 +88,23 @@ SETTINGS = (
             "URL: uploads are refused (403) and `serve` follows the primary"),
     Setting("REPLICATE_INTERVAL", "60", "seconds between two pulls of a replica that `serve` "
             "runs; 0: `serve` does not pull (run `replicate --once` yourself)"),
+    Setting("REPLICA_WITNESS_KEY", "", "file of this replica's witness key "
+            "(`stratus-marketplace init-log --witness` makes it): each pull then checks the "
+            "primary's signed log checkpoint (with REPLICA_LOG_KEY), its consistency with "
+            "the last one cosigned, and posts a cosignature; empty: no witnessing"),
+    Setting("REPLICA_LOG_KEY", "", "the primary's log verifier key (its /log/key, checked "
+            "out of band), which the checkpoints a witnessing replica cosigns must verify "
+            "with"),
+    # The transparency log (marketplace.log, docs/log.md).
+    Setting("LOG_KEY", "", "file of the log's signing key (`stratus-marketplace init-log` "
+            "makes it, mode 0600); empty: DATA_DIR/log-key. Servers sharing one store "
+            "share this key"),
+    Setting("LOG_RESIGN", "3600", "seconds after which the served log checkpoint is signed "
+            "again, even when the log did not grow (nodes refuse checkpoints older than "
+            "their max_checkpoint_age)"),
+    Setting("LOG_WITNESSES", "", "verifier keys (vkeys) of the witnesses whose "
+            "cosignatures of the log checkpoint this marketplace accepts and serves, "
+            "separated by commas or spaces"),
     # Exports for other tools (marketplace.exports).
     Setting("IMAGELISTS", "", "INI file of the HEPiX image lists served at /imagelists/NAME: "
             "a [NAME] section each, with title, description and search parameters as "

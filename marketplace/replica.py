@@ -35,6 +35,11 @@ How it runs: ``stratus-marketplace replicate --once`` (e.g. from cron), ``replic
 ``--replica-of URL``, which runs that follower as one child process beside gunicorn (one
 puller per server, whatever the number of workers).
 
+A witnessing replica (``REPLICA_WITNESS_KEY``, with the primary's log key in
+``REPLICA_LOG_KEY``) also checks, after each pull, that the primary's signed log checkpoint
+extends the last one it cosigned, then cosigns it and posts the cosignature to the primary
+(:mod:`marketplace.log.witness`); a checkpoint that does not is refused and kept as evidence.
+
 Limits: the first walk copies the latest entry of each identifier and endorser (the
 primary's listings show no older versions); from then on the feed brings every version.
 An entry its primary published after its endorser confirmed an email by mail is left out
@@ -53,6 +58,7 @@ from datetime import UTC, datetime
 
 import requests
 
+from marketplace.log.witness import SplitView, Witness, WitnessError
 from marketplace.metadata.identifier import entry_path
 from marketplace.metadata.model import parse_date
 from marketplace.metadata.problems import MetadataError
@@ -82,6 +88,7 @@ class Report:
     refused: list[dict] = field(default_factory=list)
     serial: int = 0
     walked: bool = False
+    witness: dict | None = None  # what witnessing the primary's log did, when it does
 
     def summary(self) -> str:
         """One line for people. Entries left out are no failure of the pull: they were
@@ -93,7 +100,7 @@ class Report:
     def as_dict(self) -> dict:
         return {"added": self.added, "known": self.known, "removed": self.removed,
                 "gone": self.gone, "refused": self.refused, "serial": self.serial,
-                "walked": self.walked}
+                "walked": self.walked, "witness": self.witness}
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Replicator:
     marketplace: Marketplace
     session: requests.Session = field(default_factory=requests.Session)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    witness: Witness | None = None
 
     def __post_init__(self):
         self.primary = self.primary.rstrip("/")
@@ -137,7 +145,49 @@ class Replicator:
         finally:
             state.set_mark(self.mark_name, str(serial))
             report.serial = serial
+        if self.witness is not None:
+            report.witness = self.cosign()
         return report
+
+    def cosign(self) -> dict:
+        """Witness the primary's log: check its checkpoint, cosign it, post the cosignature.
+        What was done; a refusal (evidence kept) is logged as an error, never cosigned."""
+        try:
+            checkpoint, cosigned = self.witness.witness(self._log_file,
+                                                        int(self.clock().timestamp()))
+        except SplitView as exc:
+            log.error("refused to cosign the log of %s: %s", self.primary, exc)
+            return {"cosigned": False, "error": str(exc), "evidence": str(exc.evidence)}
+        except WitnessError as exc:
+            log.warning("could not witness the log of %s: %s", self.primary, exc)
+            return {"cosigned": False, "error": str(exc)}
+        answer = self._post_cosignature(cosigned)
+        return {"cosigned": True, "size": checkpoint.size, "posted": answer}
+
+    def _log_file(self, path: str) -> bytes:
+        url = f"{self.primary}/log/{path}"
+        try:
+            response = self.session.get(url, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise WitnessError(f"{url}: {exc}") from exc
+        if response.status_code != 200:
+            raise WitnessError(f"{url} answered {response.status_code}")
+        return response.content
+
+    def _post_cosignature(self, cosigned: str) -> str:
+        """Hand the cosignature to the primary; its answer, for the report (a primary that
+        does not list this witness, or signed again meanwhile, is no failure of the pull)."""
+        url = f"{self.primary}/log/cosignature"
+        try:
+            response = self.session.post(url, data=cosigned.encode(), timeout=TIMEOUT,
+                                         headers={"Content-Type": "text/plain"})
+        except requests.RequestException as exc:
+            log.warning("could not post the cosignature to %s: %s", url, exc)
+            return f"not posted: {exc}"
+        if response.status_code != 200:
+            log.warning("%s answered %s to the cosignature: %s", url, response.status_code,
+                        response.text[:300])
+        return f"{response.status_code}"
 
     def follow(self, interval: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Pull every ``interval`` seconds until ``stop()``; failures are logged, retried."""

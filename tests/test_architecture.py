@@ -19,6 +19,8 @@ PACKAGES = ("marketplace", "client")
 CORE = "marketplace.metadata"
 WEB = "marketplace.web"
 VIEWS = "marketplace.web.views"
+# The domains between the web package and the store.
+DOMAINS = ("marketplace.moderation", "marketplace.exports", "marketplace.log")
 # The only modules outside the web package that may start it: the commands and wsgi.py.
 WEB_STARTERS = ("marketplace.cli",)
 
@@ -113,11 +115,10 @@ def forbidden(source: str, target: str) -> str | None:
     if within(source, "client") and within(target, "marketplace") and not within(target, CORE):
         return "the client never imports the server"
     if within(source, "marketplace.store") and any(
-            within(target, p) for p in (WEB, "marketplace.moderation", "marketplace.exports")):
-        return "the store imports no web, moderation or exports code"
-    if any(within(source, p) for p in ("marketplace.moderation", "marketplace.exports")) \
-            and within(target, WEB):
-        return "moderation and exports import no web code"
+            within(target, p) for p in (WEB, *DOMAINS)):
+        return "the store imports no web, moderation, exports or log code"
+    if any(within(source, p) for p in DOMAINS) and within(target, WEB):
+        return "moderation, exports and the log import no web code"
     if within(target, WEB) and not within(source, WEB) and source not in WEB_STARTERS:
         return "only the commands start the web package"
     if within(source, VIEWS) and within(target, VIEWS) and target != VIEWS:
@@ -132,8 +133,7 @@ def forbidden(source: str, target: str) -> str | None:
 
 GRAPH = import_graph()
 # Packages of the domain that know nothing of HTTP frameworks.
-WITHOUT_FLASK = (CORE, "marketplace.store", "marketplace.moderation", "marketplace.exports",
-                 "client")
+WITHOUT_FLASK = (CORE, "marketplace.store", *DOMAINS, "client")
 
 
 def test_the_walk_sees_the_packages_and_their_imports():
@@ -155,6 +155,8 @@ def test_a_circle_is_found():
     ("client.cli", "marketplace.files"),
     ("marketplace.store.sqlite", "marketplace.moderation.workflow"),
     ("marketplace.exports.feed", "marketplace.web.urls"),
+    ("marketplace.log.served", "marketplace.web.current"),
+    ("marketplace.store.sqlite_state", "marketplace.log.check"),
     ("marketplace.service", "marketplace.web.app"),
     ("marketplace.web.views.pages", "marketplace.web.views.api"),
     ("marketplace.web.params", "marketplace.web.app"),

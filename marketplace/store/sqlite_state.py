@@ -16,6 +16,7 @@ A marketplace of an older version kept this state in a file of its own (``modera
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, suppress
@@ -28,6 +29,7 @@ from marketplace.sqlitefile import SQLiteFile
 from marketplace.store import sqlite_log
 from marketplace.store.base import Entry
 from marketplace.store.state import (
+    LOG_HISTORY_MARK,
     PUBLISH,
     REMOVE,
     REMOVED_BY_OPERATOR,
@@ -272,6 +274,10 @@ class SQLiteState(State):
         for event in sorted(events, key=lambda e: e.time):
             sqlite_log.append(db, event)
         done["leaves"] = len(events)
+        history = {"leaves": sqlite_log.size(db), "change": _last_serial(db, "changes"),
+                   "audit": _last_serial(db, "audit")}
+        db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)",
+                   (LOG_HISTORY_MARK, json.dumps(history)))
         return done
 
     def confirmed(self, key: Key) -> bool:
@@ -462,3 +468,7 @@ def _settle(path: Path) -> None:
         db.execute("PRAGMA journal_mode=DELETE")
     finally:
         db.close()
+
+
+def _last_serial(db: sqlite3.Connection, table: str) -> int:
+    return db.execute(f"SELECT coalesce(max(serial), 0) FROM {table}").fetchone()[0]

@@ -36,6 +36,10 @@ PUBLISH = "publish"
 REMOVE = "remove"
 REMOVED_BY_OPERATOR = "removed-by-operator"
 REMOVED_ON_PRIMARY = "removed-on-primary"  # a replica's copy of its primary's removal
+# Where the log's summary of a history older than the log ends (a migrated store):
+# {"leaves": L, "change": C, "audit": A}; marketplace.log.check does not match the leaves
+# before L, the feed rows up to serial C and the audit rows up to serial A one to one.
+LOG_HISTORY_MARK = "log:history"
 
 @dataclass(frozen=True)
 class Upload:

@@ -9,7 +9,7 @@ from marketplace.moderation import logs
 from marketplace.service import Marketplace, open_store
 from marketplace.web import current, errors, metrics, security
 from marketplace.web.context_path import OriginalContextPath
-from marketplace.web.views import api, exports, moderation_api, moderation_pages, pages
+from marketplace.web.views import api, exports, log, moderation_api, moderation_pages, pages
 
 
 def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
@@ -30,5 +30,6 @@ def create_app(data_dir: str | None = None, **overrides: str) -> Flask:
     moderation_api.init_app(app)
     moderation_pages.init_app(app)
     exports.init_app(app)
+    log.init_app(app)
     logs.redact_tokens()
     return app

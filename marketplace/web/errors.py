@@ -22,7 +22,7 @@ from marketplace.web.current import current_marketplace
 from marketplace.web.negotiation import BadMedia
 from marketplace.web.params import ParameterError
 
-JSON_ONLY = ("/api/", "/admin/api/", "/healthz", "/openapi.json", "/metrics")
+JSON_ONLY = ("/api/", "/admin/api/", "/healthz", "/openapi.json", "/metrics", "/log/")
 RETRY_AFTER = "30"
 # Why an upload was turned away, as the metrics count it.
 REJECTIONS = ((MetadataError, "invalid"), (TooLarge, "too_large"),

@@ -21,7 +21,8 @@ SAMPLE = {"identifier": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "email": "jane.tester@exa
           "created": "2024-01-02T03:04:05Z", "tag": "web", "action": "confirm",
           "filename": "app.css", "name": "default",
           # /metadata/<first>/<second>: segments read by their shape
-          "first": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "second": "jane.tester@example.org"}
+          "first": "AAAAAAAAAAAAAAAAAAAAAAAAAAA", "second": "jane.tester@example.org",
+          "path": "0/000"}  # /log/tile/<path>: a tile of the transparency log
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
 HTML_PAGES = ("/", "/publishers", "/upload", "/appliances/AAAAAAAAAAAAAAAAAAAAAAAAAAA",
               "/metadata?media=html", "/endorsers?media=html", "/nowhere",

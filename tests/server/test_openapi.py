@@ -71,7 +71,8 @@ def test_every_documented_route_exists(app, document):
     adapter = app.url_map.bind("localhost")
     for path, method, _ in operations(document):
         concrete = path.format(identifier="A" * 27, email=JANE, created="2026-01-01T00:00:00Z",
-                               tag="t", name="n", first="A" * 27, second=JANE)
+                               tag="t", name="n", first="A" * 27, second=JANE,
+                               path="0/000")
         adapter.match(concrete, method=method.upper())
 
 
@@ -91,7 +92,8 @@ def entry(publish):
     _, location = publish(tag="latest", when=moment(1))
     identifier, _, created = key_of(location)
     return {"identifier": identifier, "email": JANE, "created": created, "tag": "latest",
-            "name": "none", "first": identifier, "second": JANE}
+            "name": "none", "first": identifier, "second": JANE,
+            "path": "0/000.p/1"}  # the log's first tile: the entry's leaf hash
 
 
 def calls(document, operation, entry):

@@ -42,7 +42,7 @@ def entry(publish) -> dict[str, str]:
     identifier, email, created = key_of(location)
     return {"identifier": identifier, "email": email, "created": created, "tag": "latest",
             "first": identifier, "second": email, "name": "default", "action": "confirm",
-            "filename": "app.css"}
+            "filename": "app.css", "path": "0/000.p/1"}  # the log's first tile
 
 
 def every_get(app, values: dict[str, str]) -> list[tuple[str, str]]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from marketplace.metadata import model
+from marketplace.log import keys
+from marketplace.metadata import model, note
 from marketplace.metadata.identifier import identifier_to_sha1
 from tests import factories, gpg, pki
 from tests.live.conftest import LiveServer, clean_environ, script
@@ -61,19 +62,20 @@ checks.negative_data_rejection.enabled = false
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, rsa_signer):
-    """A live marketplace with every export signed (S/MIME and GPG keys), so that no
-    route answers 503 for a setting left out."""
+    """A live marketplace with every export signed (S/MIME and GPG keys) and a log key, so
+    that no route answers 503 for a setting left out."""
     root = tmp_path_factory.mktemp("schemathesis")
     token = secrets.token_urlsafe(24)
     (root / "tokens").write_text(f"schemathesis:{token}\n")
     data = root / "data"
     data.mkdir()
     key, certificate = pki.write_pem(rsa_signer, root, "lists")
+    keys.create(root / "log-key", note.Signer.generate("schemathesis.test/log"))
     with gpg.signing_home("Marketplace Streams <streams@example.org>") as (home, fpr, _):
         (data / "marketplace.cfg").write_text(
             f"[marketplace]\nADMIN_TOKEN_FILE = {root / 'tokens'}\n"
             f"IMAGELIST_CERTIFICATE = {certificate}\nIMAGELIST_KEY = {key}\n"
-            f"GPG_HOME = {home}\nGPG_KEY = {fpr}\n")
+            f"GPG_HOME = {home}\nGPG_KEY = {fpr}\nLOG_KEY = {root / 'log-key'}\n")
         live = LiveServer(data, root)
         live.start()
         publish_the_example_entry(live, rsa_signer)

@@ -11,6 +11,8 @@ page.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import requests
 
@@ -29,14 +31,15 @@ WARM_UP = 4  # full pages served first, one per thread of the worker (serve's de
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, ec_signer):
-    """A SQLite store of ``PAGES`` pages of entries (added to the store directly: the
-    signatures are real, uploading each would only slow the test)."""
+    """A SQLite store of ``PAGES`` pages of entries (published through the state directly,
+    with their feed rows and log leaves: the signatures are real, uploading each would only
+    slow the test)."""
     root = tmp_path_factory.mktemp("streamed")
     app = create_app(data_dir=str(root / "data"))
-    store = marketplace_of(app).store
+    state = marketplace_of(app).store.state
     for index in range(PAGES * MAX_LIMIT):
-        store.add(Entry.from_document(factories.signed(
-            ec_signer, factories.appliance(title=f"entry {index}"))))
+        state.publish(Entry.from_document(factories.signed(
+            ec_signer, factories.appliance(title=f"entry {index}"))), datetime.now(UTC))
     marketplace_of(app).close()
     return root
 

@@ -22,6 +22,7 @@ from flask import Blueprint, Response, request
 from lxml import etree
 from werkzeug.exceptions import NotFound
 
+from marketplace.log.check import recorded
 from marketplace.metadata.model import format_date
 from marketplace.metadata.vocabulary import MAX_LIMIT, named_facets
 from marketplace.service import PendingConfirmation
@@ -56,15 +57,23 @@ MAX_TAGGED = 20  # entries of one tag weighed for whose email stands (a tag has 
 # --- forms of entries --------------------------------------------------------------------
 
 
-def entry_json(entry: Entry, now: datetime) -> dict:
-    """The entry as JSON: the appliance's fields plus email, status and url."""
+def entry_json(entry: Entry, now: datetime, log_index: int | None = None) -> dict:
+    """The entry as JSON: the appliance's fields plus email, status, url and the index of
+    the log leaf that published it (None: the log has none)."""
     return {**entry.as_dict(), "email": entry.email,
-            "status": entry.appliance.status(now), "url": entry_url(entry)}
+            "status": entry.appliance.status(now), "url": entry_url(entry),
+            "log_index": log_index}
+
+
+def entries_json(entries: list[Entry], now: datetime) -> list[dict]:
+    """Entries as JSON, their log indexes read in one call."""
+    indexes = current_store().state.leaf_indexes([e.key for e in entries])
+    return [entry_json(e, now, indexes.get(e.key)) for e in entries]
 
 
 def listing_reply(page: Page, query: Query, heading: str) -> Reply:
     """A listing: XML ``<metadata>`` holding each signed ``rdf:RDF`` verbatim, JSON or HTML."""
-    data = {"entries": [entry_json(e, query.now) for e in page.entries], "total": page.total}
+    data = {"entries": entries_json(page.entries, query.now), "total": page.total}
     context = {"heading": heading, "offset": query.offset, "limit": query.limit}
     return Reply(data, "listing.html", lambda: listing_xml(page, query), context=context)
 
@@ -77,13 +86,17 @@ def listing_xml(page: Page, query: Query) -> bytes:
 
 
 def entry_reply(entry: Entry, now: datetime) -> Reply:
-    """One entry: the stored bytes exactly as ``application/rdf+xml``, JSON or HTML."""
+    """One entry: the stored bytes exactly as ``application/rdf+xml``, JSON or HTML. The
+    signed bytes cannot carry the log index: the XML has it in a ``Log-Index`` header."""
     identifier, _, created = entry.key
     filename = UNSAFE_FILENAME.sub("-", f"{identifier}-{created}") + ".xml"
     context = {"document": entry.document.decode("utf-8", "replace")}
-    return Reply(entry_json(entry, now), "entry.html", lambda: entry.document,
-                 xml_type=negotiation.RDF_XML_TYPE, context=context,
-                 xml_headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    data = entries_json([entry], now)[0]
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if data["log_index"] is not None:
+        headers["Log-Index"] = str(data["log_index"])
+    return Reply(data, "entry.html", lambda: entry.document,
+                 xml_type=negotiation.RDF_XML_TYPE, context=context, xml_headers=headers)
 
 
 def endorser_json(endorser: EndorserStats) -> dict:
@@ -110,8 +123,8 @@ def tags_xml(email: str, tags: list[dict]) -> bytes:
 
 
 def accepted_xml(data: dict, tag: str = "entry") -> bytes:
-    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else v
-                               for k, v in data.items()})
+    root = etree.Element(tag, {k: str(v).lower() if isinstance(v, bool) else str(v)
+                               for k, v in data.items() if v is not None})
     return negotiation.to_bytes(root)
 
 
@@ -158,9 +171,12 @@ def upload() -> Reply:
     metrics.upload_accepted(new)
     identifier, email, created = entry.key
     data = {"identifier": identifier, "email": email, "created": created,
-            "url": entry_url(entry), "new": new}
+            "url": entry_url(entry), "new": new, "log_index": publication.leaf}
+    headers = {"Location": absolute(data["url"])}
+    if publication.leaf is not None:
+        headers["Log-Index"] = str(publication.leaf)
     return Reply(data, "accepted.html", lambda: accepted_xml(data), 201 if new else 200,
-                 {"Location": absolute(data["url"])})
+                 headers)
 
 
 # --- serving metadata --------------------------------------------------------------------
@@ -218,10 +234,13 @@ def streamed_listing(query: Query, first: Page, media: str) -> Response:
     at once, or one never read, then pop contexts out of turn).
     """
     store = current_store()
+    indexes: dict = {}
 
     def entries(page: Page) -> Iterator[Entry]:
         offset = query.offset
         while True:
+            if media == negotiation.JSON:  # a page's log indexes in one call
+                indexes.update(store.state.leaf_indexes([e.key for e in page.entries]))
             yield from page.entries
             if len(page.entries) < query.limit:
                 return
@@ -229,7 +248,7 @@ def streamed_listing(query: Query, first: Page, media: str) -> Response:
             page = store.search(replace(query, offset=offset))
 
     if media == negotiation.JSON:
-        body = _json_stream(entries(first), first.total, query.now)
+        body = _json_stream(entries(first), first.total, query.now, indexes)
         mimetype = negotiation.JSON_TYPE
     else:
         body = _xml_stream(entries(first), first.total)
@@ -244,11 +263,13 @@ def _xml_stream(entries: Iterator[Entry], total: int) -> Iterator[bytes]:
     yield b"</metadata>\n"
 
 
-def _json_stream(entries: Iterator[Entry], total: int, now: datetime) -> Iterator[bytes]:
+def _json_stream(entries: Iterator[Entry], total: int, now: datetime,
+                 indexes: dict) -> Iterator[bytes]:
     yield b'{"entries":['
     for number, entry in enumerate(entries):
         yield (b"," if number else b"") + json.dumps(
-            entry_json(entry, now), ensure_ascii=False, separators=(",", ":")).encode()
+            entry_json(entry, now, indexes.get(entry.key)), ensure_ascii=False,
+            separators=(",", ":")).encode()
     yield f'],"total":{total}}}'.encode()
 
 
@@ -331,7 +352,7 @@ def search() -> Response:
     page = current_store().search(query)
     following = query.offset + len(page.entries)
     return negotiation.json_response({
-        "items": [entry_json(e, query.now) for e in page.entries], "total": page.total,
+        "items": entries_json(page.entries, query.now), "total": page.total,
         "next_cursor": (make_cursor(following, search.fingerprint)
                         if following < page.total else None),
         "facets": named_facets(page.facets)})
@@ -346,7 +367,7 @@ def appliance(identifier: str) -> Response:
     if not page.total:
         raise NotFound(f"no entry of {identifier}")
     return negotiation.json_response(
-        {"items": [entry_json(e, query.now) for e in page.entries], "total": page.total})
+        {"items": entries_json(page.entries, query.now), "total": page.total})
 
 
 @blueprint.get("/api/v1/ping")
@@ -358,8 +379,13 @@ def ping() -> Response:
 @blueprint.get("/healthz")
 def healthz() -> Response:
     healthy = current_store().healthy()
-    return negotiation.json_response({"status": "ok" if healthy else "unavailable",
-                                      "store": healthy}, 200 if healthy else 503)
+    answer = {"status": "ok" if healthy else "unavailable", "store": healthy}
+    log = recorded(current_store().state) if healthy else None
+    if log is not None:  # the comparison with the transparency log made at start
+        answer["log"] = log
+        if not log["ok"]:
+            answer["status"] = "log-mismatch"
+    return negotiation.json_response(answer, 200 if answer["status"] == "ok" else 503)
 
 
 @blueprint.get("/metrics")

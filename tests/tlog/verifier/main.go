@@ -4,7 +4,10 @@
 // It fetches <url>/checkpoint, checks its signature with the given verifier key, reads the
 // hash tiles and entry bundles over HTTP (C2SP tlog-tiles paths), recomputes the tree hash,
 // and checks an inclusion proof for every entry and a consistency proof from every smaller
-// size. It prints a JSON summary, or an error and exit status 1.
+// size. With -previous, it also checks that an older signed checkpoint (a file) verifies
+// with the same key and that the served tree extends it. It counts the entries that are
+// JSON objects by their "event" field. It prints a JSON summary, or an error and exit
+// status 1.
 package main
 
 import (
@@ -88,7 +91,44 @@ func entries(base string, size int64) ([][]byte, error) {
 	return all[:size], nil
 }
 
-func run(url, vkey string) (map[string]any, error) {
+// openCheckpoint verifies a signed checkpoint and returns its size and root hash.
+func openCheckpoint(signed []byte, verifier note.Verifier) (string, int64, tlog.Hash, error) {
+	var root tlog.Hash
+	opened, err := note.Open(signed, note.VerifierList(verifier))
+	if err != nil {
+		return "", 0, root, fmt.Errorf("checkpoint signature: %v", err)
+	}
+	lines := strings.Split(opened.Text, "\n")
+	if len(lines) < 4 {
+		return "", 0, root, fmt.Errorf("checkpoint too short")
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil {
+		return "", 0, root, fmt.Errorf("checkpoint size: %v", err)
+	}
+	rootBytes, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(rootBytes) != tlog.HashSize {
+		return "", 0, root, fmt.Errorf("checkpoint root hash")
+	}
+	copy(root[:], rootBytes)
+	return opened.Sigs[0].Name, size, root, nil
+}
+
+// events counts the entries that are JSON objects by their "event" field.
+func events(records [][]byte) map[string]int {
+	counts := map[string]int{}
+	for _, record := range records {
+		var leaf map[string]any
+		if json.Unmarshal(record, &leaf) == nil {
+			if name, ok := leaf["event"].(string); ok {
+				counts[name]++
+			}
+		}
+	}
+	return counts
+}
+
+func run(url, vkey, previous string) (map[string]any, error) {
 	verifier, err := note.NewVerifier(vkey)
 	if err != nil {
 		return nil, fmt.Errorf("verifier key: %v", err)
@@ -97,24 +137,11 @@ func run(url, vkey string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	opened, err := note.Open(signed, note.VerifierList(verifier))
+	signer, size, root, err := openCheckpoint(signed, verifier)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint signature: %v", err)
+		return nil, err
 	}
-	lines := strings.Split(opened.Text, "\n")
-	if len(lines) < 4 {
-		return nil, fmt.Errorf("checkpoint too short")
-	}
-	size, err := strconv.ParseInt(lines[1], 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint size: %v", err)
-	}
-	rootBytes, err := base64.StdEncoding.DecodeString(lines[2])
-	if err != nil || len(rootBytes) != tlog.HashSize {
-		return nil, fmt.Errorf("checkpoint root hash")
-	}
-	var root tlog.Hash
-	copy(root[:], rootBytes)
+	lines := strings.Split(string(signed), "\n")
 	reader := tlog.TileHashReader(tlog.Tree{N: size, Hash: root}, tiles{url})
 	computed, err := tlog.TreeHash(size, reader)
 	if err != nil {
@@ -151,17 +178,40 @@ func run(url, vkey string) (map[string]any, error) {
 		}
 		roots[strconv.FormatInt(old, 10)] = base64.StdEncoding.EncodeToString(oldHash[:])
 	}
-	return map[string]any{
-		"origin": lines[0], "size": size, "root": lines[2], "signer": opened.Sigs[0].Name,
-		"entries_checked": len(records), "old_roots": roots,
-	}, nil
+	summary := map[string]any{
+		"origin": lines[0], "size": size, "root": lines[2], "signer": signer,
+		"entries_checked": len(records), "old_roots": roots, "events": events(records),
+	}
+	if previous != "" {
+		older, err := os.ReadFile(previous)
+		if err != nil {
+			return nil, err
+		}
+		_, oldSize, oldRoot, err := openCheckpoint(older, verifier)
+		if err != nil {
+			return nil, fmt.Errorf("previous %v", err)
+		}
+		if oldSize > size {
+			return nil, fmt.Errorf("the tree shrank from %d to %d", oldSize, size)
+		}
+		proof, err := tlog.ProveTree(size, oldSize, reader)
+		if err != nil {
+			return nil, fmt.Errorf("consistency proof from the previous checkpoint: %v", err)
+		}
+		if err := tlog.CheckTree(proof, size, root, oldSize, oldRoot); err != nil {
+			return nil, fmt.Errorf("the served tree does not extend the previous one: %v", err)
+		}
+		summary["previous_size"] = oldSize
+	}
+	return summary, nil
 }
 
 func main() {
 	url := flag.String("url", "", "the log's base URL (serving checkpoint and tile/)")
 	vkey := flag.String("vkey", "", "the log's verifier key")
+	previous := flag.String("previous", "", "a file holding an older signed checkpoint")
 	flag.Parse()
-	summary, err := run(strings.TrimRight(*url, "/"), *vkey)
+	summary, err := run(strings.TrimRight(*url, "/"), *vkey, *previous)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "verifier:", err)
 		os.Exit(1)
