@@ -26,7 +26,8 @@ Then the cache hit: ``stratus-image-cache path ID`` as a fresh process, against
 marketplace's log is first grown by ``--log-entries`` more uploads, so that proofs cross
 tiles): resolving the entry in-process with and without ``log_key`` (a fresh fetcher each
 time, the kept checkpoint of the same tree: the check of every pull but a node's first), and
-the cache hit as a fresh process with and without ``log_key``, taking turns.
+the cache hit with and without ``log_key``, as a fresh process and in-process (config load
+and hit, 20 a round), taking turns.
 A run during which other processes used more than a tenth of a core
 is repeated, up to ``--redo`` times (the machine may be shared); ratios are also given
 round by round, where neighbouring runs saw about the same machine. ``--only`` picks
@@ -62,6 +63,7 @@ SHM = Path("/dev/shm")
 DISTURBANCE = 0.10  # of one core
 MAX_TRIES = 3
 QUIET_WAIT = 2.0
+IN_PROCESS_HITS = 20  # config load and cache hit, per timed round of the log's part
 
 
 # --- the origin server (run as `python bench/fetch.py serve FILE PORT`) ----------------------
@@ -430,14 +432,21 @@ def log_times(args, meter: Meter, identifier: str, endpoint: str, work: Path,
     target = parse_target(identifier, endpoint)
     result: dict[str, list[float]] = {f"{kind} {name}": [] for kind in ("resolve", "hit")
                                       for name in configs}
+    result.update({f"hit in-process {name}": [] for name in configs})
     for _ in range(args.log_runs):
         for name, config in configs.items():
             def resolve(config=config) -> None:
                 Fetcher(fetcher_config.load(config, environ={})).resolve(target)
 
+            def hit(config=config) -> None:
+                for _ in range(IN_PROCESS_HITS):
+                    assert Fetcher(fetcher_config.load(config, environ={})).pull(
+                        identifier, allow_pull=False).cached
+
             result[f"resolve {name}"].append(meter.clean(resolve)[0])
             argv = [command, "path", identifier, "--config", str(config)]
             result[f"hit {name}"].append(meter.clean(lambda argv=argv: run(argv, env=env))[0])
+            result[f"hit in-process {name}"].append(meter.clean(hit)[0] / IN_PROCESS_HITS)
     shutil.rmtree(cache, ignore_errors=True)
     return result
 
@@ -490,10 +499,10 @@ def report_log(log: dict[str, list[float]] | None) -> None:
     print("\n| transparency log | median ms | min ms |\n| --- | ---: | ---: |")
     for name, values in log.items():
         print(f"| {name} | {statistics.median(values) * 1e3:.1f} | {min(values) * 1e3:.1f} |")
-    for kind in ("resolve", "hit"):
+    for kind in ("resolve", "hit", "hit in-process"):
         with_log, without = log[f"{kind} with log"], log[f"{kind} without log"]
         rounds = [a - b for a, b in zip(with_log, without, strict=True)]
-        print(f"log check on a {'pull' if kind == 'resolve' else 'cache hit'}: "
+        print(f"log check on {'a pull' if kind == 'resolve' else kind}: "
               f"+{(statistics.median(with_log) - statistics.median(without)) * 1e3:.1f} ms "
               f"(medians), +{statistics.median(rounds) * 1e3:.1f} ms (median of rounds)")
 
