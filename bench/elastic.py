@@ -2,11 +2,17 @@
 100,000 entries, plus the time to migrate those entries from SQLite to Elasticsearch.
 
 Run from the repository root:  python bench/elastic.py [--entries 100000] [--requests 1000]
+                               [--es-url URL,URL] [--uploads-only]
 
 1. The SQLite data set of bench/server.py (``fill``: made once, kept in bench/data/).
 2. Elasticsearch: the test distribution that scripts/install.d/30-elasticsearch.sh installs,
    one node on free 127.0.0.1 ports (heap ``--heap``, data in a temporary folder), started
-   by this script and stopped at the end; ``--es-url`` uses a running cluster instead.
+   by this script and stopped at the end; ``--es-url`` uses a running cluster instead (its
+   nodes separated by commas). Issue 14's comparison wants a cluster of two nodes or more,
+   so that every index has a replica and an upload is acknowledged by the primary and its
+   replica (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS=all, the default): the report records the
+   nodes, the replicas of the prefix's indices and that setting, and warns when there is
+   no replica.
 3. Migration: ``marketplace.store.migrate.migrate`` (what ``stratus-marketplace migrate``
    runs) copies the SQLite store into a fresh index prefix, timed end to end: reading and
    parsing every document, bulk creation, the latest copies, the final refresh.
@@ -14,6 +20,7 @@ Run from the repository root:  python bench/elastic.py [--entries 100000] [--req
    ``measure_uploads``, imported, not copied), run here for SQLite and then for
    Elasticsearch, one after the other on the same machine, so the figures are comparable.
    The Elasticsearch server's data dir holds only a marketplace.cfg naming the cluster.
+   ``--uploads-only`` measures the uploads alone (issue 14's upload comparison).
 Prints one JSON report; the prefix is deleted at the end.
 """
 
@@ -92,12 +99,36 @@ def measure(data_dir: Path, options) -> dict:
     """bench/server.py's reads and uploads against the store of ``data_dir``, with the
     machine's load average before and after (other work on the machine skews the figures)."""
     load_before = os.getloadavg()
-    with server_bench.Server(data_dir, options.workers) as running:
-        reads = server_bench.measure_reads(running, options.requests, options.clients)
+    reads = {}
+    if not options.uploads_only:
+        with server_bench.Server(data_dir, options.workers) as running:
+            reads = server_bench.measure_reads(running, options.requests, options.clients)
     uploads = server_bench.measure_uploads(data_dir, options.workers, options.uploads,
                                            options.clients)
     return {"reads": reads, "uploads": uploads,
             "load_average": {"before": load_before, "after": os.getloadavg()}}
+
+
+def cluster_shape(url: str, prefix: str) -> dict:
+    """The nodes of the cluster, the replicas of the prefix's indices and the copies a write
+    waits for: what "durable" means in this run."""
+    settings = config.load(environ={}, store="elasticsearch", elasticsearch_url=url,
+                           elasticsearch_index_prefix=prefix)
+    store = ElasticStore.from_settings(settings)
+    try:
+        store.init()
+        indices = store.client.indices.get_settings(index=f"{prefix}-*")
+        shape = {"nodes": store.client.cluster.health()["number_of_nodes"],
+                 "replicas": {name: int(value["settings"]["index"]["number_of_replicas"])
+                              for name, value in indices.items()},
+                 "wait_for_active_shards": settings["ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS"]}
+    finally:
+        store.close()
+    if min(shape["replicas"].values()) < 1:
+        print(f"warning: {shape['nodes']} node(s), no replica: an upload is on one copy, not "
+              "the comparison issue 14 asks for (use --es-url with two nodes or more)",
+              file=sys.stderr)
+    return shape
 
 
 def drop(url: str, prefix: str) -> None:
@@ -120,6 +151,8 @@ def main() -> int:
     parser.add_argument("--es-url", help="a running cluster instead of a node of our own")
     parser.add_argument("--only", choices=("sqlite", "elasticsearch"),
                         help="measure one store only (the migration runs regardless)")
+    parser.add_argument("--uploads-only", action="store_true",
+                        help="measure the uploads alone, not the reads")
     options = parser.parse_args()
     sqlite_dir = server_bench.DATA / f"server-{options.entries}"
     fill_seconds = server_bench.fill(sqlite_dir, options.entries)
@@ -134,6 +167,7 @@ def main() -> int:
     }
     try:
         report["migration"] = migrate(sqlite_dir, url, prefix)
+        report["cluster"] = cluster_shape(url, prefix)
         if options.only != "elasticsearch":
             report["sqlite"] = measure(sqlite_dir, options)
         if options.only != "sqlite":

@@ -45,6 +45,9 @@ SETTINGS = (
     Setting("ELASTICSEARCH_SHARDS", "1", "primary shards of each new index"),
     Setting("ELASTICSEARCH_REPLICAS", "0-1", "replicas of each new index: a number, or a "
             "range such as 0-1 that follows the number of nodes"),
+    Setting("ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS", "all", "copies of a shard (primary and "
+            "replicas) that must be up before a write starts: all (a write is refused, 503, "
+            "rather than kept on fewer copies) or a number such as 1"),
     Setting("MAX_UPLOAD_BYTES", str(1024 * 1024), "largest metadata document accepted"),
     Setting("TRUST_STORE", "", "CA certificates and CRLs (file or folder) that signers must "
             "chain to; empty: any valid certificate"),

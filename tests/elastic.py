@@ -202,7 +202,10 @@ class Cluster:
 
     def empty(self, prefix: str) -> None:
         """Delete every document of a prefix's indices, keeping the indices."""
-        names = f"{prefix}-entries,{prefix}-latest"
+        names = f"{prefix}-entries,{prefix}-latest,{prefix}-state"
+        # the state is written without refreshes: make it all visible to the search first
+        requests.post(f"{self.url}/{names}/_refresh", params={"ignore_unavailable": "true"},
+                      timeout=60).raise_for_status()
         while True:
             found = requests.post(f"{self.url}/{names}/_search", timeout=60,
                                   params={"ignore_unavailable": "true"},
@@ -234,8 +237,9 @@ class Cluster:
 
     def drop(self, prefix: str) -> None:
         """Delete every index of a prefix (tests' cleanup)."""
-        found = requests.get(f"{self.url}/{prefix}-entries-*,{prefix}-latest-*",
-                             params={"expand_wildcards": "all"}, timeout=60)
+        found = requests.get(f"{self.url}/{prefix}-entries-*,{prefix}-latest-*,{prefix}-state",
+                             params={"expand_wildcards": "all", "ignore_unavailable": "true"},
+                             timeout=60)
         found.raise_for_status()
         if found.json():  # names, not a wildcard: action.destructive_requires_name
             requests.delete(f"{self.url}/{','.join(found.json())}",

@@ -1,8 +1,10 @@
 """The embedded store: one SQLite file, WAL journal, full fsync on commit, FTS5 for text.
 
 Table ``documents`` holds the signed documents byte for byte and is the only truth; table
-``entries`` and its full-text index ``entries_fts`` are derived from it and rebuilt by
-:meth:`SQLiteStore.reindex`, or on opening a file whose derived tables have an older shape.
+``entries``, its full-text indexes and the ``tally`` of its counts are derived from it and
+rebuilt by :meth:`SQLiteStore.reindex`, or on opening a file whose derived tables have an
+older shape. Searches count afresh from the file every time, so that every process and
+server gives the same totals and facets.
 A write is one ``BEGIN IMMEDIATE`` transaction, so an upload is
 either wholly there after a crash or not at all.
 """
@@ -14,8 +16,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from marketplace.metadata.model import format_date, parse_date
@@ -30,6 +31,7 @@ from marketplace.store.base import (
     Page,
     Query,
     Store,
+    StoreError,
     indexed_fields,
     is_new,
     query_words,
@@ -50,34 +52,144 @@ CREATE TRIGGER IF NOT EXISTS document_removed AFTER DELETE ON documents
     BEGIN UPDATE generation SET value = value + 1; END;
 """
 # The derived tables. `summary` is the entry read from its document, as JSON, so that a page
-# of results needs no XML parsing.
-INDEX = """
+# of results needs no XML parsing. An entry's ``id`` orders it by date: its ``created``
+# second shifted left by ORDINAL_BITS, plus its place among the entries of that second (see
+# _ordinal), so that "newest first" is the order of ``id`` in every index and in the
+# full-text index's rowids.
+ORDINAL_BITS = 20
+# What a query's filters, location and status test, as words of the full-text index's
+# ``facts`` column beside the text (see _facts_sql): one full-text query then finds, counts
+# and pages free text with filters, newest first, without reading the matching rows.
+# ``gone`` marks an entry whose validity ended before the moment kept in table ``expiry``.
+FACTS = "facts"
+
+
+def fact(name: str, value: str) -> str:
+    """The word of the ``facts`` column that says filter field ``name`` has ``value``:
+    the field's place and the value's UTF-8 bytes in hexadecimal, so that any value is one
+    word, and none can be taken for another or for free text."""
+    return f"f{FILTER_FIELDS.index(name)}v{value.encode().hex()}"
+
+
+def _facts_sql() -> str:
+    """The ``facts`` column as SQL over a row (the same words as :func:`fact`)."""
+    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END"
+             for flag, word in (("NOT latest", "old"), ("deprecated", "deprecated"),
+                                ("gone", "gone"), ("web", "web"), ("pdisk", "pdisk"))]
+    values = [f"CASE WHEN {name} IS NULL THEN '' ELSE 'f{i}v' || hex({name}) || ' ' END"
+              for i, name in enumerate(FILTER_FIELDS)]
+    return " || ".join(flags + values)
+
+
+INDEX = [f"""
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY, identifier TEXT NOT NULL, email TEXT NOT NULL,
     created TEXT NOT NULL, latest INTEGER NOT NULL, deprecated INTEGER NOT NULL,
-    valid TEXT, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT, type TEXT, format TEXT,
-    hypervisor TEXT, tag TEXT, title TEXT, description TEXT, subject TEXT, bytes INTEGER,
-    web INTEGER NOT NULL, pdisk INTEGER NOT NULL, summary TEXT NOT NULL,
-    UNIQUE (identifier, email, created));
-CREATE INDEX entries_by_created ON entries (latest, created, deprecated, valid);
-CREATE INDEX entries_by_valid ON entries (valid);
-"""
-INDEX += (f"CREATE VIRTUAL TABLE entries_fts USING fts5({', '.join(TEXT_FIELDS)}, "
-          "content='entries', content_rowid='id');\n")
+    valid TEXT, gone INTEGER NOT NULL, os TEXT, os_version TEXT, os_arch TEXT, kind TEXT,
+    type TEXT, format TEXT, hypervisor TEXT, tag TEXT, title TEXT, description TEXT,
+    subject TEXT, bytes INTEGER, web INTEGER NOT NULL, pdisk INTEGER NOT NULL,
+    summary TEXT NOT NULL, {FACTS} TEXT GENERATED ALWAYS AS ({_facts_sql()}) VIRTUAL,
+    UNIQUE (identifier, email, created))""",
+         "CREATE TABLE expiry (moment TEXT NOT NULL)",
+         "INSERT INTO expiry VALUES ('')",
+         "CREATE INDEX entries_by_expiry ON entries (valid)",
+         "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid)"]
+# Two full-text indexes: ``entries_fts`` of every entry, and ``shown_fts`` of the entries a
+# listing shows by default (latest and valid: SHOWN), so that the most common search needs
+# no NOT, which costs a seek per match (bench/RESULTS.md, "Fresh counts").
+FULL_TEXT = ("entries_fts", "shown_fts")
+SHOWN = "{row}.latest AND NOT {row}.deprecated AND NOT {row}.gone"
+INDEX += [f"CREATE VIRTUAL TABLE {table} USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
+          "content='entries', content_rowid='id')" for table in FULL_TEXT]
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
-# One narrow covering index per facet column, (latest, column, created, status columns): a
-# filtered page walks it in date order and stops after a page of matches instead of sorting
-# every match, and the count of the matches reads the index alone.
-INDEX += "".join(f"CREATE INDEX entries_by_{name} ON entries "
-                 f"(latest, {name}, created, deprecated, valid);\n"
-                 for name in COLUMN_FACETS)
-INDEX += "CREATE INDEX entries_by_status ON entries (latest, deprecated, valid);\n"
+# One narrow covering index per sort field, (latest, field, id, status columns): a page in
+# that order, or newest first with a filter on that field, walks it and stops after a page
+# of matches instead of sorting every match. A facet field's index also holds the sort
+# fields that are not facets (the facets are all in entries_by_facets), so that when a
+# walk in another order is cut short (see _ordered_page) the filter's matches are sorted
+# without reading their rows: 1 ms instead of 14 for 10,000 matches.
+UNFACETED_ORDERS = tuple(name for name in SORT_FIELDS
+                         if name not in (*COLUMN_FACETS, "created", "valid"))
+
+
+def _sort_index(name: str) -> str:
+    columns = ["latest", name, "id", "deprecated", *(["valid"] if name != "valid" else []),
+               *(UNFACETED_ORDERS if name in COLUMN_FACETS else ())]
+    return f"CREATE INDEX entries_by_{name} ON entries ({', '.join(columns)})"
+
+
+INDEX += [_sort_index(name) for name in SORT_FIELDS if name != "created"]
+INDEX += ["CREATE INDEX entries_by_created ON entries (latest, id, deprecated, valid)"]
 # All facet columns in one index: the facet counts walk it once (see _facets).
-INDEX += (f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
-          "deprecated, valid, created);\n")
+INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN_FACETS)}, "
+          "deprecated, valid, created)"]
+# Steps of SQLite's engine a page in another order may take walking that order's index
+# before it finds and sorts every match instead (see _ordered_page): 5,000 are under a
+# millisecond on the machine of bench/RESULTS.md, a few hundred entries, as long as sorting
+# a filter's 10,000 matches on its covering index takes; free text adds the steps that
+# collect its matches (~5 each) for the walk to test.
+WALK_STEPS = 5_000
+TEXT_STEPS = 75_000
+# How many latest entries have each combination of facet values, location and status
+# words: the totals and facet counts of a query without text or dates are sums over it
+# (bench/RESULTS.md, "Fresh counts"), kept exact by the triggers below in the transaction
+# of every write, so that every process and server reads the same counts.
+TALLIED = (*COLUMN_FACETS, "web", "pdisk", "deprecated", "gone")
+INDEX += [f"CREATE TABLE tally (key TEXT PRIMARY KEY, {', '.join(TALLIED)}, n INTEGER NOT NULL)"]
+INDEX += [f"CREATE INDEX tally_by_{name} ON tally ({name}, deprecated, gone, n)"
+          for name in COLUMN_FACETS]
+TALLY_STATUS = {"deprecated": "deprecated != 0", "expired": "deprecated = 0 AND gone != 0",
+                "valid": "deprecated = 0 AND gone = 0"}
+STATUS_OF_TALLY = ("CASE WHEN deprecated THEN 'deprecated' WHEN gone THEN 'expired' "
+                   "ELSE 'valid' END")
+
+
+def _fts_row(row: str) -> str:
+    return ", ".join(f"coalesce({row}.{name}, '')" for name in (*TEXT_FIELDS, FACTS))
+
+
+def _fts_added(row: str) -> str:
+    return "".join(f"INSERT INTO {table} (rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+                   f"SELECT {row}.id, {_fts_row(row)} WHERE {when};"
+                   for table, when in zip(FULL_TEXT, ("1", SHOWN.format(row=row)), strict=True))
+
+
+def _fts_removed(row: str) -> str:
+    return "".join(f"INSERT INTO {table} ({table}, rowid, {', '.join((*TEXT_FIELDS, FACTS))}) "
+                   f"SELECT 'delete', {row}.id, {_fts_row(row)} WHERE {when};"
+                   for table, when in zip(FULL_TEXT, ("1", SHOWN.format(row=row)), strict=True))
+
+
+def _tally_key(row: str) -> str:
+    return f"json_array({', '.join(f'{row}.{name}' for name in TALLIED)})"
+
+
+def _tallied(row: str) -> str:
+    return (f"INSERT INTO tally SELECT {_tally_key(row)}, "
+            f"{', '.join(f'{row}.{name}' for name in TALLIED)}, 1 WHERE {row}.latest "
+            "ON CONFLICT (key) DO UPDATE SET n = n + 1;")
+
+
+def _untallied(row: str) -> str:
+    return (f"UPDATE tally SET n = n - 1 WHERE {row}.latest AND key = {_tally_key(row)}; "
+            f"DELETE FROM tally WHERE {row}.latest AND key = {_tally_key(row)} AND n = 0;")
+
+
+# The full-text index and the tally follow the rows they are derived from, whoever writes
+# them (an entry's row changes only when it stops being the latest or its validity ends).
+INDEX += [f"CREATE TRIGGER entries_indexed AFTER INSERT ON entries BEGIN "
+          f"{_fts_added('NEW')} {_tallied('NEW')} END",
+          f"CREATE TRIGGER entries_unindexed AFTER DELETE ON entries BEGIN "
+          f"{_fts_removed('OLD')} {_untallied('OLD')} END",
+          "CREATE TRIGGER entries_reindexed AFTER UPDATE OF latest, gone ON entries "
+          "WHEN OLD.latest IS NOT NEW.latest OR OLD.gone IS NOT NEW.gone BEGIN "
+          f"{_fts_removed('OLD')} {_fts_added('NEW')} {_untallied('OLD')} {_tallied('NEW')} END"]
+
+
+DERIVED = (*FULL_TEXT, "entries", "expiry", "tally")
 # The shape of the derived tables, kept in the file's user_version: a store whose index has
 # another shape (made by another version) gets it rebuilt from the documents when opened.
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 log = logging.getLogger(__name__)
 # Each status as plain conditions on the columns: a CASE expression per row makes a facet
 # count over every latest entry slower (bench/RESULTS.md, "Marketplace server").
@@ -92,7 +204,6 @@ class SQLiteStore(SQLiteFile, Store):
 
     def __init__(self, path: Path):
         super().__init__(path, DOCUMENTS + STATE_SCHEMA, "the store")
-        self._counts = CountCache()
         self._state = SQLiteState(self, add_entry, take_out, stored_documents)
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
@@ -112,8 +223,31 @@ class SQLiteStore(SQLiteFile, Store):
         return _entry(self._db(), (identifier, email, format_date(created)))
 
     def search(self, query: Query) -> Page:
+        """Counted afresh from the file at every call: every process and server sees the
+        same totals and facets, and no count outlives a change."""
+        self._mark_expired(query.now)
         with self._read() as db:
-            return _page(db, query, self._counts)
+            return _page(db, query)
+
+    def _mark_expired(self, now: datetime) -> None:
+        """Mark ``gone`` the entries whose validity ended since the ``expiry`` moment, when
+        some did and ``now`` is between it and the present: the full-text indexes and the
+        tally then say their status again (see _facts_hold), for this search and the next.
+        Searches are right without the mark (they count over the rows), so a store that
+        cannot be written now (busy, read-only) is only slower."""
+        moment = format_date(now)
+        if (not _expiry(self._db()) < moment <= format_date(datetime.now(UTC))
+                or _facts_hold(self._db(), moment)):
+            return
+        try:
+            with self._write() as db:
+                since = _expiry(db)
+                if since < moment and not _facts_hold(db, moment):
+                    db.execute("UPDATE entries SET gone = 1 WHERE valid >= ? AND valid < ?",
+                               (since, moment))
+                    db.execute("UPDATE expiry SET moment = ?", (moment,))
+        except (StoreError, sqlite3.Error) as exc:
+            log.debug("%s: ended validities not marked: %s", self.path, exc)
 
     def endorsers(self) -> list[EndorserStats]:
         rows = self._db().execute(
@@ -142,11 +276,11 @@ class SQLiteStore(SQLiteFile, Store):
             if only_if_outdated and _has_table(db, "entries"):
                 log.warning("%s: rebuilding the search index from the stored documents "
                             "(it was made by another version)", self.path)
-            db.execute("DROP TABLE IF EXISTS entries_fts")
-            db.execute("DROP TABLE IF EXISTS entries")
-            for statement in INDEX.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for table in DERIVED:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in INDEX:
+                db.execute(statement)
+            db.execute("UPDATE expiry SET moment = ?", (format_date(datetime.now(UTC)),))
             rows = db.execute("SELECT identifier, email, document FROM documents "
                               "ORDER BY identifier, email, created")
             count = 0
@@ -207,78 +341,166 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
 
 
-def _page(db: sqlite3.Connection, query: Query, counts: CountCache) -> Page:
-    """The page's ids are chosen on the narrow index first and only their rows then fetched:
-    sorting joined rows would drag every matching document through the sorter."""
+def _page(db: sqlite3.Connection, query: Query) -> Page:
+    """One page and its counts, made afresh from three derived structures, whichever answers
+    without reading every match: the tally (a query without text or dates), the full-text
+    index (free text with filters and status, newest first: see _match) and the b-tree
+    indexes. A page's ids are chosen first and only their rows then fetched: sorting
+    joined rows would drag every matching document through the sorter."""
     where, params = _where(query)
-    total, facets = counts.get(db, query, where, params)
+    facts = query.status in ("all", "deprecated") or _facts_hold(db, params["now"])
+    tallied = _tally_where(query) if facts else None
+    match = _match(query) if facts else None
+    if tallied:
+        total = db.execute(f"SELECT coalesce(sum(n), 0) FROM tally WHERE {tallied[0]}",
+                           tallied[1]).fetchone()[0]
+    elif match:
+        total = db.execute(f"SELECT count(*) FROM {match[0]} WHERE {match[0]} MATCH ?",
+                           (match[1],)).fetchone()[0]
+    else:
+        total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
+                           params).fetchone()[0]
     order = query.sort if query.sort in SORT_FIELDS else "created"
     direction = "DESC" if query.descending else "ASC"
-    rows = db.execute(
-        f"SELECT e.id FROM entries e {_text_plan(query, order, total)} WHERE {where} "
-        f"ORDER BY e.{order} {direction}, e.id {direction} LIMIT :limit OFFSET :offset",
-        {**params, "limit": query.limit, "offset": query.offset}).fetchall()
+    if match and order == "created":
+        rows = db.execute(f"SELECT rowid FROM {match[0]} WHERE {match[0]} MATCH ? ORDER BY "
+                          f"rowid {direction} LIMIT ? OFFSET ?",
+                          (match[1], query.limit, query.offset)).fetchall()
+    else:
+        rows = _ordered_page(db, query, order, direction, match)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
         f"(identifier, email, created) WHERE e.id IN ({', '.join('?' for _ in ids)})", ids)
     entries = {row[0]: Entry.from_dict(bytes(row[1]), json.loads(row[2])) for row in found}
-    return Page([entries[rowid] for rowid in ids], total, facets)
+    return Page([entries[rowid] for rowid in ids], total, _counted_facets(db, query, facts))
 
 
-def _text_plan(query: Query, order: str, total: int) -> str:
-    """For free text in date order, walk the date index and test each entry against the
-    text's matches when they are many (a page is found after a few hundred entries), rather
-    than sort every match by date (bench/RESULTS.md, "Marketplace server", has the figures);
-    with few matches sorting them wins (a rare word would make the walk read every entry)."""
-    walk = (query.q and order == "created" and query.latest_only and query.created is None
-            and not any(query.filters.values())
-            and total >= 10 * (query.offset + query.limit))
-    return "INDEXED BY entries_by_created" if walk else ""
+def _ordered_page(db: sqlite3.Connection, query: Query, order: str, direction: str,
+                  match: tuple[str, str] | None) -> list[tuple]:
+    """The page's ids on the b-tree indexes. Free text, or filters in another order than
+    their index's, first walk the index of the order, testing each latest entry against the
+    query (the text's matches are collected once), for at most WALK_STEPS steps of SQLite's
+    engine: with matches spread over the order a page is found within a few hundred
+    entries. Only a walk cut short (few matches, or matches bunched at the far end of the
+    order: titles of one system in title order) gives way to finding every match and
+    sorting it. SQLite's planner, knowing neither the number of matches nor their spread,
+    would otherwise walk the whole index, or sort every match of a common word. With a
+    full-text ``match`` (_match), its rows are the text's matches to test or sort: those
+    that pass the filters and status, not every entry with the words."""
+    ordering = ("" if order == "created" else f"e.{order} {direction}, ") + f"e.id {direction}"
+    paging = {"limit": query.limit, "offset": query.offset}
+    conditions = (query_words(query.q or "") or query.location != "all"
+                  or any(query.filters.values()) or query.valid_from or query.valid_to
+                  or query.created_from or query.created_to)
+    if (query.latest_only and query.created is None and conditions
+            and (order != "created" or query.q)):
+        where, params = _where(query, walk=True, match=match)
+        steps = WALK_STEPS + (TEXT_STEPS if query_words(query.q or "") else 0)
+        db.set_progress_handler(lambda: 1, steps)  # a non-zero answer interrupts
+        try:
+            return db.execute(f"SELECT e.id FROM entries e INDEXED BY entries_by_{order} "
+                              f"WHERE {where} ORDER BY {ordering} LIMIT :limit OFFSET :offset",
+                              {**params, **paging}).fetchall()
+        except sqlite3.OperationalError:
+            pass  # the walk was cut short; the read transaction goes on
+        finally:
+            db.set_progress_handler(None, 0)
+    where, params = _where(query, match=match)
+    sort = ordering if order == "created" else "+" + ordering  # "+": sort, do not walk
+    return db.execute(f"SELECT e.id FROM entries e WHERE {where} ORDER BY {sort} "
+                      "LIMIT :limit OFFSET :offset", {**params, **paging}).fetchall()
 
 
-@dataclass(frozen=True)
-class _Counted:
-    """Counts made at store ``generation`` for the moment ``since``; they hold until the first
-    validity end from then, ``until`` (None: no entry ends)."""
+def _tally_where(query: Query, without: Collection[str] = ()) -> tuple[str, list] | None:
+    """The query's conditions on the tally, leaving out those named ``without``; None when
+    it has a condition the tally cannot say (text, dates, a filter on another field, or all
+    versions of an entry). The ``gone`` words must hold at the query's moment (_facts_hold)
+    when its status is asked."""
+    bounds = (query.created, query.created_from, query.created_to, query.valid_from,
+              query.valid_to)
+    if (not query.latest_only or any(bound is not None for bound in bounds)
+            or query_words(query.q or "")):
+        return None
+    clauses, params = [], []
+    for name, value in query.filters.items():
+        if name in FILTER_FIELDS and value and name not in without:
+            if name not in COLUMN_FACETS:
+                return None
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    if query.location in ("web", "pdisk"):
+        clauses.append(f"{query.location} = 1")
+    if query.status != "all" and "status" not in without:
+        clauses.append(TALLY_STATUS[query.status])
+    return " AND ".join(clauses) or "1", params
 
-    generation: int
-    since: str
-    until: str | None
-    total: int
-    facets: dict[str, dict[str, int]] | None
+
+def _counted_facets(db: sqlite3.Connection, query: Query,
+                    facts: bool) -> dict[str, dict[str, int]]:
+    """The facet counts when asked: summed from the tally when the query's other conditions
+    allow it, else counted over the entries (_facets)."""
+    if not query.facets:
+        return {}
+    if _tally_where(query, without=FACET_FIELDS) is None or not (
+            facts or _facts_hold(db, format_date(query.now))):
+        return _facets(db, query)
+    counts = {}
+    for name in FACET_FIELDS:
+        where, params = _tally_where(query, without=(name,))
+        if name == "status":
+            rows = db.execute(f"SELECT {STATUS_OF_TALLY}, sum(n) FROM tally WHERE {where} "
+                              "GROUP BY 1", params).fetchall()
+        else:
+            rows = db.execute(f"SELECT {name}, sum(n) FROM tally WHERE {where} AND {name} "
+                              f"IS NOT NULL GROUP BY {name}", params).fetchall()
+        counts[name] = dict(sorted(((value, n) for value, n in rows if n),
+                                   key=lambda item: (-item[1], item[0])))
+    return counts
 
 
-class CountCache:
-    """The totals and facet counts of recent queries: the pages of one query share them, and
-    they are counted again once a document was added or removed (in any process: the
-    ``generation`` row counts such writes) or once an entry's validity ended (its status
-    changed) after the moment they were counted for."""
+def _expiry(db: sqlite3.Connection) -> str:
+    """The moment before which every entry whose validity ended is marked ``gone``."""
+    return db.execute("SELECT moment FROM expiry").fetchone()[0]
 
-    SIZE = 512
 
-    def __init__(self):
-        self._kept: dict[tuple, _Counted] = {}
+def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
+    """Whether the ``gone`` words say every entry's status at ``moment``: no validity
+    ends between it and the ``expiry`` moment (one probe of the ``valid`` index)."""
+    since = _expiry(db)
+    low, high = min(since, moment), max(since, moment)
+    return db.execute("SELECT 1 FROM entries WHERE valid >= ? AND valid < ? LIMIT 1",
+                      (low, high)).fetchone() is None
 
-    def get(self, db: sqlite3.Connection, query: Query, where: str,
-            params: dict) -> tuple[int, dict[str, dict[str, int]]]:
-        now = params["now"]
-        key = (where, tuple(sorted((k, v) for k, v in params.items() if k != "now")))
-        generation = db.execute("SELECT value FROM generation").fetchone()[0]
-        kept = self._kept.get(key)
-        if (kept is not None and kept.generation == generation
-                and kept.since <= now and (kept.until is None or now <= kept.until)
-                and (kept.facets is not None or not query.facets)):
-            return kept.total, kept.facets or {}
-        total = db.execute(f"SELECT count(*) FROM entries e WHERE {where}",
-                           params).fetchone()[0]
-        facets = _facets(db, query) if query.facets else None
-        until = db.execute("SELECT min(valid) FROM entries WHERE valid >= ?",
-                           (now,)).fetchone()[0]
-        if len(self._kept) >= self.SIZE:
-            self._kept.clear()
-        self._kept[key] = _Counted(generation, now, until, total, facets)
-        return total, facets or {}
+
+def _match(query: Query) -> tuple[str, str] | None:
+    """Free text with the query's filters and status as one FTS5 query on the text columns
+    and the ``facts`` words, and the full-text index to ask: ``shown_fts`` when the query
+    lists what is shown by default (its status then needs no words). None without text
+    (the b-tree indexes and the tally answer those faster) or with a date bound (the
+    full-text indexes have no dates)."""
+    bounds = (query.created, query.created_from, query.created_to, query.valid_from,
+              query.valid_to)
+    text = fts_query(query.q or "")
+    if not text or any(bound is not None for bound in bounds):
+        return None
+    words = [fact(name, value) for name, value in query.filters.items()
+             if name in FILTER_FIELDS and value]
+    if query.location in ("web", "pdisk"):
+        words.append(query.location)
+    found = " AND ".join([text, *([f"{FACTS} : ({' '.join(words)})"] if words else [])])
+    if query.latest_only and query.status == "valid":
+        return "shown_fts", found
+    hidden = ["old"] if query.latest_only else []
+    if query.status == "deprecated":
+        found += f" AND {FACTS} : deprecated"
+    elif query.status == "expired":
+        found += f" AND {FACTS} : gone"
+        hidden.append("deprecated")
+    elif query.status == "valid":
+        hidden += ["deprecated", "gone"]
+    return "entries_fts", (f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden
+                           else found)
 
 
 def _document(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
@@ -299,16 +521,27 @@ def _newest(db: sqlite3.Connection, identifier: str, email: str) -> str | None:
 
 def _index(db: sqlite3.Connection, entry: Entry, latest: bool) -> None:
     """Index one entry: its :func:`indexed_fields` as columns (flags as 0/1), with the entry
-    as JSON in ``summary``, and its text fields in ``entries_fts``."""
-    values = {**indexed_fields(entry), "latest": latest,
+    as JSON in ``summary``; the triggers of INDEX add it to ``entries_fts``."""
+    fields = indexed_fields(entry)
+    values = {**fields, "latest": latest, "id": _ordinal(db, entry.created),
+              "gone": fields["valid"] is not None and fields["valid"] < _expiry(db),
               "summary": json.dumps(entry.as_dict(), ensure_ascii=False,
                                     separators=(",", ":"))}
-    columns = ", ".join(values)
-    cursor = db.execute(f"INSERT INTO entries ({columns}) VALUES "
-                        f"({', '.join(':' + c for c in values)})", values)
-    db.execute(f"INSERT INTO entries_fts (rowid, {', '.join(TEXT_FIELDS)}) VALUES "
-               f"(?, {', '.join('?' for _ in TEXT_FIELDS)})",
-               (cursor.lastrowid, *(values[c] or "" for c in TEXT_FIELDS)))
+    db.execute(f"INSERT INTO entries ({', '.join(values)}) VALUES "
+               f"({', '.join(':' + c for c in values)})", values)
+
+
+def _ordinal(db: sqlite3.Connection, created: datetime) -> int:
+    """The ``id`` of a new entry dated ``created``: after every entry of an earlier second
+    and, within its second, after the entries indexed before it (ties keep the order of
+    arrival)."""
+    first = int(created.timestamp()) << ORDINAL_BITS
+    last = db.execute("SELECT max(id) FROM entries WHERE id >= ? AND id < ?",
+                      (first, first + (1 << ORDINAL_BITS))).fetchone()[0]
+    if last == first + (1 << ORDINAL_BITS) - 1:
+        raise StoreError(f"more than {1 << ORDINAL_BITS} entries are dated "
+                         f"{format_date(created)}")
+    return first if last is None else last + 1
 
 
 def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
@@ -324,16 +557,14 @@ def _rebuild_pair(db: sqlite3.Connection, identifier: str, email: str) -> None:
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
-    row = db.execute(f"SELECT {', '.join(TEXT_FIELDS)} FROM entries WHERE id=?",
-                     (rowid,)).fetchone()
-    db.execute(f"INSERT INTO entries_fts (entries_fts, rowid, {', '.join(TEXT_FIELDS)}) VALUES "
-               f"('delete', ?, {', '.join('?' for _ in TEXT_FIELDS)})",
-               (rowid, *(v or "" for v in row)))
     db.execute("DELETE FROM entries WHERE id=?", (rowid,))
 
 
-def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
-    """SQL conditions and parameters for a query, leaving out the filters named ``without``."""
+def _where(query: Query, without: Collection[str] = (), walk: bool = False,
+           match: tuple[str, str] | None = None) -> tuple[str, dict]:
+    """SQL conditions and parameters for a query, leaving out the filters named ``without``;
+    the text's matches are those of the full-text ``match`` when given (_match), and with
+    ``walk`` they are only tested, never looked up by id (see _ordered_page)."""
     clauses, params = [], {"now": format_date(query.now)}
     if query.latest_only and query.created is None:
         clauses.append("e.latest = 1")
@@ -354,17 +585,22 @@ def _where(query: Query, without: Collection[str] = ()) -> tuple[str, dict]:
             name = f"b{len(params)}"
             clauses.append(f"e.{column} {operator} :{name}")
             params[name] = format_date(bound)
-    text = fts_query(query.q or "")
+    table, text = match or ("entries_fts", fts_query(query.q or ""))
     if text:
-        clauses.append("e.id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH :text)")
+        clauses.append(("+" if walk else "")
+                       + f"e.id IN (SELECT rowid FROM {table} WHERE {table} MATCH :text)")
         params["text"] = text
     return " AND ".join(clauses) or "1", params
 
 
 def fts_query(text: str) -> str:
-    """Free text as an FTS5 query: every word must match, as a prefix; no operators pass."""
+    """Free text as an FTS5 query on the text columns (not the ``facts`` words): every word
+    must match, as a prefix; no operators pass."""
     words = query_words(text)
-    return " AND ".join('"' + w.replace('"', "") + '"*' for w in words)
+    if not words:
+        return ""
+    return (f"{{{' '.join(TEXT_FIELDS)}}} : ("
+            + " AND ".join('"' + w.replace('"', "") + '"*' for w in words) + ")")
 
 
 def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:

@@ -8,6 +8,8 @@ import json
 import pytest
 
 from marketplace.metadata.model import format_date
+from marketplace.web.app import create_app
+from marketplace.web.current import marketplace_of
 from tests.server.conftest import EVE, JANE, key_of, moment
 
 
@@ -194,3 +196,31 @@ def test_one_appliance_unknown_or_malformed(client):
     malformed = client.get("/api/v1/appliances/nope")
     assert malformed.status_code == 400
     assert malformed.json["problems"][0]["element"] == "identifier"
+
+
+@pytest.fixture
+def other_worker(request, app, tmp_path):
+    """A client of a second app on the same data dir and store: another gunicorn worker,
+    or another server."""
+    overrides = {}
+    if request.node.callspec.params["app"] == "elasticsearch":
+        overrides = request.getfixturevalue("elasticsearch").settings(
+            request.getfixturevalue("es_prefix"))
+    other = create_app(data_dir=str(tmp_path), **overrides)
+    yield other.test_client()
+    marketplace_of(other).store.close()
+
+
+def test_counts_are_made_afresh_for_every_request_in_every_worker(client, other_worker,
+                                                                  catalogue, publish):
+    """Totals and facets asked through one worker count what was published through another
+    at its very next request: no worker keeps counts of its own."""
+    asked = [{"facets": "true"}, {"facets": "true", "os": "ubuntu"}, {"q": "ubuntu"},
+             {"q": "ubuntu", "os": "ubuntu", "facets": "true"}]
+    before = [search(other_worker, **params) for params in asked]
+    assert [result["total"] for result in before] == [4, 2, 2, 2]
+    publish(title="Third ubuntu", description="ubuntu again", os="ubuntu", when=moment(0.5))
+    after = [search(other_worker, **params) for params in asked]
+    assert [result["total"] for result in after] == [5, 3, 3, 3]
+    assert after[0]["facets"]["os"] == {"ubuntu": 3, "debian": 1, "none": 1}
+    assert after[3]["facets"]["status"] == {"valid": 3}

@@ -44,6 +44,7 @@ def store(request, backend, tmp_path) -> Iterator[Store]:
 # test's parameter: "elasticsearch" gets the test its marker (tests/conftest.py).
 STATE_BACKENDS: dict[str, Callable[..., Store]] = {
     "sqlite": lambda request, tmp_path: open_backend(request, "sqlite", tmp_path),
+    "elasticsearch": lambda request, tmp_path: open_backend(request, "elasticsearch", tmp_path),
 }
 
 

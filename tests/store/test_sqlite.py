@@ -1,5 +1,6 @@
-"""What only the SQLite store has: the index rebuilt when its shape changed, and the counts
-it reuses between the pages of one query, which must never outlive a change."""
+"""What only the SQLite store has: the index rebuilt when its shape changed, and counts kept
+in the file (a tally, the full-text indexes' status words) that must follow every change,
+whichever process made it, and the passing of time."""
 
 from __future__ import annotations
 

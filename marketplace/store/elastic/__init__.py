@@ -9,7 +9,10 @@ which implements the :class:`Store` contract by calling on
 - ``documents``: what an entry becomes in the indices (ids, fields, free-text tokens);
 - ``latest``: writing an entry and keeping its pair's latest copy, under concurrency;
 - ``bulk``: rebuilding the indices (reindex, migration) and importing many entries;
-- ``queries``: a :class:`Query` as a search request, pure and testable without a cluster.
+- ``queries``: a :class:`Query` as a search request, pure and testable without a cluster;
+- ``state``: the shared state beside the entries (:attr:`ElasticStore.state`), over
+  ``slots``: the numbered, gapless sequences (change feed, audit log, transparency log) and
+  how searches learn that they must refresh.
 
 Failure: any transport error or an unavailable cluster becomes :class:`StoreError` (the API
 answers 503 with Retry-After, /healthz red). A write is the entry, then the latest copy; if the
@@ -20,6 +23,7 @@ the same document) repairs the latest copy before answering; ``reindex`` repairs
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,14 +37,18 @@ from marketplace.store.elastic.client import connect, missing_index, store_error
 from marketplace.store.elastic.documents import fields, pair_id
 from marketplace.store.elastic.indices import PAGE, Indices, generation_of
 from marketplace.store.elastic.queries import read_facets, search_body
+from marketplace.store.elastic.slots import Freshness
+from marketplace.store.elastic.state import ElasticState
+from marketplace.store.state import Key
 
 
 class ElasticStore(Store):
     """A store in two Elasticsearch indices, shared by any number of app servers."""
 
     def __init__(self, client, prefix: str = "marketplace", replicas: str = "0-1",
-                 shards: int = 1, url: str = ""):
-        self.indices = Indices(client, prefix, replicas, shards)
+                 shards: int = 1, url: str = "", active_shards: str = "all",
+                 write_timeout: str = "5s"):
+        self.indices = Indices(client, prefix, replicas, shards, active_shards, write_timeout)
         self.client = client
         self.prefix = prefix
         self.entries = self.indices.entries
@@ -48,18 +56,40 @@ class ElasticStore(Store):
         self.url = url
         self._ready = False
         self._lock = threading.Lock()
+        self._state = ElasticState(self.indices, self._publish, self._take_out, self._calls)
+        # Searches of the entries refresh them once the change feed moved (a publication
+        # writes without a refresh, then takes its feed slot).
+        self._fresh = Freshness(client, [self.entries, self.latest], [self._state.feed])
 
     @classmethod
     def from_settings(cls, settings: dict[str, str]) -> ElasticStore:
         """A store on the cluster the ``ELASTICSEARCH_*`` settings name (nothing is asked of
-        the cluster yet: the app starts, and answers 503, while it is down)."""
+        the cluster yet: the app starts, and answers 503, while it is down). A write gives
+        up waiting for its copies after half the client's timeout, so that the cluster
+        answers (503) before the client stops listening and nothing is written unseen."""
+        timeout = float(settings["ELASTICSEARCH_TIMEOUT"])
         return cls(connect(settings), settings["ELASTICSEARCH_INDEX_PREFIX"],
                    settings["ELASTICSEARCH_REPLICAS"], int(settings["ELASTICSEARCH_SHARDS"]),
-                   settings["ELASTICSEARCH_URL"])
+                   settings["ELASTICSEARCH_URL"],
+                   settings["ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS"],
+                   f"{max(1, int(timeout * 500))}ms")
+
+    @property
+    def state(self) -> ElasticState:
+        return self._state
 
     # --- the Store interface --------------------------------------------------------------
 
     def add(self, entry: Entry) -> bool:
+        """Store an entry, visible to every search when this returns (a refresh: no feed
+        slot announces it; publications go through :meth:`ElasticState.publish`)."""
+        return self._add(entry, latest.REFRESH)
+
+    def _publish(self, entry: Entry) -> bool:
+        """:meth:`add` for a publication, which announces itself in the feed."""
+        return self._add(entry, latest.NO_REFRESH)
+
+    def _add(self, entry: Entry, refresh: str) -> bool:
         identifier, email, created = entry.key
         with self._calls():
             current = latest.latest_of(self.indices, pair_id(identifier, email))
@@ -69,18 +99,31 @@ class ElasticStore(Store):
             stored = self.indices.document(entry.key) if newest and newest >= created else None
             if is_new(entry, stored, newest):
                 source = fields(entry, time.time_ns())
-                if latest.create(self.indices, entry.key, source):
-                    latest.promote(self.indices, source, current)
+                if latest.create(self.indices, entry.key, source, refresh):
+                    latest.promote(self.indices, source, current, refresh)
                     return True
                 latest.judge_taken(self.indices, entry)
-            self._repair(entry)
+            self._repair(entry, refresh)
             return False
 
-    def _repair(self, entry: Entry) -> None:
+    def _repair(self, entry: Entry, refresh: str) -> None:
         """A replay finishes what an interrupted add left: the pair's latest copy."""
         current = latest.latest_of(self.indices, pair_id(entry.identifier, entry.email))
         if current is None or current["_source"]["created"] < entry.key[2]:
-            latest.promote(self.indices, fields(entry, self.indices.seq(entry.key)), current)
+            latest.promote(self.indices, fields(entry, self.indices.seq(entry.key)), current,
+                           refresh)
+
+    def _take_out(self, key: Key) -> bytes | None:
+        """Remove a stored entry for the state (a withdrawal, a publication a removal
+        overtook); the document it held, None when none was stored. The pair's latest copy
+        is settled either way: a publication racing the removal may have promoted its entry
+        after the removal settled the pair."""
+        with self._calls():
+            stored = self.indices.document(key)
+            if stored is not None and latest.delete(self.indices, key):
+                return stored
+            latest.settle(self.indices, key[0], key[1])
+            return None
 
     def newest(self, identifier: str, email: str) -> str | None:
         with self._calls():
@@ -95,6 +138,7 @@ class ElasticStore(Store):
     def search(self, query: Query) -> Page:
         index = self.latest if query.latest_only and query.created is None else self.entries
         with self._calls():
+            self._fresh.ensure()
             found = self.client.search(index=index, **search_body(query))
         entries = [Entry.from_dict(base64.b64decode(hit["_source"]["document"]),
                                    hit["_source"]["summary"]) for hit in found["hits"]["hits"]]
@@ -135,6 +179,7 @@ class ElasticStore(Store):
 
     def count(self) -> int:
         with self._calls():
+            self._fresh.ensure()
             return self.client.count(index=self.entries)["count"]
 
     def change_serial(self) -> int:
@@ -158,6 +203,8 @@ class ElasticStore(Store):
         return not health["timed_out"] and health["status"] in ("green", "yellow")
 
     def close(self) -> None:
+        with contextlib.suppress(StoreError):  # notes left are finished by the next repair
+            self._state.close()
         self.client.close()
 
     # --- setting up -------------------------------------------------------------------------
@@ -195,6 +242,8 @@ class ElasticStore(Store):
             self.indices.create_generation(1, aliases=True)
         elif self.indices.need_migration(migrate):
             bulk.rebuild(self.indices)
+        self.indices.ensure_state(migrate)
+        self.indices.wait_ready()
         self._ready = True
 
     # --- reading groups ---------------------------------------------------------------------
@@ -207,6 +256,7 @@ class ElasticStore(Store):
             if after is not None:
                 composite["after"] = after
             with self._calls():
+                self._fresh.ensure()
                 found = self.client.search(index=self.entries, size=0, query=query,
                                            aggs={"groups": {"composite": composite,
                                                             "aggs": aggs}})

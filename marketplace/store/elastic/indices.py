@@ -11,6 +11,20 @@ generation beside the old one and swap both aliases in one atomic call:
   rebuilt from its documents.
 - ``latest`` holds, per identifier and endorser (document id ``identifier|email``), a copy of
   the newest entry (latest.py keeps it so).
+
+Beside them, ``PREFIX-state`` holds the marketplace's shared state (state.py): held uploads,
+tombstones, blocked endorsers, marks, mail counts, publication notes and the numbered slots
+of the change feed, the audit log and the transparency log. It is not derived from anything,
+so it has no generations: it is created once, and a newer mapping of its own version is
+added to it in place (new fields only), by ``init-store`` as the entries are migrated. It has
+one shard whatever ELASTICSEARCH_SHARDS says: the writes of one change (its feed, audit and
+log slots) then go in one shard-level bulk, applied in order with one fsync.
+
+Every write waits for ``active_shards`` copies (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS, ``all``
+by default: the primary and every replica are up before it starts; Elasticsearch then
+acknowledges it once every in-sync copy has it) and fails after ``write_timeout`` instead of
+waiting longer than the client does; the translog is fsynced before a write is acknowledged
+(``index.translog.durability: request``, set explicitly on every index).
 """
 
 from __future__ import annotations
@@ -45,6 +59,23 @@ MAPPING = {
         "summary": {"type": "object", "enabled": False},
     },
 }
+STATE_MAPPING_VERSION = 1
+STATE_MAPPING = {
+    "dynamic": "strict",
+    "_meta": {"version": STATE_MAPPING_VERSION},
+    "properties": {
+        # What a document is (upload, tombstone, note, change, leaf, audit...), and for the
+        # numbered slots their number; the fields searches filter and sort by.
+        **{name: {"type": "keyword"} for name in (
+            "kind", "key", "identifier", "email", "created", "state", "token_hash",
+            "submitted", "expires", "at", "action")},
+        "number": {"type": "long"},
+        "announced": {"type": "boolean"},
+        # Everything else is only read back: kept in _source, not indexed.
+        "data": {"type": "object", "enabled": False},
+    },
+}
+DURABLE = {"translog": {"durability": "request"}}
 MAX_WINDOW = 10_010_000          # the API's largest offset plus its largest page
 PAGE = 1000                      # documents or buckets per scan request
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_.-]{0,150}")
@@ -59,6 +90,8 @@ class Indices:
     prefix: str
     replicas: str = "0-1"
     shards: int = 1
+    active_shards: str = "all"
+    write_timeout: str = "5s"
 
     def __post_init__(self):
         if not _PREFIX.fullmatch(self.prefix):
@@ -72,6 +105,15 @@ class Indices:
     @property
     def latest(self) -> str:
         return f"{self.prefix}-latest"
+
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}-state"
+
+    @property
+    def writes(self) -> dict[str, str]:
+        """The options of every write: how many copies must be up, how long to wait."""
+        return {"wait_for_active_shards": self.active_shards, "timeout": self.write_timeout}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -109,11 +151,7 @@ class Indices:
         ``aliases``; two servers doing it at once is fine: one creates, one finds them)."""
         from elasticsearch import BadRequestError
         names = (f"{self.entries}-{number}", f"{self.latest}-{number}")
-        settings = {"number_of_shards": self.shards, "max_result_window": MAX_WINDOW}
-        if "-" in self.replicas:
-            settings["auto_expand_replicas"] = self.replicas
-        else:
-            settings["number_of_replicas"] = int(self.replicas)
+        settings = {**self._settings(self.shards), "max_result_window": MAX_WINDOW}
         for name, alias in zip(names, (self.entries, self.latest), strict=True):
             try:
                 self.client.indices.create(index=name, settings=settings, mappings=MAPPING,
@@ -123,6 +161,50 @@ class Indices:
                 if exc.error != "resource_already_exists_exception" or not aliases:
                     raise
         return names
+
+    def _settings(self, shards: int) -> dict:
+        settings = {"number_of_shards": shards, **DURABLE}
+        if "-" in self.replicas:
+            settings["auto_expand_replicas"] = self.replicas
+        else:
+            settings["number_of_replicas"] = int(self.replicas)
+        return settings
+
+    def ensure_state(self, migrate: bool) -> None:
+        """Create the state index if it is missing; bring an older mapping of it up to date
+        (when ``migrate``: new fields are added in place; StoreError when not, and for a
+        mapping newer than this marketplace's)."""
+        from elasticsearch import BadRequestError
+        if not self.client.indices.exists(index=self.state):
+            try:
+                self.client.indices.create(index=self.state, settings=self._settings(1),
+                                           mappings=STATE_MAPPING, wait_for_active_shards="1")
+            except BadRequestError as exc:
+                if exc.error != "resource_already_exists_exception":
+                    raise
+            return
+        mappings = self.client.indices.get_mapping(index=self.state)
+        version = min(m["mappings"].get("_meta", {}).get("version", 0)
+                      for m in mappings.values())
+        if version > STATE_MAPPING_VERSION:
+            raise StoreError(f"the index {self.state} has mapping version {version}, newer "
+                             f"than this marketplace's ({STATE_MAPPING_VERSION}): upgrade it")
+        if version < STATE_MAPPING_VERSION:
+            if not migrate:
+                raise StoreError(f"the index {self.state} has mapping version {version}; this "
+                                 f"marketplace needs {STATE_MAPPING_VERSION}: run "
+                                 "`stratus-marketplace init-store` to migrate it")
+            self.client.indices.put_mapping(index=self.state, dynamic="strict",
+                                            meta=STATE_MAPPING["_meta"],
+                                            properties=STATE_MAPPING["properties"])
+
+    def wait_ready(self) -> None:
+        """Wait (a while) until every shard of the indices can serve: another server may
+        have created them a moment ago, an index exists before its shards started, and the
+        cluster calls a new index yellow while its primaries still initialize."""
+        self.client.cluster.health(index=[self.entries, self.latest, self.state],
+                                   wait_for_status="yellow", wait_for_no_initializing_shards=True,
+                                   timeout="30s")
 
     def generations(self) -> tuple[list[str], list[str]]:
         """The indices behind each alias."""
@@ -146,8 +228,9 @@ class Indices:
 
     def drop(self) -> None:
         """Delete every index of this prefix."""
-        self.delete(list(self.client.indices.get(index=f"{self.entries}-*,{self.latest}-*",
-                                                 expand_wildcards="all")))
+        self.delete(list(self.client.indices.get(
+            index=f"{self.entries}-*,{self.latest}-*,{self.state}", expand_wildcards="all",
+            ignore_unavailable=True)))
 
     # --- reading ----------------------------------------------------------------------------
 

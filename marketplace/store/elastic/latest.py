@@ -13,9 +13,13 @@ pair's latest document is replaced with optimistic concurrency control: read it 
 ``_seq_no``/``_primary_term``, keep it if it is as new as ours, else write ours with
 ``if_seq_no``/``if_primary_term`` (``op_type=create`` when there is none) and retry on a version
 conflict. Whatever the interleaving, the pair ends with its newest entry: no lost update.
-Every write refreshes the shard it changed before it returns (``refresh=true``), so the next
-read from any app server sees it; the translog is fsynced before a write is acknowledged (the
-default ``index.translog.durability: request``), so an acknowledged upload survives a crash.
+Reads by id are realtime on any server. A publication (state.py) writes without a refresh:
+it then takes a change-feed slot, and a search on any server that sees the slot moved
+refreshes first (slots.Freshness). A write through :meth:`Store.add` or a removal has no
+slot that tells searches of it, so it refreshes the shard it changed before it returns
+(``refresh=true``). The translog is fsynced before a write is acknowledged
+(``index.translog.durability: request``) and every write waits for the copies the settings
+name (``Indices.writes``), so an acknowledged upload survives a crash.
 """
 
 from __future__ import annotations
@@ -29,18 +33,22 @@ from marketplace.store.elastic.documents import entry_id, pair_id
 from marketplace.store.elastic.indices import Indices
 
 PROMOTE_ATTEMPTS = 30
-# Refresh the touched shard before a write returns: visible at once to every reader. With
-# "wait_for" a write waits for the next periodic refresh (up to refresh_interval, 1 s), which
-# would cap one client at about one upload a second for no gain at a marketplace's rate.
+# A write no slot announces refreshes the touched shard before it returns: visible at once to
+# every reader. With "wait_for" a write waits for the next periodic refresh (up to
+# refresh_interval, 1 s), which would cap one client at about one upload a second.
 REFRESH = "true"
+# A publication's writes: its change-feed slot tells searches to refresh (slots.Freshness).
+NO_REFRESH = "false"
 
 
-def create(indices: Indices, key: tuple[str, str, str], source: dict) -> bool:
+def create(indices: Indices, key: tuple[str, str, str], source: dict,
+           refresh: str = REFRESH) -> bool:
     """Create the entry document; False when another server created that key first."""
     from elasticsearch import ConflictError
     try:
         indices.client.index(index=indices.entries, id=entry_id(key), document=source,
-                             op_type="create", refresh=REFRESH, require_alias=True)
+                             op_type="create", refresh=refresh, require_alias=True,
+                             **indices.writes)
     except ConflictError:
         return False
     return True
@@ -59,7 +67,8 @@ def delete(indices: Indices, key: tuple[str, str, str]) -> bool:
     """Delete an entry and settle its pair's latest copy; False when there was none."""
     from elasticsearch import NotFoundError
     try:
-        indices.client.delete(index=indices.entries, id=entry_id(key), refresh=REFRESH)
+        indices.client.delete(index=indices.entries, id=entry_id(key), refresh=REFRESH,
+                              **indices.writes)
     except NotFoundError as exc:
         if missing_index(exc):
             raise
@@ -73,16 +82,21 @@ def latest_of(indices: Indices, pair: str) -> dict | None:
     return indices.get(indices.latest, pair, ["created"])
 
 
-def promote(indices: Indices, source: dict, current: dict | None = None) -> None:
+UNREAD = {}  # promote's ``current`` when the caller did not read the pair's latest copy
+
+
+def promote(indices: Indices, source: dict, current: dict | None = UNREAD,
+            refresh: str = REFRESH) -> None:
     """Make ``source`` the latest of its pair unless a newer entry already is
-    (``current``: the pair's latest copy as just read, saving the first read)."""
+    (``current``: the pair's latest copy as just read, None when it had none, saving the
+    first read)."""
     pair = pair_id(source["identifier"], source["email"])
     for attempt in range(PROMOTE_ATTEMPTS):
-        if attempt or current is None:
+        if attempt or current is UNREAD:
             current = latest_of(indices, pair)
         if current is not None and current["_source"]["created"] >= source["created"]:
             return
-        if _replace(indices, pair, source, current):
+        if _replace(indices, pair, source, current, refresh):
             return
         _backoff(attempt)
     raise StoreError(f"could not update the latest entry of {source['identifier']} by "
@@ -133,7 +147,8 @@ def settle(indices: Indices, identifier: str, email: str) -> None:
             if newest is None and current is not None:
                 indices.client.delete(index=indices.latest, id=pair, refresh=REFRESH,
                                       if_seq_no=current["_seq_no"],
-                                      if_primary_term=current["_primary_term"])
+                                      if_primary_term=current["_primary_term"],
+                                      **indices.writes)
                 return
             if newest is None or (current is not None and
                                   current["_source"]["created"] == newest["created"]):
@@ -147,21 +162,24 @@ def settle(indices: Indices, identifier: str, email: str) -> None:
     raise StoreError(f"could not settle the latest entry of {identifier} by {email}")
 
 
-def _replace(indices: Indices, pair: str, source: dict, current: dict | None) -> bool:
+def _replace(indices: Indices, pair: str, source: dict, current: dict | None,
+             refresh: str = REFRESH) -> bool:
     """Write the pair's latest copy if nobody changed it since ``current`` was read."""
     from elasticsearch import ConflictError
     guard = ({"op_type": "create"} if current is None else
              {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]})
     try:
-        indices.client.index(index=indices.latest, id=pair, document=source, refresh=REFRESH,
-                             require_alias=True, **guard)
+        indices.client.index(index=indices.latest, id=pair, document=source, refresh=refresh,
+                             require_alias=True, **guard, **indices.writes)
     except ConflictError:
         return False
     return True
 
 
 def _newest_entry(indices: Indices, identifier: str, email: str) -> dict | None:
-    """The source of the newest stored entry of a pair, from the entries themselves."""
+    """The source of the newest stored entry of a pair, from the entries themselves (after
+    a refresh: a publication writes its entry without one)."""
+    indices.client.indices.refresh(index=indices.entries)
     found = indices.client.search(
         index=indices.entries, size=1, source=True,
         query={"bool": {"filter": [{"term": {"identifier": identifier}},

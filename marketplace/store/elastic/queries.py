@@ -34,8 +34,7 @@ def search_body(query: Query) -> dict:
     body = {
         "from": query.offset, "size": query.limit, "track_total_hits": True,
         "source": ["document", "summary"],
-        "sort": [{sort: {"order": order, "missing": "_last" if query.descending else "_first"}},
-                 {"seq": {"order": order}}, {"key": {"order": order}}],
+        "sort": sort_clauses(sort, order),
     }
     if query.facets:
         body["query"] = {"bool": {"filter": plain}}
@@ -46,6 +45,15 @@ def search_body(query: Query) -> dict:
     else:
         body["query"] = {"bool": {"filter": plain + list(faceted.values())}}
     return body
+
+
+def sort_clauses(field: str, order: str) -> list[dict]:
+    """By the field (missing values first ascending, last descending), ties by date, then by
+    arrival (``seq``), then by key: the SQLite store's order, whose row ids follow the
+    date and, within one second, the arrival."""
+    fields = [field] if field == "created" else [field, "created"]
+    return [{fields[0]: {"order": order, "missing": "_last" if order == "desc" else "_first"}},
+            *({name: {"order": order}} for name in (*fields[1:], "seq", "key"))]
 
 
 def constraints(query: Query) -> tuple[list[dict], dict[str, dict]]:
