@@ -8,6 +8,9 @@ refuses root). ``MARKETPLACE_TEST_ELASTICSEARCH_URL`` uses a running cluster ins
 start, no stop; the tests that stop the server are skipped then).
 
 Each test gets its own index prefix, whose indices are deleted after it.
+
+:class:`ThreeNodeCluster` is a cluster of three such nodes, started by the scale-out tests
+alone (``three_nodes`` in tests/live/conftest.py), always of its own: it stops a node.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class ElasticServer:
     process: subprocess.Popen | None = None
     starts: int = 0
     heap: str = HEAP
+    discovery: dict[str, str] = field(default_factory=lambda: {"discovery.type": "single-node"})
+    cluster_name: str = "marketplace-tests"
 
     @property
     def url(self) -> str:
@@ -116,13 +121,20 @@ class ElasticServer:
 
     def start(self) -> ElasticServer:
         """Start the node and wait until the cluster is at least yellow."""
+        self.launch()
+        self.wait(self.ready, "answer")
+        return self
+
+    def launch(self) -> None:
+        """Start the node's process, without waiting (the nodes of a cluster start together:
+        none is ready before a majority of them has met)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.prepare()
         self.starts += 1
-        settings = {"discovery.type": "single-node", "network.host": "127.0.0.1",
+        settings = {**self.discovery, "network.host": "127.0.0.1",
                     "http.port": self.http_port, "transport.port": self.transport_port,
                     "xpack.security.enabled": "false", "path.data": self.root / "data",
-                    "path.logs": self.root / "logs", "cluster.name": "marketplace-tests",
+                    "path.logs": self.root / "logs", "cluster.name": self.cluster_name,
                     "cluster.routing.allocation.disk.threshold_enabled": "false"}
         env = {**os.environ, "ES_JAVA_HOME": java_home(), "ES_PATH_CONF": str(self.root /
                                                                             "config"),
@@ -135,17 +147,20 @@ class ElasticServer:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=env, cwd=self.root,
                                             user=user, start_new_session=True)
+
+    def wait(self, condition, what: str) -> None:
+        """Poll ``condition`` until true; RuntimeError with the node's log if it exits or
+        does not ``what`` in time (and then it is stopped)."""
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.ready():
+        while not condition():
             if self.process.poll() is not None:
                 raise RuntimeError(f"Elasticsearch exited with status "
                                    f"{self.process.returncode}:\n{self.log_text()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Elasticsearch did not start in {START_TIMEOUT:.0f} s:\n"
+                raise RuntimeError(f"Elasticsearch did not {what} in {START_TIMEOUT:.0f} s:\n"
                                    f"{self.log_text()}")
             time.sleep(0.5)
-        return self
 
     def ready(self) -> bool:
         try:
@@ -170,6 +185,97 @@ class ElasticServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class ThreeNodeCluster:
+    """Three Elasticsearch nodes forming one cluster on 127.0.0.1, each master-eligible and
+    holding data, 512 MB of heap each: with indices of one replica, any one node can stop
+    and the other two keep a quorum and a copy of every shard, as on a production cluster.
+
+    ``url`` lists the three nodes, as an operator lists them in ELASTICSEARCH_URL."""
+
+    home: Path
+    nodes: list[ElasticServer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        name = "marketplace-scaleout-" + uuid.uuid4().hex[:8]
+        self.nodes = [ElasticServer(self.home, cluster_name=name) for _ in range(3)]
+        seeds = ",".join(f"127.0.0.1:{node.transport_port}" for node in self.nodes)
+        names = [f"node-{number}" for number in range(3)]
+        for node, node_name in zip(self.nodes, names, strict=True):
+            node.discovery = {"node.name": node_name, "discovery.seed_hosts": seeds,
+                              "cluster.initial_master_nodes": ",".join(names)}
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start_all(self) -> ThreeNodeCluster:
+        """Start the three nodes at once (none is ready alone) and wait for green."""
+        for node in self.nodes:
+            node.launch()
+        self.nodes[0].wait(lambda: self.health(self.nodes[0], "green", 3),
+                           "form a green cluster of three nodes")
+        return self
+
+    def stop(self, node: ElasticServer) -> None:
+        """Stop one node (SIGTERM, as an operator or a failing host would) and wait until
+        the other two see it gone."""
+        node.stop()
+        other = self.running()[0]
+        other.wait(lambda: self.health(other, "yellow", 2), "notice a node left")
+
+    def start(self, node: ElasticServer) -> None:
+        """Start a stopped node again (it rejoins the cluster it knows: no bootstrap
+        setting) and wait until every shard has its copies again (green)."""
+        node.discovery.pop("cluster.initial_master_nodes", None)
+        node.launch()
+        node.wait(lambda: self.health(node, "green", 3), "rejoin the cluster (green)")
+
+    def running(self) -> list[ElasticServer]:
+        return [node for node in self.nodes
+                if node.process is not None and node.process.poll() is None]
+
+    def master(self) -> ElasticServer:
+        """The node elected master now."""
+        found = requests.get(f"{self.running()[0].url}/_cat/master", params={"format": "json"},
+                             timeout=30)
+        found.raise_for_status()
+        name = found.json()[0]["node"]
+        return next(node for node in self.nodes if node.discovery["node.name"] == name)
+
+    @staticmethod
+    def health(node: ElasticServer, status: str, count: int) -> bool:
+        """Whether the cluster, asked through ``node``, is ``status`` or better with exactly
+        ``count`` nodes."""
+        try:
+            return requests.get(f"{node.url}/_cluster/health", timeout=10, params={
+                "wait_for_status": status, "wait_for_nodes": str(count),
+                "timeout": "1s"}).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def replicas(self, prefix: str) -> dict[str, int]:
+        """The number of replicas of every index of a prefix, by index name."""
+        found = requests.get(f"{self.running()[0].url}/{prefix}-*/_settings", timeout=30,
+                             params={"filter_path": "*.settings.index.number_of_replicas"})
+        found.raise_for_status()
+        return {name: int(value["settings"]["index"]["number_of_replicas"])
+                for name, value in found.json().items()}
+
+    def drop(self, prefix: str) -> None:
+        """Delete every index of a prefix (by name: action.destructive_requires_name)."""
+        url = self.running()[0].url
+        found = requests.get(f"{url}/{prefix}-*", params={"expand_wildcards": "all"},
+                             timeout=60)
+        found.raise_for_status()
+        if found.json():
+            requests.delete(f"{url}/{','.join(found.json())}", timeout=60).raise_for_status()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
 
 
 @dataclass

@@ -226,5 +226,12 @@ class Store(abc.ABC):
     def healthy(self) -> bool:
         """True when the store can serve reads and writes now."""
 
+    def health(self) -> dict:
+        """What /healthz answers: ``status`` (ok, or degraded: serving with a part missing,
+        or unavailable) and ``store`` (whether it can serve); a backend of several nodes
+        adds which are missing. One file has nothing more to say than whether it answers."""
+        healthy = self.healthy()
+        return {"status": "ok" if healthy else "unavailable", "store": healthy}
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""

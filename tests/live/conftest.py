@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from tests import factories, pki
+from tests.elastic import CACHE, INSTALL_HINT, ThreeNodeCluster, find_home
 from tests.processes import free_port, group_alive, stop_group
 
 START_TIMEOUT = 60.0
@@ -208,3 +209,20 @@ def write_signed(tmp_path):
         path.write_bytes(factories.signed(signer, factories.appliance(**fields), now=now))
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def three_nodes() -> Iterator[ThreeNodeCluster]:
+    """A real three-node Elasticsearch cluster of its own (tests/elastic.py), for the
+    scale-out tests alone: started when one of them first asks, stopped at the end."""
+    home = find_home()
+    if home is None:
+        pytest.fail(f"Elasticsearch is not installed under {CACHE}: {INSTALL_HINT}")
+    cluster = ThreeNodeCluster(home)
+    try:
+        cluster.start_all()
+    except RuntimeError as exc:
+        cluster.cleanup()
+        pytest.fail(str(exc))
+    yield cluster
+    cluster.cleanup()

@@ -11,6 +11,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from marketplace.store.base import StoreError
+from marketplace.store.elastic import health as cluster_health
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,14 +33,20 @@ def scrape(client) -> dict[tuple, float]:
 def test_healthz(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "store": True}
+    assert response.json["status"] == "ok" and response.json["store"] is True
+    assert response.json.get("missing", []) == []  # Elasticsearch: every listed node is in
 
 
 def test_healthz_when_store_is_down(client, store, monkeypatch):
+    """SQLite: its file does not answer; Elasticsearch: the cluster does not."""
+    def no_answer(*args):
+        raise StoreError("does not answer")
+
     monkeypatch.setattr(store, "healthy", lambda: False)
+    monkeypatch.setattr(cluster_health, "ask", no_answer)
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json == {"status": "unavailable", "store": False}
+    assert response.json["status"] == "unavailable" and response.json["store"] is False
 
 
 def test_ping_does_not_touch_the_store(client, store, monkeypatch):

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from marketplace.metadata.model import format_date
 from marketplace.store.base import EndorserStats, Entry, Page, Query, Store, StoreError, is_new
 from marketplace.store.elastic import bulk, latest
+from marketplace.store.elastic import health as cluster_health
 from marketplace.store.elastic.client import connect, missing_index, store_error
 from marketplace.store.elastic.documents import fields, pair_id
 from marketplace.store.elastic.indices import PAGE, Indices, generation_of
@@ -193,14 +194,19 @@ class ElasticStore(Store):
                      for copy in copies if copy["routing"]["primary"])
         return generation_of(name) << 48 | writes
 
-    def healthy(self) -> bool:
+    def health(self) -> dict:
+        """Whether the cluster serves, its status, and which configured node is missing
+        (:mod:`.health`)."""
         try:
             with self._calls():
-                health = self.client.options(request_timeout=5).cluster.health(
-                    index=[self.entries, self.latest], timeout="2s")
-        except Exception:  # any failure to answer is "not healthy", never a 500
-            return False
-        return not health["timed_out"] and health["status"] in ("green", "yellow")
+                answers = cluster_health.ask(self.client, [self.entries, self.latest,
+                                                          self.indices.state])
+        except Exception:  # any failure to answer is "unavailable", never a 500
+            answers = None
+        return cluster_health.report(self.url, answers)
+
+    def healthy(self) -> bool:
+        return self.health()["store"]
 
     def close(self) -> None:
         with contextlib.suppress(StoreError):  # notes left are finished by the next repair

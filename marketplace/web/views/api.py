@@ -378,14 +378,17 @@ def ping() -> Response:
 
 @blueprint.get("/healthz")
 def healthz() -> Response:
-    healthy = current_store().healthy()
-    answer = {"status": "ok" if healthy else "unavailable", "store": healthy}
-    log = recorded(current_store().state) if healthy else None
+    """200 while the store serves (its status may say ``degraded``: a load balancer keeps a
+    server whose cluster lost a node but still answers), 503 when it cannot or when the
+    transparency log does not match what was recorded."""
+    health = current_store().health()
+    log = recorded(current_store().state) if health["store"] else None
     if log is not None:  # the comparison with the transparency log made at start
-        answer["log"] = log
+        health["log"] = log
         if not log["ok"]:
-            answer["status"] = "log-mismatch"
-    return negotiation.json_response(answer, 200 if answer["status"] == "ok" else 503)
+            health["status"] = "log-mismatch"
+    serving = health["store"] and health["status"] != "log-mismatch"
+    return negotiation.json_response(health, 200 if serving else 503)
 
 
 @blueprint.get("/metrics")
