@@ -47,8 +47,9 @@ class ElasticStore(Store):
 
     def __init__(self, client, prefix: str = "marketplace", replicas: str = "0-1",
                  shards: int = 1, url: str = "", active_shards: str = "all",
-                 write_timeout: str = "5s"):
-        self.indices = Indices(client, prefix, replicas, shards, active_shards, write_timeout)
+                 write_timeout: str = "5s", translog: str = "auto"):
+        self.indices = Indices(client, prefix, replicas, shards, active_shards, write_timeout,
+                               translog)
         self.client = client
         self.prefix = prefix
         self.entries = self.indices.entries
@@ -72,7 +73,8 @@ class ElasticStore(Store):
                    settings["ELASTICSEARCH_REPLICAS"], int(settings["ELASTICSEARCH_SHARDS"]),
                    settings["ELASTICSEARCH_URL"],
                    settings["ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS"],
-                   f"{max(1, int(timeout * 500))}ms")
+                   f"{max(1, int(timeout * 500))}ms",
+                   settings["ELASTICSEARCH_TRANSLOG_DURABILITY"])
 
     @property
     def state(self) -> ElasticState:
@@ -243,6 +245,7 @@ class ElasticStore(Store):
         elif self.indices.need_migration(migrate):
             bulk.rebuild(self.indices)
         self.indices.ensure_state(migrate)
+        self.indices.ensure_durability()
         self.indices.wait_ready()
         self._ready = True
 
