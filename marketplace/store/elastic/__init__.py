@@ -87,14 +87,16 @@ class ElasticStore(Store):
         slot announces it; publications go through :meth:`ElasticState.publish`)."""
         return self._add(entry, latest.REFRESH)
 
-    def _publish(self, entry: Entry) -> bool:
-        """:meth:`add` for a publication, which announces itself in the feed."""
-        return self._add(entry, latest.NO_REFRESH)
+    def _publish(self, entry: Entry, current: dict | None) -> bool:
+        """:meth:`add` for a publication, which announces itself in the feed (``current``:
+        the pair's latest copy, read by the publication with its tombstone)."""
+        return self._add(entry, latest.NO_REFRESH, current)
 
-    def _add(self, entry: Entry, refresh: str) -> bool:
+    def _add(self, entry: Entry, refresh: str, current: dict | None = latest.UNREAD) -> bool:
         identifier, email, created = entry.key
         with self._calls():
-            current = latest.latest_of(self.indices, pair_id(identifier, email))
+            if current is latest.UNREAD:
+                current = latest.latest_of(self.indices, pair_id(identifier, email))
             newest = current["_source"]["created"] if current else None
             # Only a pair with an entry as new as this one can hold its key (or an add
             # interrupted before its latest copy: then creating it finds the key taken).
