@@ -307,8 +307,8 @@ def translog_durability(replicas: str, active_shards: str, choice: str) -> str:
     leaves, and the writes then go on with one copy). And writes that wait for all copies
     (``active_shards`` ``all``), so that a write is refused rather than kept on the primary
     alone while the replica is missing. Elasticsearch then acknowledges a write only once
-    every in-sync copy has it: the primary "forwards the operation to each replica in the
-    current in-sync copies" and acknowledges once all have performed it (Elasticsearch
+    every in-sync copy has it: the primary forwards the operation to each replica of the
+    in-sync set and answers the client once all of them have performed it (Elasticsearch
     reference, "Reading and writing documents", basic write model); a replica that fails
     to is first taken out of the in-sync set by the master (same page, failure handling):
     that write rests on the primary alone, as every write does after a copy failed, until
