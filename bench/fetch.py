@@ -22,7 +22,13 @@ The file-writing variants run twice: with the files on tmpfs (/dev/shm: no disk 
 way, which is what the 1.2x bound is about) and on the disk under bench/data (where the
 disk's write speed, measured by ``dd conv=fsync``, bounds every variant that keeps the file).
 Then the cache hit: ``stratus-image-cache path ID`` as a fresh process, against
-``python -c pass``. A run during which other processes used more than a tenth of a core
+``python -c pass``. Then what the transparency log adds (``--log-runs``, 0: skip; the
+marketplace's log is first grown by ``--log-entries`` more uploads, so that proofs cross
+tiles): resolving the entry in-process with and without ``log_key`` (a fresh fetcher each
+time, the kept checkpoint of the same tree: the check of every pull but a node's first), and
+the cache hit with and without ``log_key``, as a fresh process and in-process (config load
+and hit, 20 a round), taking turns.
+A run during which other processes used more than a tenth of a core
 is repeated, up to ``--redo`` times (the machine may be shared); ratios are also given
 round by round, where neighbouring runs saw about the same machine. ``--only`` picks
 variants, e.g. ``--only "curl-null,hashlib,curl-file tmpfs,ours-library tmpfs,ours tmpfs"``.
@@ -57,6 +63,7 @@ SHM = Path("/dev/shm")
 DISTURBANCE = 0.10  # of one core
 MAX_TRIES = 3
 QUIET_WAIT = 2.0
+IN_PROCESS_HITS = 20  # config load and cache hit, per timed round of the log's part
 
 
 # --- the origin server (run as `python bench/fetch.py serve FILE PORT`) ----------------------
@@ -159,9 +166,13 @@ def signed_entry(size: int, sums: dict[str, str], location: str) -> tuple[str, b
 
 
 def start_marketplace(work: Path) -> tuple[subprocess.Popen, str]:
+    """The marketplace with a log key (``init-log``, named after its address)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKETPLACE_",
                                                                     "STRATUSLAB_"))}
+    run([sys.executable, "-m", "marketplace.cli", "init-log", "--data-dir",
+         str(work / "marketplace")],
+        env={**env, "MARKETPLACE_PUBLIC_URL": f"http://127.0.0.1:{port}/"})
     process = subprocess.Popen(
         [sys.executable, "-m", "marketplace.cli", "serve", "--host", "127.0.0.1", "--port",
          str(port), "--data-dir", str(work / "marketplace"), "--workers", "1"],
@@ -227,6 +238,10 @@ def main() -> None:
                         help="where files are written: tmpfs, disk or both")
     parser.add_argument("--only", default="",
                         help="comma-separated variant names to run (default: all)")
+    parser.add_argument("--log-runs", type=int, default=20,
+                        help="rounds of the log's cost on a pull and a hit (0: skip)")
+    parser.add_argument("--log-entries", type=int, default=300,
+                        help="more entries uploaded first, so the log spans several tiles")
     parser.add_argument("--redo", type=int, default=MAX_TRIES,
                         help="tries of a run until one is undisturbed (1: keep the first)")
     args = parser.parse_args()
@@ -256,7 +271,10 @@ def main() -> None:
         assert answer.status_code in (200, 201), answer.text
         meter = Meter([origin.pid, *children(marketplace.pid), marketplace.pid], args.redo)
         results = measure(args, meter, url, image, size, sums, identifier, endpoint, work)
+        if args.log_runs:
+            results["log"] = log_times(args, meter, identifier, endpoint, work, url)
         report(results, size)
+        report_log(results.get("log"))
         out = DATA / "fetch-results.json"
         out.write_text(json.dumps(results, indent=1))
         print(f"\nraw figures in {out}")
@@ -385,6 +403,54 @@ def hit_times(count: int, meter: Meter, identifier: str, endpoint: str,
     return result
 
 
+def log_times(args, meter: Meter, identifier: str, endpoint: str, work: Path,
+              url: str) -> dict[str, list[float]]:
+    """What checking the log adds to a pull (resolve, in-process) and to a hit (a process)."""
+    import requests
+
+    from client.node import config as fetcher_config
+    from client.node.fetcher import Fetcher
+    from client.node.target import parse_target
+
+    for number in range(args.log_entries):
+        _, filler = signed_entry(1 + number, {"SHA-1": f"{number:040x}",
+                                              "SHA-256": f"{number:064x}"}, url)
+        answer = requests.post(endpoint + "metadata", data=filler, timeout=30,
+                               headers={"Content-Type": "application/rdf+xml"})
+        assert answer.status_code in (200, 201), answer.text
+    log_key = requests.get(endpoint + "log/key", timeout=30).text.strip()
+    cache = work / "log-cache"
+    configs = {}
+    for name, extra in (("without log", ""), ("with log", f"log_key = {log_key}\n")):
+        configs[name] = work / f"fetcher-{name.replace(' ', '-')}.cfg"
+        configs[name].write_text(f"[fetcher]\ncache_dir = {cache}\nmarketplace_endpoint = "
+                                 f"{endpoint}\nallow_private_addresses = 127.0.0.1/32\n"
+                                 + extra)
+    command = shutil.which("stratus-image-cache") or "stratus-image-cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUSLAB_")}
+    run([command, "pull", identifier, "--config", str(configs["with log"]), "-q"], env=env)
+    target = parse_target(identifier, endpoint)
+    result: dict[str, list[float]] = {f"{kind} {name}": [] for kind in ("resolve", "hit")
+                                      for name in configs}
+    result.update({f"hit in-process {name}": [] for name in configs})
+    for _ in range(args.log_runs):
+        for name, config in configs.items():
+            def resolve(config=config) -> None:
+                Fetcher(fetcher_config.load(config, environ={})).resolve(target)
+
+            def hit(config=config) -> None:
+                for _ in range(IN_PROCESS_HITS):
+                    assert Fetcher(fetcher_config.load(config, environ={})).pull(
+                        identifier, allow_pull=False).cached
+
+            result[f"resolve {name}"].append(meter.clean(resolve)[0])
+            argv = [command, "path", identifier, "--config", str(config)]
+            result[f"hit {name}"].append(meter.clean(lambda argv=argv: run(argv, env=env))[0])
+            result[f"hit in-process {name}"].append(meter.clean(hit)[0] / IN_PROCESS_HITS)
+    shutil.rmtree(cache, ignore_errors=True)
+    return result
+
+
 def report(results: dict, size: int) -> None:
     medians = results["medians"]
     print("\n| variant | median s | min s | GB/s (median) |\n| --- | ---: | ---: | ---: |")
@@ -424,6 +490,21 @@ def report(results: dict, size: int) -> None:
                   f"{statistics.median(to_file):.2f}")
     for name, values in results["hits"].items():
         print(f"{name}: median {statistics.median(values):.3f} s, min {min(values):.3f} s")
+
+
+def report_log(log: dict[str, list[float]] | None) -> None:
+    """The log's cost on a pull and on a hit: differences of medians, and round by round."""
+    if not log:
+        return
+    print("\n| transparency log | median ms | min ms |\n| --- | ---: | ---: |")
+    for name, values in log.items():
+        print(f"| {name} | {statistics.median(values) * 1e3:.1f} | {min(values) * 1e3:.1f} |")
+    for kind in ("resolve", "hit", "hit in-process"):
+        with_log, without = log[f"{kind} with log"], log[f"{kind} without log"]
+        rounds = [a - b for a, b in zip(with_log, without, strict=True)]
+        print(f"log check on {'a pull' if kind == 'resolve' else kind}: "
+              f"+{(statistics.median(with_log) - statistics.median(without)) * 1e3:.1f} ms "
+              f"(medians), +{statistics.median(rounds) * 1e3:.1f} ms (median of rounds)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Layout under the cache directory (which may be a shared mount)::
     locks/<ID>.lock         the cross-host pull lock (see locks.py); locks/prune.lock
     partial/<ID>.<token>    a download in progress (+ .json: where from, for resuming)
     trash/                  images being evicted (renamed away first, then deleted)
+    log/                    the transparency log as this node saw it: the newest checkpoint
+                            per log key, entry dates, evidence (client.node.transparency)
 
 **Verified once**: a hit compares the image's inode, size and mtime with the record; when
 they agree the bytes are the ones hashed at download and are not read again. When they do
@@ -47,7 +49,7 @@ from client.node.policy import Facts
 from marketplace.metadata.digests import STRONG, same_digest
 from marketplace.metadata.identifier import is_identifier
 
-DIRECTORIES = ("images", "records", "pins", "leases", "locks", "partial", "trash")
+DIRECTORIES = ("images", "records", "pins", "leases", "locks", "partial", "trash", "log")
 PRUNE_LOCK = "prune.lock"
 RECORD_KEYS = {"size", "digests", "inode", "mtime_ns", "facts"}
 

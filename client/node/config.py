@@ -97,6 +97,16 @@ SETTINGS = (
     Setting("allow_weak", False, "accept entries with only MD5/SHA-1 checksums", kind="bool"),
     Setting("verify_all", False, "verify every checksum of the entry, not one strong one",
             kind="bool"),
+    Setting("log_key", None, "the verifier key of the marketplace's transparency log (what its "
+            "/log/key serves, name+id+key): every pulled entry must then be in a log signed "
+            "by it that extends the one seen before; none: the log is not checked"),
+    Setting("require_log", False, "refuse to pull when no log_key is set", kind="bool"),
+    Setting("max_checkpoint_age", 24 * 3600.0, "seconds after its signing that a log "
+            "checkpoint is refused as frozen", kind="float"),
+    Setting("witness_keys", [], "verifier keys of the witnesses whose cosignatures count "
+            "(one a line)", kind="words"),
+    Setting("witnesses_required", 0, "cosignatures of distinct witness_keys a checkpoint "
+            "must carry", kind="int"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -221,6 +231,8 @@ def _typed(setting: Setting, value: object, host: str) -> object:
             return Path(text).expanduser() if text else None
         if setting.kind == "paths":
             return [Path(p).expanduser() for p in split_values(text)]
+        if setting.kind == "words":
+            return split_values(text)
         if setting.kind == "size":
             return parse_size(text)
         if setting.kind == "float":

@@ -14,6 +14,14 @@ DOWNLOAD_FAILED = 4  # no location delivered the image with the right size and c
 NOT_FOUND = 5  # the marketplace has no entry for the identifier / the image is not cached
 DAMAGED = 6  # verify found cached images whose bytes changed (they were removed)
 BUSY = 7  # gave up waiting for another process's lock (lock_wait)
+# The transparency log (client.node.transparency): each way a marketplace can be caught.
+LOG_UNTRUSTED = 8  # no checkpoint signed by log_key (with the witnesses asked for), or tiles
+# that are not its tree: the log cannot be checked
+LOG_FROZEN = 9  # the checkpoint is older than max_checkpoint_age
+LOG_ROLLBACK = 10  # the log is smaller than one this node already saw
+LOG_SPLIT_VIEW = 11  # the log is not an extension of the one this node already saw
+LOG_NOT_INCLUDED = 12  # the entry's document is not in the log where the marketplace says
+ENTRY_ROLLBACK = 13  # an entry older than one this node already saw of that image and endorser
 
 EXIT_CODES = {
     OK: "success",
@@ -24,6 +32,13 @@ EXIT_CODES = {
     NOT_FOUND: "not found: no entry for the identifier (or, with --no-pull, not cached)",
     DAMAGED: "verify found damaged images (removed unless --keep)",
     BUSY: "gave up waiting for another puller's lock",
+    LOG_UNTRUSTED: "the transparency log cannot be checked: no checkpoint signed by log_key "
+                   "(with the witness cosignatures required), or tiles not of its tree",
+    LOG_FROZEN: "the log's checkpoint is older than max_checkpoint_age (a frozen log)",
+    LOG_ROLLBACK: "the log is smaller than one seen before (rollback; evidence kept)",
+    LOG_SPLIT_VIEW: "the log does not extend the one seen before (split view; evidence kept)",
+    LOG_NOT_INCLUDED: "the entry is not in the log as the marketplace claims",
+    ENTRY_ROLLBACK: "an entry older than one seen before of the same image and endorser",
 }
 
 
@@ -105,3 +120,51 @@ class Busy(FetchError):
 class Damaged(FetchError):
     exit_code = DAMAGED
     kind = "damaged"
+
+
+class LogError(FetchError):
+    """The marketplace's transparency log does not vouch for what it serves: a refusal of
+    its own kind, so that an operator can tell a lying marketplace from a broken one."""
+
+
+class LogUntrusted(LogError):
+    exit_code = LOG_UNTRUSTED
+    kind = "log-untrusted"
+
+
+class LogFrozen(LogError):
+    exit_code = LOG_FROZEN
+    kind = "log-frozen"
+
+
+class LogEvidence(LogError):
+    """Two signed checkpoints that cannot both be honest; ``evidence`` names the files
+    where both are kept, to show whoever runs the marketplace (or its witnesses)."""
+
+    def __init__(self, message: str, identifier: str | None = None,
+                 evidence: list[str] | None = None):
+        super().__init__(message, identifier)
+        self.evidence = evidence or []
+
+    def details(self) -> dict:
+        return {"evidence": self.evidence}
+
+
+class LogRollback(LogEvidence):
+    exit_code = LOG_ROLLBACK
+    kind = "log-rollback"
+
+
+class LogSplitView(LogEvidence):
+    exit_code = LOG_SPLIT_VIEW
+    kind = "log-split-view"
+
+
+class NotInLog(LogError):
+    exit_code = LOG_NOT_INCLUDED
+    kind = "log-not-included"
+
+
+class EntryRollback(LogError):
+    exit_code = ENTRY_ROLLBACK
+    kind = "entry-rollback"

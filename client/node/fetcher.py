@@ -5,8 +5,10 @@ verified (inode, size and mtime unchanged) and the current policy still accepts 
 they were verified against (lists, expiry and deprecation from the recorded facts; the full
 signature and chain check again when the trust store changed). Otherwise it takes the
 image's pull lock -- or waits while another process or host pulls it and then uses that
-result -- resolves the entry on the marketplace, makes room under the quota, downloads into
-a partial file (taking over one a dead puller left), and commits it into the cache.
+result -- resolves the entry on the marketplace (and, with a ``log_key``, checks it in the
+marketplace's transparency log, recorded once the image is verified), makes room under the
+quota, downloads into a partial file (taking over one a dead puller left), and commits it
+into the cache.
 Events report what happened. :meth:`Fetcher.download_to` does the same into a plain file.
 """
 
@@ -69,7 +71,7 @@ class Fetcher:
         self.events = events or Events(config.event_command, config.hostname,
                                        config.event_timeout, warn=self.log)
         self.progress = progress
-        self._session = self._location_session = None
+        self._session = self._location_session = self._transparency = None
 
     # --- the cache -------------------------------------------------------------------------
 
@@ -238,6 +240,7 @@ class Fetcher:
         record = self._record(chosen, fetched)
         record = self.cache.commit(identifier, partial, record, chosen.document)
         self.cache.drop_partial(partial)
+        self._recorded(resolution)
         return Outcome(identifier, self.cache.image_path(identifier), record["size"], False,
                        record, resolution.summary(), _fetched_dict(fetched), evicted)
 
@@ -281,6 +284,7 @@ class Fetcher:
                       trust=[self.policy.trust_fingerprint()] if self.policy.trust_paths
                       else [])
         self.cache.write_record(identifier, record, chosen.document)
+        self._recorded(resolution)
         self.log(f"{identifier}: the cached image matches the entry of {chosen.created}; "
                  "now accepted under it")
         return Outcome(identifier, hit.path, expected.size, True, record,
@@ -371,6 +375,7 @@ class Fetcher:
             sink.discard()
             raise
         fsync_directory(output.parent)
+        self._recorded(resolution)
         record = self._record(chosen, fetched)
         self.events.emit("available", target.identifier, path=str(output), size=expected.size,
                          **_event_facts(record))
@@ -380,14 +385,75 @@ class Fetcher:
     # --- shared steps ------------------------------------------------------------------------
 
     def resolve(self, target: Target):
+        """The chosen entry, verified, and (with a log_key) shown in the marketplace's log;
+        what the log showed is recorded only once the image is verified (:meth:`_recorded`)."""
         from client.node.resolve import resolve
 
         try:
-            return resolve(target, self.policy, self.session(),
-                           (self.config.connect_timeout, self.config.read_timeout))
+            resolution = resolve(target, self.policy, self.session(),
+                                 (self.config.connect_timeout, self.config.read_timeout))
         except errors.NoAcceptableEntry as exc:
             self.events.emit("refused", target.identifier, reasons=exc.candidates)
             raise
+        try:
+            self._check_log(target, resolution)
+        except errors.LogError as exc:
+            self.events.emit("refused", target.identifier, reasons=[exc.as_dict()])
+            raise
+        return resolution
+
+    def _check_log(self, target: Target, resolution) -> None:
+        """Replace the chosen entry by its stored bytes, verified, once the log includes
+        them (under a checkpoint that extends the one kept): the log speaks of those bytes,
+        which a listing does not carry verbatim."""
+        from client.node.resolve import check_candidate
+
+        log = self.transparency()
+        if not log.checked:
+            if log.settings.required:
+                raise errors.LogUntrusted("require_log is set but no log_key: the node "
+                                          "cannot check the marketplace's log, so it takes "
+                                          "nothing from it", target.identifier)
+            self.log("the marketplace's transparency log is not checked (no log_key set)")
+            return
+        chosen = resolution.chosen
+        document, index = log.entry(chosen.url, target.identifier)
+        exact = check_candidate(chosen.url, document, target.identifier, self.policy, _now(),
+                                target.base)
+        if exact.reasons or exact.key != chosen.key:
+            why = "; ".join(exact.reasons) or f"it is {'/'.join(exact.key or ('?',))}"
+            raise errors.FetchError(f"the entry the marketplace serves at {chosen.url} is not "
+                                    f"the one it listed: {why}", target.identifier)
+        inclusion = log.check(target.base, exact.key, document, index)
+        resolution.chosen, resolution.inclusion = exact, inclusion
+        self.log(f"{target.identifier}: leaf {index} of the log {inclusion.checkpoint.origin} "
+                 f"({inclusion.checkpoint.size} leaves) publishes this entry")
+
+    def _recorded(self, resolution) -> None:
+        """Remember the checkpoint and the entry's date the log showed, now the image is
+        verified."""
+        if resolution.inclusion is None:
+            return
+        try:
+            self.transparency().record(resolution.inclusion)
+        except LockTimeout as exc:
+            raise errors.Busy(str(exc), resolution.identifier) from None
+
+    def transparency(self):
+        """The log this node checks (client.node.transparency), settings read once."""
+        if self._transparency is None:
+            from client.node.resolve import get
+            from client.node.transparency import LOCK, LogSettings, Transparency
+
+            settings = LogSettings.from_config(self.config)
+            if settings.key is not None:
+                self.cache.ensure()
+            timeout = (self.config.connect_timeout, self.config.read_timeout)
+            self._transparency = Transparency(
+                settings, self.cache.dir("log"), self.cache.trusted,
+                lambda url, room, accept: get(self.session(), url, timeout, room, None, accept),
+                lambda: self.cache.lock(LOCK, self.config.lock_wait))
+        return self._transparency
 
     def _expected(self, chosen):
         from client.node import download

@@ -56,6 +56,14 @@ class Candidate:
     def created(self) -> str | None:
         return self.facts.created if self.facts else None
 
+    @property
+    def key(self) -> tuple[str, str, str] | None:
+        """(identifier, email, created) of a verified entry: how the marketplace names it."""
+        facts = self.facts
+        if facts is None or not facts.email or not facts.created:
+            return None
+        return facts.identifier, facts.email, facts.created
+
     def summary(self) -> dict:
         return {"url": self.url, "endorser": self.facts.endorser() if self.facts else None,
                 "created": self.created, "accepted": not self.reasons,
@@ -69,9 +77,12 @@ class Resolution:
     identifier: str
     chosen: Candidate
     others: list[Candidate]
+    inclusion: object | None = None  # client.node.transparency.Inclusion: what the log showed
 
     def summary(self) -> dict:
-        return {"chosen": self.chosen.summary(), "others": [c.summary() for c in self.others]}
+        log = self.inclusion.summary() if self.inclusion is not None else {"checked": False}
+        return {"chosen": self.chosen.summary(), "others": [c.summary() for c in self.others],
+                "log": log}
 
 
 def resolve(target: Target, policy: Policy, session, timeout: tuple[float, float],
@@ -180,11 +191,19 @@ def fetch_documents(target: Target, session,
 def _get(session, url: str, timeout: tuple[float, float], params: dict,
          room: int) -> bytes | None:
     """The body of a GET (None for a 404), read as a stream and refused past ``room`` bytes."""
+    answer = get(session, url, timeout, room, params)
+    return None if answer is None else answer[0]
+
+
+def get(session, url: str, timeout: tuple[float, float], room: int, params: dict | None = None,
+        accept: str = XML_ACCEPT) -> tuple[bytes, dict[str, str]] | None:
+    """The body and headers of a GET from the marketplace (None for a 404), read as a stream
+    and refused past ``room`` bytes; FetchError for anything else that is not a 2xx."""
     import requests
 
     try:
-        response = session.get(url, params=params, timeout=timeout, stream=True,
-                               headers={"Accept": XML_ACCEPT})
+        response = session.get(url, params=params or {}, timeout=timeout, stream=True,
+                               headers={"Accept": accept})
     except requests.exceptions.SSLError as exc:
         raise FetchError(f"TLS: the marketplace's certificate at {url} was not accepted: "
                          f"{network_reason(exc)}") from None
@@ -198,7 +217,7 @@ def _get(session, url: str, timeout: tuple[float, float], params: dict,
             excerpt = next(response.iter_content(300), b"")[:300]
             raise FetchError(f"the marketplace answered HTTP {response.status_code} to {url}: "
                              f"{excerpt.decode('utf-8', 'replace')}")
-        return _read_capped(response, url, room)
+        return _read_capped(response, url, room), dict(response.headers)
 
 
 def _read_capped(response, url: str, room: int) -> bytes:
@@ -208,14 +227,14 @@ def _read_capped(response, url: str, room: int) -> bytes:
 
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > room:
-        raise _too_large(url)
+        raise _too_large(url, room)
     deadline = time.monotonic() + ANSWER_SECONDS
     chunks, size = [], 0
     try:
         while chunk := response.raw.read1(1 << 20, decode_content=True):
             size += len(chunk)
             if size > room:
-                raise _too_large(url)
+                raise _too_large(url, room)
             if time.monotonic() > deadline:
                 raise FetchError(f"the marketplace's answer to {url} took longer than "
                                  f"{ANSWER_SECONDS:g} s")
@@ -225,9 +244,9 @@ def _read_capped(response, url: str, room: int) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large(url: str) -> FetchError:
+def _too_large(url: str, room: int) -> FetchError:
     return FetchError(f"the marketplace's answer to {url} is too large: the node reads at most "
-                      f"{MAX_LISTING_BYTES} bytes of listings for one image")
+                      f"{room} bytes of it")
 
 
 def split_listing(data: bytes) -> tuple[int, list[bytes]]:
