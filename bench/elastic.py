@@ -2,7 +2,8 @@
 100,000 entries, plus the time to migrate those entries from SQLite to Elasticsearch.
 
 Run from the repository root:  python bench/elastic.py [--entries 100000] [--requests 1000]
-                               [--es-url URL,URL] [--uploads-only]
+                               [--es-url URL,URL] [--uploads-only] [--replicas 1]
+                               [--translog request,auto] [--rounds 3]
 
 1. The SQLite data set of bench/server.py (``fill``: made once, kept in bench/data/).
 2. Elasticsearch: the test distribution that scripts/install.d/30-elasticsearch.sh installs,
@@ -12,7 +13,8 @@ Run from the repository root:  python bench/elastic.py [--entries 100000] [--req
    so that every index has a replica and an upload is acknowledged by the primary and its
    replica (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS=all, the default): the report records the
    nodes, the replicas of the prefix's indices and that setting, and warns when there is
-   no replica.
+   no replica. The prefix's indices get ``--replicas`` (ELASTICSEARCH_REPLICAS, default 1:
+   a replica that does not go away with a node, as issue 14's cluster has).
 3. Migration: ``marketplace.store.migrate.migrate`` (what ``stratus-marketplace migrate``
    runs) copies the SQLite store into a fresh index prefix, timed end to end: reading and
    parsing every document, bulk creation, the latest copies, the final refresh.
@@ -20,7 +22,15 @@ Run from the repository root:  python bench/elastic.py [--entries 100000] [--req
    ``measure_uploads``, imported, not copied), run here for SQLite and then for
    Elasticsearch, one after the other on the same machine, so the figures are comparable.
    The Elasticsearch server's data dir holds only a marketplace.cfg naming the cluster.
-   ``--uploads-only`` measures the uploads alone (issue 14's upload comparison).
+   ``--uploads-only`` measures the uploads alone (issue 14's upload comparison), on an
+   Elasticsearch store that starts empty: ``migrate`` copies the entries, not their
+   transparency log, and a server whose store disagrees with its log answers /healthz 503,
+   which bench/server.py takes for a failed start (an upload writes a few documents by id
+   and reads none by search: the index's size does not change its cost).
+   ``--translog`` measures Elasticsearch once per ELASTICSEARCH_TRANSLOG_DURABILITY named
+   (its server applies it to the indices as it opens the store; each measurement records
+   the durability the indices had), and ``--rounds`` repeats SQLite and those in turn, so
+   that load from other work on the machine falls on every store alike.
 Prints one JSON report; the prefix is deleted at the end.
 """
 
@@ -63,19 +73,24 @@ def start_cluster(options) -> tuple[str, object | None]:
     return node.url, node
 
 
-def elastic_data_dir(url: str, prefix: str, entries: int) -> Path:
+def es_settings(url: str, prefix: str, replicas: str, translog: str = "auto") -> dict:
+    """The settings (as overrides) of a store on the cluster and prefix measured."""
+    return {"store": "elasticsearch", "elasticsearch_url": url,
+            "elasticsearch_index_prefix": prefix, "elasticsearch_replicas": replicas,
+            "elasticsearch_translog_durability": translog}
+
+
+def elastic_data_dir(settings: dict, entries: int) -> Path:
     """A data dir whose marketplace.cfg points the server at the cluster."""
     data_dir = server_bench.DATA / f"elastic-{entries}"
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / config.CONFIG_FILE).write_text(
-        "[marketplace]\nstore = elasticsearch\n"
-        f"elasticsearch_url = {url}\nelasticsearch_index_prefix = {prefix}\n")
+        "[marketplace]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
     return data_dir
 
 
-def migrate(sqlite_dir: Path, url: str, prefix: str) -> dict:
-    settings = config.load(str(sqlite_dir), environ={}, store="elasticsearch",
-                           elasticsearch_url=url, elasticsearch_index_prefix=prefix)
+def migrate(sqlite_dir: Path, overrides: dict) -> dict:
+    settings = config.load(str(sqlite_dir), environ={}, **overrides)
     store = ElasticStore.from_settings(settings)
     try:
         def progress(done: int, total: int) -> None:
@@ -109,12 +124,12 @@ def measure(data_dir: Path, options) -> dict:
             "load_average": {"before": load_before, "after": os.getloadavg()}}
 
 
-def cluster_shape(url: str, prefix: str) -> dict:
+def cluster_shape(overrides: dict) -> dict:
     """The nodes of the cluster, the replicas of the prefix's indices and the copies a write
     waits for: what "durable" means in this run."""
-    settings = config.load(environ={}, store="elasticsearch", elasticsearch_url=url,
-                           elasticsearch_index_prefix=prefix)
+    settings = config.load(environ={}, **overrides)
     store = ElasticStore.from_settings(settings)
+    prefix = settings["ELASTICSEARCH_INDEX_PREFIX"]
     try:
         store.init()
         indices = store.client.indices.get_settings(index=f"{prefix}-*")
@@ -131,10 +146,51 @@ def cluster_shape(url: str, prefix: str) -> dict:
     return shape
 
 
-def drop(url: str, prefix: str) -> None:
-    settings = config.load(environ={}, store="elasticsearch", elasticsearch_url=url,
-                           elasticsearch_index_prefix=prefix)
+def durabilities(overrides: dict) -> dict[str, str]:
+    """The translog durability each index of the prefix has now."""
+    settings = config.load(environ={}, **overrides)
     store = ElasticStore.from_settings(settings)
+    try:
+        found = store.client.indices.get_settings(
+            index=f"{settings['ELASTICSEARCH_INDEX_PREFIX']}-*", name="index.translog.durability",
+            flat_settings=True)
+    finally:
+        store.close()
+    return {name: value["settings"]["index.translog.durability"]
+            for name, value in found.items()}
+
+
+def measure_elastic(overrides: dict, options) -> dict:
+    """The measurement on Elasticsearch under one translog setting, with the durability the
+    indices had once the servers opened the store."""
+    result = measure(elastic_data_dir(overrides, options.entries), options)
+    return {**result, "durability": durabilities(overrides)}
+
+
+def rounds(sqlite_dir: Path, overrides: dict, options) -> list[dict]:
+    """SQLite then Elasticsearch under each ``--translog`` setting, ``--rounds`` times, with
+    each round's upload ratios to SQLite."""
+    done = []
+    for _ in range(options.rounds):
+        found = {}
+        if options.only != "elasticsearch":
+            found["sqlite"] = measure(sqlite_dir, options)
+        if options.only != "sqlite":
+            found["elasticsearch"] = {
+                translog: measure_elastic({**overrides,
+                                           "elasticsearch_translog_durability": translog},
+                                          options)
+                for translog in options.translog.split(",")}
+        if len(found) == 2:
+            sqlite = found["sqlite"]["uploads"]["per_s"]
+            found["upload_ratio"] = {translog: round(value["uploads"]["per_s"] / sqlite, 2)
+                                     for translog, value in found["elasticsearch"].items()}
+        done.append(found)
+    return done
+
+
+def drop(overrides: dict) -> None:
+    store = ElasticStore.from_settings(config.load(environ={}, **overrides))
     store.drop()
     store.close()
 
@@ -153,11 +209,18 @@ def main() -> int:
                         help="measure one store only (the migration runs regardless)")
     parser.add_argument("--uploads-only", action="store_true",
                         help="measure the uploads alone, not the reads")
+    parser.add_argument("--replicas", default="1",
+                        help="ELASTICSEARCH_REPLICAS of the indices (default 1)")
+    parser.add_argument("--translog", default="auto",
+                        help="ELASTICSEARCH_TRANSLOG_DURABILITY to measure, several separated "
+                        "by commas (default auto)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times SQLite and Elasticsearch are measured in turn")
     options = parser.parse_args()
     sqlite_dir = server_bench.DATA / f"server-{options.entries}"
     fill_seconds = server_bench.fill(sqlite_dir, options.entries)
     url, node = start_cluster(options)
-    prefix = "bench-" + uuid.uuid4().hex[:8]
+    overrides = es_settings(url, "bench-" + uuid.uuid4().hex[:8], options.replicas)
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
@@ -166,15 +229,12 @@ def main() -> int:
         "sqlite_fill_seconds": round(fill_seconds, 1),
     }
     try:
-        report["migration"] = migrate(sqlite_dir, url, prefix)
-        report["cluster"] = cluster_shape(url, prefix)
-        if options.only != "elasticsearch":
-            report["sqlite"] = measure(sqlite_dir, options)
-        if options.only != "sqlite":
-            report["elasticsearch"] = measure(elastic_data_dir(url, prefix, options.entries),
-                                              options)
+        if not options.uploads_only:
+            report["migration"] = migrate(sqlite_dir, overrides)
+        report["cluster"] = cluster_shape(overrides)
+        report["rounds"] = rounds(sqlite_dir, overrides, options)
     finally:
-        drop(url, prefix)
+        drop(overrides)
         if node is not None:
             node.cleanup()
     print(json.dumps(report, indent=2))

@@ -48,6 +48,12 @@ SETTINGS = (
     Setting("ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS", "all", "copies of a shard (primary and "
             "replicas) that must be up before a write starts: all (a write is refused, 503, "
             "rather than kept on fewer copies) or a number such as 1"),
+    Setting("ELASTICSEARCH_TRANSLOG_DURABILITY", "auto", "auto: an index with at least one "
+            "replica, written with WAIT_FOR_ACTIVE_SHARDS=all, fsyncs its translog every 5 s "
+            "(index.translog.sync_interval), a write being acknowledged once the primary and "
+            "every replica have it (it survives the loss of a node; a power loss of every "
+            "node at once can cost the last 5 s); any other index fsyncs before each answer. "
+            "request: always fsync before each answer"),
     Setting("MAX_UPLOAD_BYTES", str(1024 * 1024), "largest metadata document accepted"),
     Setting("TRUST_STORE", "", "CA certificates and CRLs (file or folder) that signers must "
             "chain to; empty: any valid certificate"),

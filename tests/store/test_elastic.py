@@ -310,3 +310,71 @@ def test_settings_reach_the_client(tmp_path):
     with pytest.raises(ValueError, match="index prefix"):
         ElasticStore(store.client, prefix="Bad*Prefix")
     store.close()
+
+
+def durability_store(cluster, prefix: str, **settings: str):
+    """A store on ``prefix`` with ELASTICSEARCH_* settings of the test's own."""
+    from marketplace import config
+    from marketplace.store.elastic import ElasticStore
+    return ElasticStore.from_settings(config.load(environ={}, **cluster.settings(prefix),
+                                                  **settings))
+
+
+def durabilities(cluster, prefix: str) -> dict[str, str]:
+    """The translog durability of every index of a prefix, by index name."""
+    found = get_json(cluster, f"{prefix}-*/_settings",
+                     filter_path="*.settings.index.translog.durability")
+    return {name: value["settings"]["index"]["translog"]["durability"]
+            for name, value in found.items()}
+
+
+@pytest.mark.parametrize(("replicas", "active_shards", "translog", "expected"), [
+    ("1", "all", "auto", "async"),        # two copies have each write before it is answered
+    ("1-all", "all", "auto", "async"),
+    ("0-1", "all", "auto", "request"),    # the replica goes when one node of two does
+    ("0", "all", "auto", "request"),
+    ("1", "1", "auto", "request"),        # a write may be answered with one copy up
+    ("1", "all", "request", "request"),   # forced
+])
+def test_each_index_fsyncs_per_write_unless_a_replica_has_every_write(
+        elasticsearch, own_prefix, replicas, active_shards, translog, expected):
+    store = durability_store(elasticsearch, own_prefix, elasticsearch_replicas=replicas,
+                             elasticsearch_wait_for_active_shards=active_shards,
+                             elasticsearch_translog_durability=translog)
+    store.init()
+    store.close()
+    assert durabilities(elasticsearch, own_prefix) == {
+        f"{own_prefix}-entries-1": expected, f"{own_prefix}-latest-1": expected,
+        f"{own_prefix}-state": expected}
+
+
+def test_init_store_gives_existing_indices_the_durability_their_replicas_call_for(
+        elasticsearch, own_prefix):
+    """Translog durability is a dynamic setting: indices made under other settings, or whose
+    replicas an operator changed since, are brought in line when a store is opened."""
+    names = [f"{own_prefix}-entries-1", f"{own_prefix}-latest-1", f"{own_prefix}-state"]
+    forced = durability_store(elasticsearch, own_prefix, elasticsearch_replicas="1",
+                              elasticsearch_translog_durability="request")
+    forced.init()
+    forced.close()
+    assert set(durabilities(elasticsearch, own_prefix).values()) == {"request"}
+    auto = durability_store(elasticsearch, own_prefix, elasticsearch_replicas="1")
+    assert auto.init() == 0
+    assert durabilities(elasticsearch, own_prefix) == dict.fromkeys(names, "async")
+    requests.put(f"{elasticsearch.url}/{names[0]}/_settings", timeout=30,
+                 json={"index": {"number_of_replicas": 0}}).raise_for_status()
+    again = durability_store(elasticsearch, own_prefix, elasticsearch_replicas="1")
+    again.init()
+    assert durabilities(elasticsearch, own_prefix) == {
+        names[0]: "request", names[1]: "async", names[2]: "async"}
+    auto.close()
+    again.close()
+
+
+def test_an_unknown_translog_durability_is_refused_naming_the_setting():
+    from marketplace import config
+    from marketplace.store.elastic import ElasticStore
+    settings = config.load(environ={}, store="elasticsearch",
+                           elasticsearch_translog_durability="async")
+    with pytest.raises(ValueError, match=r"ELASTICSEARCH_TRANSLOG_DURABILITY\): use auto or"):
+        ElasticStore.from_settings(settings)

@@ -48,8 +48,9 @@ class ElasticStore(Store):
 
     def __init__(self, client, prefix: str = "marketplace", replicas: str = "0-1",
                  shards: int = 1, url: str = "", active_shards: str = "all",
-                 write_timeout: str = "5s"):
-        self.indices = Indices(client, prefix, replicas, shards, active_shards, write_timeout)
+                 write_timeout: str = "5s", translog: str = "auto"):
+        self.indices = Indices(client, prefix, replicas, shards, active_shards, write_timeout,
+                               translog)
         self.client = client
         self.prefix = prefix
         self.entries = self.indices.entries
@@ -73,7 +74,8 @@ class ElasticStore(Store):
                    settings["ELASTICSEARCH_REPLICAS"], int(settings["ELASTICSEARCH_SHARDS"]),
                    settings["ELASTICSEARCH_URL"],
                    settings["ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS"],
-                   f"{max(1, int(timeout * 500))}ms")
+                   f"{max(1, int(timeout * 500))}ms",
+                   settings["ELASTICSEARCH_TRANSLOG_DURABILITY"])
 
     @property
     def state(self) -> ElasticState:
@@ -86,14 +88,16 @@ class ElasticStore(Store):
         slot announces it; publications go through :meth:`ElasticState.publish`)."""
         return self._add(entry, latest.REFRESH)
 
-    def _publish(self, entry: Entry) -> bool:
-        """:meth:`add` for a publication, which announces itself in the feed."""
-        return self._add(entry, latest.NO_REFRESH)
+    def _publish(self, entry: Entry, current: dict | None) -> bool:
+        """:meth:`add` for a publication, which announces itself in the feed (``current``:
+        the pair's latest copy, read by the publication with its tombstone)."""
+        return self._add(entry, latest.NO_REFRESH, current)
 
-    def _add(self, entry: Entry, refresh: str) -> bool:
+    def _add(self, entry: Entry, refresh: str, current: dict | None = latest.UNREAD) -> bool:
         identifier, email, created = entry.key
         with self._calls():
-            current = latest.latest_of(self.indices, pair_id(identifier, email))
+            if current is latest.UNREAD:
+                current = latest.latest_of(self.indices, pair_id(identifier, email))
             newest = current["_source"]["created"] if current else None
             # Only a pair with an entry as new as this one can hold its key (or an add
             # interrupted before its latest copy: then creating it finds the key taken).
@@ -249,6 +253,7 @@ class ElasticStore(Store):
         elif self.indices.need_migration(migrate):
             bulk.rebuild(self.indices)
         self.indices.ensure_state(migrate)
+        self.indices.ensure_durability()
         self.indices.wait_ready()
         self._ready = True
 

@@ -23,8 +23,9 @@ log slots) then go in one shard-level bulk, applied in order with one fsync.
 Every write waits for ``active_shards`` copies (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS, ``all``
 by default: the primary and every replica are up before it starts; Elasticsearch then
 acknowledges it once every in-sync copy has it) and fails after ``write_timeout`` instead of
-waiting longer than the client does; the translog is fsynced before a write is acknowledged
-(``index.translog.durability: request``, set explicitly on every index).
+waiting longer than the client does. How a copy keeps an acknowledged write (its translog
+fsynced per request, or every few seconds) follows from those two settings:
+:func:`translog_durability` says why.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ STATE_MAPPING = {
         "data": {"type": "object", "enabled": False},
     },
 }
-DURABLE = {"translog": {"durability": "request"}}
 MAX_WINDOW = 10_010_000          # the API's largest offset plus its largest page
 PAGE = 1000                      # documents or buckets per scan request
+TRANSLOG_CHOICES = ("auto", "request")  # ELASTICSEARCH_TRANSLOG_DURABILITY: see translog_durability
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_.-]{0,150}")
 
 
@@ -92,11 +93,16 @@ class Indices:
     shards: int = 1
     active_shards: str = "all"
     write_timeout: str = "5s"
+    translog: str = "auto"
 
     def __post_init__(self):
         if not _PREFIX.fullmatch(self.prefix):
             raise ValueError(f"index prefix {self.prefix!r}: use lowercase letters, digits, "
                              "'.', '_' or '-', starting with a letter or digit")
+        if self.translog not in TRANSLOG_CHOICES:
+            raise ValueError(f"translog durability {self.translog!r} "
+                             "(MARKETPLACE_ELASTICSEARCH_TRANSLOG_DURABILITY): use "
+                             f"{' or '.join(TRANSLOG_CHOICES)}")
 
     @property
     def entries(self) -> str:
@@ -163,12 +169,31 @@ class Indices:
         return names
 
     def _settings(self, shards: int) -> dict:
-        settings = {"number_of_shards": shards, **DURABLE}
+        settings = {"number_of_shards": shards, "translog": {"durability": translog_durability(
+            self.replicas, self.active_shards, self.translog)}}
         if "-" in self.replicas:
             settings["auto_expand_replicas"] = self.replicas
         else:
             settings["number_of_replicas"] = int(self.replicas)
         return settings
+
+    def ensure_durability(self) -> None:
+        """Give every index of the prefix the translog durability its own replicas call for
+        (:func:`translog_durability`): an index made before, by a server with other
+        settings, or whose replicas an operator changed since, is brought in line at
+        ``init-store`` and whenever a server opens the store (the setting is dynamic)."""
+        found = self.client.indices.get_settings(
+            index=[self.entries, self.latest, self.state], name=[
+                "index.number_of_replicas", "index.auto_expand_replicas",
+                "index.translog.durability"], flat_settings=True, include_defaults=True)
+        for name, value in found.items():
+            current = {**value.get("defaults", {}), **value["settings"]}
+            expand = current.get("index.auto_expand_replicas", "false")
+            replicas = expand if expand != "false" else current["index.number_of_replicas"]
+            wanted = translog_durability(replicas, self.active_shards, self.translog)
+            if current.get("index.translog.durability", "").lower() != wanted:
+                self.client.indices.put_settings(
+                    index=name, settings={"index.translog.durability": wanted})
 
     def ensure_state(self, migrate: bool) -> None:
         """Create the state index if it is missing; bring an older mapping of it up to date
@@ -267,6 +292,44 @@ class Indices:
             if len(found) < PAGE:
                 return
             after = found[-1]["sort"]
+
+
+def translog_durability(replicas: str, active_shards: str, choice: str) -> str:
+    """The ``index.translog.durability`` of an index with ``replicas`` (a number or an
+    auto-expand range such as ``0-1``), written with ``wait_for_active_shards=active_shards``,
+    when ELASTICSEARCH_TRANSLOG_DURABILITY is ``choice``.
+
+    Issue 14 calls a write durable on Elasticsearch once the primary shard and its replica
+    have acknowledged it: it survives the loss of any one node. ``async`` keeps that
+    promise when every write is in two copies' translogs before it is acknowledged, which
+    takes two things. A replica that cannot go away by itself: a fixed count of one or more,
+    or an auto-expand range starting at one (``0-1`` drops the replica when a node of two
+    leaves, and the writes then go on with one copy). And writes that wait for all copies
+    (``active_shards`` ``all``), so that a write is refused rather than kept on the primary
+    alone while the replica is missing. Elasticsearch then acknowledges a write only once
+    every in-sync copy has it: the primary forwards the operation to each replica of the
+    in-sync set and answers the client once all of them have performed it (Elasticsearch
+    reference, "Reading and writing documents", basic write model); a replica that fails
+    to is first taken out of the in-sync set by the master (same page, failure handling):
+    that write rests on the primary alone, as every write does after a copy failed, until
+    the replica is rebuilt. ``wait_for_active_shards`` alone is no promise: it is checked
+    before the write starts (index API, "Active shards").
+
+    With ``async`` each copy fsyncs its translog every ``index.translog.sync_interval``
+    (5 s by default) instead of before each answer: what a power loss of every node at
+    once can cost is the writes of the last interval. With no replica, or with writes that
+    may go on with one copy, or when ``choice`` is ``request``, each write is fsynced on
+    every copy before it is acknowledged (``request``), as SQLite fsyncs each commit.
+    """
+    if choice == "request" or active_shards != "all" or least_replicas(replicas) < 1:
+        return "request"
+    return "async"
+
+
+def least_replicas(replicas: str) -> int:
+    """The fewest replicas an index can have: a fixed count, or the low end of an
+    auto-expand range (``0-1``, ``1-all``)."""
+    return int(replicas.split("-", 1)[0])
 
 
 def generation_of(name: str) -> int:

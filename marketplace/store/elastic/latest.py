@@ -17,9 +17,9 @@ Reads by id are realtime on any server. A publication (state.py) writes without 
 it then takes a change-feed slot, and a search on any server that sees the slot moved
 refreshes first (slots.Freshness). A write through :meth:`Store.add` or a removal has no
 slot that tells searches of it, so it refreshes the shard it changed before it returns
-(``refresh=true``). The translog is fsynced before a write is acknowledged
-(``index.translog.durability: request``) and every write waits for the copies the settings
-name (``Indices.writes``), so an acknowledged upload survives a crash.
+(``refresh=true``). Every write waits for the copies the settings name (``Indices.writes``)
+and each copy keeps it as the index's translog durability says (indices.translog_durability),
+so an acknowledged upload survives the loss of a node.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.model import format_date, parse_date
 from marketplace.store.base import Conflict, Entry, StoreError
+from marketplace.store.elastic.documents import pair_id
 from marketplace.store.elastic.indices import PAGE, Indices
 from marketplace.store.elastic.slots import Appender, Freshness, Slots, SlotSource
 from marketplace.store.state import (
@@ -67,7 +68,8 @@ from marketplace.store.state import (
 UNFINISHED_AFTER = timedelta(minutes=2)
 CAS_ATTEMPTS = 30  # rewrites of one document lost in a row to other servers before giving up
 
-AddEntry = Callable[[Entry], bool]          # the store's add, without a refresh
+AddEntry = Callable[[Entry, dict | None], bool]  # the store's add, without a refresh,
+#                                                  given the pair's latest copy
 TakeOut = Callable[[Key], bytes | None]     # the store's removal: the document it held
 Calls = Callable[[], AbstractContextManager[None]]
 
@@ -196,10 +198,10 @@ class ElasticState(State):
         key = entry.key
         note = f"note:{key_id(key)}"
         with self._calls():
-            self._refuse_buried(key)
+            current = self._refuse_buried(key)
             self._put(note, {"kind": "note", **_key_fields(key), "at": format_date(at)})
             try:
-                new = self._add(entry)
+                new = self._add(entry, current)
             except Conflict:
                 self._delete(note)
                 raise
@@ -552,10 +554,23 @@ class ElasticState(State):
         raise StoreError(f"could not change {doc_id}: {CAS_ATTEMPTS} concurrent changes in a "
                          "row; try again")
 
-    def _refuse_buried(self, key: Key) -> None:
-        tombstone = self.tombstone(key)
-        if tombstone is not None:
-            raise Removed(tombstone)
+    def _refuse_buried(self, key: Key) -> dict | None:
+        """Raise Removed for a key under a tombstone; else the pair's latest copy (None: it
+        has none), read in the same realtime ``mget``: one round trip fewer per publication.
+        Reading the latest copy before the note is written instead of after changes
+        nothing: it was always read before the entry is created, and the copy is replaced
+        only under the sequence number read (latest.promote reads again when it moved)."""
+        pair = pair_id(key[0], key[1])
+        buried, current = self.client.mget(docs=[
+            {"_index": self.index, "_id": f"tombstone:{key_id(key)}"},
+            {"_index": self.indices.latest, "_id": pair, "_source": ["created"]}])["docs"]
+        for doc in (buried, current):
+            if "error" in doc:
+                raise StoreError(f"Elasticsearch could not read {doc['_index']}/{doc['_id']}: "
+                                 f"{doc['error'].get('type')}: {doc['error'].get('reason')}")
+        if buried.get("found"):
+            raise Removed(_tombstone_of(buried["_source"]))
+        return current if current.get("found") else None
 
     # --- one document -----------------------------------------------------------------------
 
