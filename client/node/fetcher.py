@@ -424,10 +424,48 @@ class Fetcher:
             why = "; ".join(exact.reasons) or f"it is {'/'.join(exact.key or ('?',))}"
             raise errors.FetchError(f"the entry the marketplace serves at {chosen.url} is not "
                                     f"the one it listed: {why}", target.identifier)
-        inclusion = log.check(target.base, exact.key, document, index)
+        newest = log.newest_taken(exact.key)
+        deprecation = self._deprecation(target, exact, log) \
+            if newest is not None and exact.created < newest else None
+        inclusion = log.check(target.base, exact.key, document, index, deprecation)
         resolution.chosen, resolution.inclusion = exact, inclusion
         self.log(f"{target.identifier}: leaf {index} of the log {inclusion.checkpoint.origin} "
                  f"({inclusion.checkpoint.size} leaves) publishes this entry")
+        if inclusion.deprecation is not None:
+            self.log(f"{target.identifier}: older than the entry this node took, but leaf "
+                     f"{inclusion.deprecation.index} deprecates that one (a document of "
+                     f"{inclusion.deprecation.key[2]} signed by its endorser)")
+
+    def _deprecation(self, target: Target, entry, log):
+        """The newest document of ``entry``'s image that deprecates, signed by its endorser,
+        as the marketplace lists it (every status) and serves it with its log index, verified
+        like every entry (the policy's lists and statuses aside: a deprecation is refused as
+        an image, not as proof); None when it lists none. Whether it is new enough and in the
+        log is :meth:`Transparency.check`'s to decide."""
+        from client.node.resolve import fetch_documents, same_endorser, verified_candidate
+        from client.node.transparency import Deprecation
+
+        def deprecates(candidate) -> bool:
+            return not candidate.reasons and candidate.facts.deprecated is not None and \
+                same_endorser(entry.facts, candidate.facts)
+
+        listing = Target(target.identifier, target.endpoint)
+        timeout = (self.config.connect_timeout, self.config.read_timeout)
+        found = [c for c in (verified_candidate(url, data, target.identifier, self.policy,
+                                                _now(), target.base)
+                             for url, data in fetch_documents(listing, self.session(), timeout))
+                 if deprecates(c)]
+        if not found:
+            return None
+        listed = max(found, key=lambda c: c.created)
+        document, index = log.entry(listed.url, target.identifier)
+        exact = verified_candidate(listed.url, document, target.identifier, self.policy,
+                                   _now(), target.base)
+        if not deprecates(exact) or exact.key != listed.key:
+            why = "; ".join(exact.reasons) or f"it is {'/'.join(exact.key or ('?',))}"
+            raise errors.FetchError(f"the deprecation the marketplace serves at {listed.url} "
+                                    f"is not the one it listed: {why}", target.identifier)
+        return Deprecation(exact.key, document, index)
 
     def _recorded(self, resolution) -> None:
         """Remember the checkpoint and the entry's date the log showed, now the image is

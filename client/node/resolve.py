@@ -115,7 +115,18 @@ def choose(identifier: str, candidates: list[Candidate]) -> Resolution:
 
 def check_candidate(url: str, data: bytes, identifier: str, policy: Policy,
                     now: datetime, endpoint: str | None = None) -> Candidate:
-    """Verify one document locally and apply the policy to it.
+    """Verify one document locally (:func:`verified_candidate`) and apply the policy to it."""
+    candidate = verified_candidate(url, data, identifier, policy, now, endpoint)
+    if candidate.facts is not None:
+        candidate.reasons += policy.refusals(candidate.facts, now)
+    return candidate
+
+
+def verified_candidate(url: str, data: bytes, identifier: str, policy: Policy,
+                       now: datetime, endpoint: str | None = None) -> Candidate:
+    """Verify one document locally: the trust decision with the policy's trust store, and
+    that it describes ``identifier``; not the policy's lists or statuses, so that a
+    deprecation (which the policy refuses to download) can still be proven authentic.
 
     ``url`` is where it came from; with the marketplace's ``endpoint``, a verified entry is
     named by its own URL there (``metadata/<id>/<email>/<created>``) instead.
@@ -133,8 +144,18 @@ def check_candidate(url: str, data: bytes, identifier: str, policy: Policy,
     if candidate.facts.identifier != identifier:
         candidate.reasons.append(f"the entry describes image {candidate.facts.identifier}, "
                                  f"not {identifier}")
-    candidate.reasons += policy.refusals(candidate.facts, now)
     return candidate
+
+
+def same_endorser(entry: Facts, other: Facts) -> bool:
+    """Whether ``other`` was signed by the endorser of ``entry``: the same email, and a
+    certificate of the same subject or one that carries that email. A document's email alone
+    is its signer's claim, which anyone can make."""
+    email = (entry.email or "").lower()
+    if not email or (other.email or "").lower() != email:
+        return False
+    return other.subject == entry.subject or \
+        email in (e.lower() for e in other.certificate_emails)
 
 
 def facts_of(checked: Checked) -> Facts:

@@ -16,7 +16,12 @@ trusted:
    ``deprecated`` event of exactly this entry and of the SHA-256 of the exact bytes the node
    verified, and included under the checkpoint;
 4. the entry must not be older than one this node already took of the same image and
-   endorser (the marketplace serving an old signed document as current).
+   endorser (the marketplace serving an old signed document as current), unless the node is
+   shown that the endorser deprecated the newer one: a signed document of the same image
+   and endorser, dated at or after the newest taken, that deprecates (verified by the
+   caller as every entry is), whose ``deprecated`` leaf is included under the same
+   checkpoint. The marketplace's word that a version was deprecated is not enough: only the
+   endorser's signature and the log's inclusion are.
 
 Proofs are computed from the served tiles (:class:`marketplace.metadata.tlog.HashReader`)
 and checked against the signed roots, so a tile cannot lie. What passed is recorded only
@@ -97,6 +102,18 @@ def _verifier(setting: str, vkey: str, kind: int) -> note.Verifier:
 
 
 @dataclass(frozen=True)
+class Deprecation:
+    """A signed document that deprecates, offered as proof that an older entry may be taken
+    again: its key, its stored bytes (their signature and endorser already verified by the
+    caller, :func:`client.node.resolve.verified_candidate`) and the log index the
+    marketplace gives them."""
+
+    key: Key
+    document: bytes
+    index: int
+
+
+@dataclass(frozen=True)
 class Inclusion:
     """What the log showed for one entry: recorded once the image is verified."""
 
@@ -104,10 +121,15 @@ class Inclusion:
     index: int
     checkpoint: note.Checkpoint
     signed: str  # the checkpoint's signed note, as served
+    deprecation: Deprecation | None = None  # what let an older entry be taken
 
     def summary(self) -> dict:
-        return {"checked": True, "log_index": self.index, "tree_size": self.checkpoint.size,
-                "origin": self.checkpoint.origin, "signed_at": self.checkpoint.time}
+        summary = {"checked": True, "log_index": self.index, "tree_size": self.checkpoint.size,
+                   "origin": self.checkpoint.origin, "signed_at": self.checkpoint.time}
+        if self.deprecation is not None:
+            summary["deprecated_by"] = {"created": self.deprecation.key[2],
+                                        "log_index": self.deprecation.index}
+        return summary
 
 
 class Transparency:
@@ -148,18 +170,25 @@ class Transparency:
                                   identifier)
         return document, int(index)
 
-    def check(self, base: str, key: Key, document: bytes, index: int) -> Inclusion:
+    def check(self, base: str, key: Key, document: bytes, index: int,
+              deprecation: Deprecation | None = None) -> Inclusion:
         """Every check of the module's docstring for the entry ``key`` whose verified bytes
-        are ``document``, at ``index`` of the log served under ``base``; raises the
+        are ``document``, at ``index`` of the log served under ``base``, with the
+        ``deprecation`` the node found if the entry is older than one taken; raises the
         LogError of the first that fails."""
         identifier = key[0]
         signed = self._served_checkpoint(base, identifier)
         checkpoint = self.open(signed, identifier)
         reader = tlog.HashReader(checkpoint.size, self._tile_reader(base))
         self._check_extends(checkpoint, signed, reader, identifier)
-        self._check_not_older(key)
+        used = self._check_not_older(base, key, deprecation, checkpoint, reader)
         self._check_included(base, key, document, index, checkpoint, reader)
-        return Inclusion(key, index, checkpoint, signed)
+        return Inclusion(key, index, checkpoint, signed, used)
+
+    def newest_taken(self, key: Key) -> str | None:
+        """The date of the newest entry of ``key``'s image and endorser this node took."""
+        identifier, email, _ = key
+        return self.entries().get(_entry_name(identifier, email))
 
     def open(self, signed: str, identifier: str | None = None) -> note.Checkpoint:
         """The checkpoint of a signed note whose signature checks with the log key, with the
@@ -276,17 +305,41 @@ class Transparency:
             f"extend the tree of {kept.size} leaves this node saw ({reason}); both signed "
             f"checkpoints kept in {' and '.join(evidence)}", identifier, evidence)
 
-    def _check_not_older(self, key: Key) -> None:
+    def _check_not_older(self, base: str, key: Key, deprecation: Deprecation | None,
+                         checkpoint: note.Checkpoint,
+                         reader: tlog.HashReader) -> Deprecation | None:
+        """Refuse an entry older than the newest taken unless ``deprecation`` proves that the
+        endorser deprecated it; the deprecation used, if one was needed."""
         identifier, email, created = key
-        newest = self.entries().get(_entry_name(identifier, email))
-        if newest is not None and created < newest:
-            raise errors.EntryRollback(
-                f"ROLLBACK: the marketplace serves the entry of {identifier} by {email} dated "
-                f"{created} as the newest, but this node already took one dated {newest}",
-                identifier)
+        newest = self.newest_taken(key)
+        if newest is None or created >= newest:
+            return None
+        refused = (f"ROLLBACK: the marketplace serves the entry of {identifier} by {email} "
+                   f"dated {created} as the newest, but this node already took one dated "
+                   f"{newest}")
+        if deprecation is None:
+            raise errors.EntryRollback(f"{refused}, and was shown no signed deprecation of "
+                                       "it", identifier)
+        of, by, dated = deprecation.key
+        if (of, by.lower()) != (identifier, email.lower()):
+            raise errors.EntryRollback(f"{refused}; the deprecation shown is of {of} by {by}",
+                                       identifier)
+        if dated < newest:
+            raise errors.EntryRollback(f"{refused}; the deprecation shown is dated {dated}, "
+                                       "before it: it does not deprecate it", identifier)
+        try:
+            self._check_included(base, deprecation.key, deprecation.document,
+                                 deprecation.index, checkpoint, reader,
+                                 (logleaf.DEPRECATED,))
+        except errors.NotInLog as exc:
+            raise errors.EntryRollback(f"{refused}; the deprecation shown, dated {dated}, is "
+                                       f"not proven by the log: {exc.message}",
+                                       identifier) from None
+        return deprecation
 
     def _check_included(self, base: str, key: Key, document: bytes, index: int,
-                        checkpoint: note.Checkpoint, reader: tlog.HashReader) -> None:
+                        checkpoint: note.Checkpoint, reader: tlog.HashReader,
+                        events: tuple[str, ...] = logleaf.SERVES) -> None:
         identifier = key[0]
         where = f"leaf {index} of the log {checkpoint.origin} ({checkpoint.size} leaves)"
         if index >= checkpoint.size:
@@ -305,10 +358,11 @@ class Transparency:
         except logleaf.LeafError as exc:
             raise errors.NotInLog(f"{where} is not a log event: {exc}", identifier) from None
         wanted = hashlib.sha256(document).hexdigest()
-        if event.event not in logleaf.SERVES or event.key != key or \
+        if event.event not in events or event.key != key or \
                 event.document_sha256 != wanted:
             raise errors.NotInLog(
-                f"{where} is not the publication of this entry: it records {event.event} of "
+                f"{where} is not the {_NAMES.get(events, 'event')} of this entry: it records "
+                f"{event.event} of "
                 f"{'/'.join(str(part) for part in event.key)} (document "
                 f"{event.document_sha256}), not {'/'.join(key)} (document {wanted})",
                 identifier)
@@ -351,8 +405,10 @@ class Transparency:
         return value if isinstance(value, dict) else {}
 
     def record(self, inclusion: Inclusion) -> None:
-        """Keep the checkpoint if it is newer than the kept one, and the entry's date: after
-        the image was verified, under the cache's log lock (pullers of several hosts)."""
+        """Keep the checkpoint if it is newer than the kept one, and the entry's date if it
+        is newer than the one kept (an older entry taken after a deprecation leaves it: an
+        entry older than the deprecated one still needs that proof): after the image was
+        verified, under the cache's log lock (pullers of several hosts)."""
         held = self._lock()
         try:
             kept_note = self.kept()
@@ -379,6 +435,9 @@ class Transparency:
             write_atomic(path, signed.encode())
             paths.append(str(path))
         return paths
+
+
+_NAMES = {logleaf.SERVES: "publication", (logleaf.DEPRECATED,): "deprecation"}
 
 
 def _proves_fork(reader: tlog.HashReader, kept: note.Checkpoint, checkpoint: note.Checkpoint,

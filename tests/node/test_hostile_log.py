@@ -209,6 +209,31 @@ def test_an_old_document_served_as_current_is_refused(real, proxy, publish, tmp_
     assert old_created in error["error"] and new_created in error["error"]
 
 
+def test_an_older_entry_is_taken_once_its_endorser_deprecated_the_newer(real, publish,
+                                                                        origin, rsa_signer,
+                                                                        tmp_path):
+    identifier, old_created, _ = publish(real, seed=8, hours_ago=3)
+    _, new_created, _ = publish(real, seed=8, hours_ago=2)
+    checked = node(tmp_path, real.url, real.vkey)
+    assert json.loads(pull(checked, identifier).stdout)["created"] == new_created
+    forget(checked, identifier)
+    old_entry = f"{identifier}/jane.tester@example.org/{old_created}"
+    refused = pull(checked, old_entry)
+    assert refused.returncode == errors.ENTRY_ROLLBACK, refused.stderr
+    assert "no signed deprecation" in json.loads(refused.stdout)["error"]
+
+    data = image_bytes(SIZE, 8)
+    deprecation = factories.appliance(data, locations=[origin.add("image-8.img", data)],
+                                      deprecated="a broken build")
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    answer = real.upload(factories.signed(rsa_signer, deprecation, now=when))
+    taken = pull(checked, old_entry)
+    assert taken.returncode == 0, taken.stderr
+    outcome = json.loads(taken.stdout)
+    assert outcome["created"] == old_created
+    assert outcome["resolution"]["log"]["deprecated_by"]["created"] == answer["created"]
+
+
 # --- an entry removed from the served history -----------------------------------------------
 
 

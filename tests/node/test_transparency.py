@@ -587,6 +587,134 @@ def test_an_entry_older_than_one_taken_before_is_refused(market, image, make_fet
     assert newer.created in raised.value.message
 
 
+# --- an older entry again, once its endorser deprecated the newer one ----------------------
+
+
+@dataclass
+class Versions:
+    """Two versions of one image by one endorser; ``fetcher`` took ``newer``, then dropped it
+    from its cache, and the old one is asked for by its own entry URL."""
+
+    fetcher: Fetcher
+    old: Published
+    newer: Published
+    now: datetime
+
+    @property
+    def old_target(self) -> str:
+        return f"{self.old.identifier}/{self.old.email}/{self.old.created}"
+
+    def hours(self, hours: float) -> datetime:
+        return self.now + timedelta(hours=hours)
+
+
+@pytest.fixture
+def versions(market, image, make_fetcher) -> Versions:
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = image(seed=36, created=now - timedelta(hours=3), current=False)
+    newer = image(seed=36, created=now - timedelta(hours=2))
+    market.serve()
+    fetcher = make_fetcher()
+    assert fetcher.pull(newer.identifier).record["facts"]["created"] == newer.created
+    fetcher.remove(newer.identifier, force=True)
+    return Versions(fetcher, old, newer, now)
+
+
+@pytest.fixture
+def deprecate(market, origin, rsa_signer) -> Callable[..., Published]:
+    """Publish a signed document of image 36 that deprecates it, listed as its endorser's
+    newest: ``deprecate(created, signer=..., email=..., event=..., logged=...)``."""
+
+    def make(created: datetime, signer=None, email: str | None = None,
+             event: str = logleaf.DEPRECATED, logged: bool = True) -> Published:
+        data = image_bytes(4096, 36)
+        entry = factories.appliance(data, locations=[origin.add("image-36.img", data)],
+                                    deprecated="superseded by a fixed build")
+        document = factories.signed(signer or rsa_signer, entry, now=created, email=email)
+        if logged:
+            deprecation = market.publish(document, event=event)
+        else:  # served and listed, with the index of the log's last leaf: another entry's
+            deprecation = published(document)
+            deprecation.index = len(market.log.leaves) - 1
+            market.entries[deprecation.path] = deprecation
+            market.show(deprecation)
+        market.serve()
+        return deprecation
+
+    return make
+
+
+def test_an_older_entry_without_a_deprecation_is_refused(market, versions):
+    market.show(versions.old)  # the old signed document served as current: it is in the log
+    with pytest.raises(errors.EntryRollback, match="shown no signed deprecation"):
+        versions.fetcher.pull(versions.old.identifier)
+    with pytest.raises(errors.EntryRollback, match="shown no signed deprecation"):
+        versions.fetcher.pull(versions.old_target)  # the listing shows only the newer one
+
+
+def test_an_older_entry_is_taken_after_a_signed_logged_deprecation(market, versions,
+                                                                   deprecate):
+    deprecation = deprecate(versions.hours(-1))
+    outcome = versions.fetcher.pull(versions.old_target)
+    assert outcome.cached is False and outcome.record["facts"]["created"] == versions.old.created
+    assert outcome.resolution["log"]["log_index"] == versions.old.index
+    assert outcome.resolution["log"]["deprecated_by"] == {"created": deprecation.created,
+                                                          "log_index": deprecation.index}
+    # the newest date taken stays: an entry older than the deprecated one still needs proof
+    assert versions.fetcher.transparency().newest_taken(
+        (versions.old.identifier, versions.old.email, "")) == versions.newer.created
+
+
+def test_a_deprecation_dated_as_the_newest_taken_is_enough(market, versions, deprecate):
+    at = datetime.strptime(versions.newer.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    deprecate(at)
+    assert versions.fetcher.pull(versions.old_target).cached is False
+
+
+def test_a_deprecation_not_in_the_log_is_refused(market, versions, deprecate):
+    deprecate(versions.hours(-1), logged=False)
+    with pytest.raises(errors.EntryRollback,
+                       match=r"not proven by the log: .* is not the deprecation of this entry"):
+        versions.fetcher.pull(versions.old_target)
+
+
+def test_a_deprecation_logged_as_a_publication_is_refused(market, versions, deprecate):
+    deprecate(versions.hours(-1), event=logleaf.PUBLISHED)
+    with pytest.raises(errors.EntryRollback, match="records published"):
+        versions.fetcher.pull(versions.old_target)
+
+
+def test_a_deprecation_signed_by_another_endorser_is_refused(market, versions, deprecate,
+                                                            signer_without_email, ec_signer):
+    claimed = deprecate(versions.hours(-1), signer=signer_without_email,
+                        email=versions.old.email)  # the email is the signer's claim only
+    assert claimed.path.split("/")[2] == versions.old.email
+    with pytest.raises(errors.EntryRollback, match="shown no signed deprecation"):
+        versions.fetcher.pull(versions.old_target)
+    deprecate(versions.hours(-0.5), signer=ec_signer)  # another endorser's own
+    with pytest.raises(errors.EntryRollback, match="shown no signed deprecation"):
+        versions.fetcher.pull(versions.old_target)
+
+
+def test_a_deprecation_older_than_the_newest_taken_is_refused(market, versions, deprecate):
+    deprecation = deprecate(versions.hours(-2.5))  # deprecates the old one, not the newer
+    with pytest.raises(errors.EntryRollback,
+                       match=f"deprecation shown is dated {deprecation.created}, before it"):
+        versions.fetcher.pull(versions.old_target)
+
+
+def test_a_deprecation_served_other_than_listed_is_refused(market, versions, deprecate,
+                                                          signer_without_email):
+    deprecation = deprecate(versions.hours(-1))
+    forged = deprecate(versions.hours(-1), signer=signer_without_email,
+                       email=versions.old.email)
+    assert forged.path == deprecation.path  # its URL now serves the forgery
+    market.show(deprecation)  # while the listing shows the endorser's own
+    with pytest.raises(errors.FetchError, match=r"deprecation the marketplace serves at .* is "
+                                                "not the one it listed"):
+        versions.fetcher.pull(versions.old_target)
+
+
 # --- the commands -----------------------------------------------------------------------------
 
 
