@@ -200,11 +200,12 @@ def migrate(path: Path, target: ElasticStore,
     history = read_history(path)
     there = history_there(target.state)
     adopted = not any(there.values())
-    if not adopted and differences(history, target.state):
+    unlike = [] if adopted else differences(history, target.state)
+    if unlike:
         shown = ", ".join(f"{count} {name}" for name, count in there.items() if count)
         raise NotEmpty(f"the target's state is not empty ({shown}) and is not this source's "
-                       "history: migrate only into a store whose change feed, audit log and "
-                       "log are empty; nothing was written")
+                       f"history ({'; '.join(unlike)}): migrate only into a store whose "
+                       "change feed, audit log and log are empty; nothing was written")
     total = count_sqlite(path)
     new, same = target.import_entries(
         read_sqlite(path), (lambda done: progress(done, total)) if progress else None)

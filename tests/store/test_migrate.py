@@ -120,6 +120,7 @@ def test_migrate_refuses_a_target_with_another_history_and_writes_nothing(
                   home=tmp_path)
     assert refused.returncode == 1
     assert "is not empty (1 log leaves, 1 feed changes)" in refused.stderr
+    assert "the log's leaves differ from the source's" in refused.stderr
     assert "nothing was written" in refused.stderr
     assert (target.count(), target.state.log_size(), target.state.last_serial()) == before
     assert target.state.tombstones() == [] and target.state.blocked() == []
