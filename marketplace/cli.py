@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "Elasticsearch, also migrate indices of an older mapping")):
         commands.add_parser(name, parents=[common, output], help=text, description=text,
                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    text = ("copy every entry of a SQLite store into Elasticsearch (bulk; run it again to "
-            "check: nothing is added twice)")
+    text = ("copy a SQLite store into Elasticsearch: every entry (bulk), then the "
+            "transparency log leaf for leaf, the change feed and the audit log with their "
+            "serials, tombstones, blocks, held uploads, mail counts and marks, into an empty "
+            "state only (exit status 1 and nothing written otherwise); run it again to check: "
+            "nothing is added twice")
     sub = commands.add_parser("migrate", parents=[common, output], help=text, description=text,
                               epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
@@ -336,6 +339,10 @@ def migrate(options: argparse.Namespace, settings: dict[str, str]) -> int:
         print(f"migrated {done.entries} entries from {source} to {where(target_settings)} in "
               f"{done.seconds:.1f} s: {done.new} new, {done.already_there} already there; it "
               f"holds {done.target_total} entries")
+        history = ", ".join(f"{count} {name}" for name, count in done.history.items())
+        print(f"history ({history}): " + ("copied and compared with the source" if
+                                          done.history_new else "already there, the same "
+                                          "as the source's; nothing added"))
     return 0
 
 

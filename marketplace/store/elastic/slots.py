@@ -198,11 +198,17 @@ class Appender:
 
     def append(self, wanted: list[tuple[Slots, SlotSource]]) -> list[int]:
         """The numbers taken for ``wanted``, a slot of each sequence (not twice the same)."""
-        claim = _Claim(wanted, [None] * len(wanted))
+        return self.append_each([wanted])[0]
+
+    def append_each(self, claims: list[list[tuple[Slots, SlotSource]]]) -> list[list[int]]:
+        """The numbers taken for each of ``claims`` (each as :meth:`append`), given numbers
+        in the order of ``claims`` within each sequence: a migration's history goes in as
+        few bulk requests as the tiles allow."""
+        mine = [_Claim(wanted, [None] * len(wanted)) for wanted in claims]
         with self._lock:
-            self._waiting.append(claim)
+            self._waiting += mine
         with self._bulk:
-            if not claim.done:
+            if not all(claim.done for claim in mine):
                 with self._lock:
                     batch, self._waiting = self._waiting, []
                 try:
@@ -211,9 +217,10 @@ class Appender:
                     for other in batch:
                         other.error, other.done = exc, True
                     raise
-        if claim.error is not None:
-            raise claim.error
-        return claim.numbers
+        for claim in mine:
+            if claim.error is not None:
+                raise claim.error
+        return [claim.numbers for claim in mine]
 
     def delete_later(self, doc_id: str) -> None:
         with self._lock:

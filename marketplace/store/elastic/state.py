@@ -66,6 +66,7 @@ from marketplace.store.state import (
 # A note or an unannounced tombstone older than this belongs to no running request (each
 # of its calls gives up after ELASTICSEARCH_TIMEOUT): repair finishes or drops it.
 UNFINISHED_AFTER = timedelta(minutes=2)
+ADOPT_BATCH = 2000  # slots per bulk round of adopt_history (a tile's end splits it further)
 CAS_ATTEMPTS = 30  # rewrites of one document lost in a row to other servers before giving up
 
 AddEntry = Callable[[Entry, dict | None], bool]  # the store's add, without a refresh,
@@ -463,6 +464,69 @@ class ElasticState(State):
         newest = {b["key"]: int(b["newest"]["value"])
                   for b in found["aggregations"]["keys"]["buckets"]}
         return {key: newest[key_id(key)] for key in keys if key_id(key) in newest}
+
+    # --- a history brought from another store (stratus-marketplace migrate) ---
+
+    def adopt_history(self, *, leaves: list[bytes], changes: list[Change],
+                      audit: list[AuditRecord], tombstones: list[Tombstone],
+                      blocked: list[Blocked], uploads: list[tuple[Upload, str | None, str]],
+                      mails: list[tuple[datetime, str, str, Key]],
+                      marks: dict[str, str]) -> None:
+        """Take in another store's history, into a state whose feed, audit log and log are
+        empty (the caller checks): the log leaves byte for byte in their order (the same
+        tree: checkpoints signed before stay consistent), the feed and the audit log with
+        their serials (each 1, 2, ...), then tombstones (announced), blocked endorsers, held
+        uploads (each with its token hash, None when flagged, and the client its mail was
+        counted for), the mails counted (at, recipient, client, key) and marks. The slots go
+        through the slot writer like every other (the tile roots computed as a leaf is
+        claimed); StoreError when a slot did not get its serial (another writer in this
+        state meanwhile)."""
+        wanted = ([(self.log, self._leaf_source(logleaf.LogEvent.parse(leaf)))
+                   for leaf in leaves]
+                  + [(self.feed, self._change_source(c.at, c.action, c.key)) for c in changes]
+                  + [(self.audit_log, self._audit_source(
+                      r.at, Event(r.actor, r.action, r.reason, r.endorser),
+                      None if r.identifier is None else (r.identifier, r.email, r.created)))
+                     for r in audit])
+        expected = ([*range(len(leaves))] + [c.serial for c in changes]
+                    + [r.serial for r in audit])
+        with self._calls():
+            for first in range(0, len(wanted), ADOPT_BATCH):
+                taken = self.appender.append_each(
+                    [[one] for one in wanted[first:first + ADOPT_BATCH]])
+                got = [numbers[0] for numbers in taken]
+                if got != expected[first:first + ADOPT_BATCH]:
+                    raise StoreError("another writer took slots of this state during the "
+                                     "migration: the copy is not the source's history")
+            for t in tombstones:
+                self._put(f"tombstone:{key_id(t.key)}", {
+                    "kind": "tombstone", **_key_fields(t.key), "at": format_date(t.at),
+                    "announced": True,
+                    "data": {"rule": t.rule, "actor": t.actor, "reason": t.reason}})
+            if blocked:
+                self._put("blocked", {"kind": "blocked", "data": {"endorsers": {
+                    b.endorser: {"kind": b.kind, "at": format_date(b.at), "actor": b.actor,
+                                 "reason": b.reason} for b in blocked}}})
+            for upload, token_hash, client in uploads:
+                data = {"document": base64.b64encode(upload.document).decode(),
+                        "subject": upload.subject, "title": upload.title, "client": client}
+                if upload.flagged is not None:
+                    data["flagged"] = format_date(upload.flagged)
+                self._put(f"upload:{key_id(upload.key)}", {
+                    "kind": "upload", **_key_fields(upload.key), "state": upload.state,
+                    **({"token_hash": token_hash} if token_hash else {}),
+                    "submitted": format_date(upload.submitted),
+                    "expires": format_date(upload.expires), "data": data})
+            counters: dict[str, list] = {}
+            for at, recipient, client, key in mails:
+                for doc_id in [f"mails:recipient:{recipient.lower()}",
+                               *([f"mails:client:{client}"] if client else [])]:
+                    counters.setdefault(doc_id, []).append([format_date(at), key_id(key)])
+            for doc_id, sent in counters.items():
+                self._put(doc_id, {"kind": "mails", "data": {"sent": sent}})
+            for name, value in marks.items():
+                self.set_mark(name, value)
+            self.fresh.refresh()
 
     def close(self) -> None:
         """Delete the notes of finished publications this process still holds."""
