@@ -289,7 +289,13 @@ def replicate(site: Site, replica: Path, home: Path) -> None:
                              "--primary", primary, "--data-dir", str(replica)],
                             capture_output=True, text=True, timeout=300,
                             env=clean_environ(HOME=str(home)), stdin=subprocess.DEVNULL)
-    assert pulled.returncode == 0, pulled.stderr
+    # Two versions of one entry uploaded at once through two servers may both be stored and
+    # announced newest first; the replica keeps the newest (the latest it serves, checked at
+    # the end) and leaves an older one out, saying why (exit 3). Anything else left out fails.
+    left_out = [line for line in pulled.stderr.splitlines() if " left out " in line]
+    older = [line for line in left_out if "a newer entry" in line]
+    assert pulled.returncode == 0 or (pulled.returncode == 3 and left_out == older != []), \
+        pulled.stderr
 
 
 def run_all(tasks: list[Callable[[], None]], clients: int) -> None:
