@@ -2,19 +2,20 @@
 100,000 entries, plus the time to migrate those entries from SQLite to Elasticsearch.
 
 Run from the repository root:  python bench/elastic.py [--entries 100000] [--requests 1000]
-                               [--es-url URL,URL] [--uploads-only] [--replicas 1]
+                               [--nodes 2 | --es-url URL,URL] [--uploads-only] [--replicas 1]
                                [--translog request,auto] [--rounds 3]
 
 1. The SQLite data set of bench/server.py (``fill``: made once, kept in bench/data/).
 2. Elasticsearch: the test distribution that scripts/install.d/30-elasticsearch.sh installs,
-   one node on free 127.0.0.1 ports (heap ``--heap``, data in a temporary folder), started
-   by this script and stopped at the end; ``--es-url`` uses a running cluster instead (its
-   nodes separated by commas). Issue 14's comparison wants a cluster of two nodes or more,
-   so that every index has a replica and an upload is acknowledged by the primary and its
-   replica (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS=all, the default): the report records the
-   nodes, the replicas of the prefix's indices and that setting, and warns when there is
-   no replica. The prefix's indices get ``--replicas`` (ELASTICSEARCH_REPLICAS, default 1:
-   a replica that does not go away with a node, as issue 14's cluster has).
+   one node on free 127.0.0.1 ports (heap ``--heap``, data in a temporary folder), or
+   ``--nodes`` N forming one cluster (512 MB heap each), started by this script and stopped
+   at the end; ``--es-url`` uses a running cluster instead (its nodes separated by commas).
+   Issue 14's comparison wants a cluster of two nodes or more, so that every index has a
+   replica and an upload is acknowledged by the primary and its replica
+   (ELASTICSEARCH_WAIT_FOR_ACTIVE_SHARDS=all, the default): the report records the nodes,
+   the replicas of the prefix's indices and that setting, and warns when there is no
+   replica. The prefix's indices get ``--replicas`` (ELASTICSEARCH_REPLICAS, default 1: a
+   replica that does not go away with a node, as issue 14's cluster has).
 3. Migration: ``marketplace.store.migrate.migrate`` (what ``stratus-marketplace migrate``
    runs) copies the SQLite store into a fresh index prefix, timed end to end: reading and
    parsing every document, bulk creation, the latest copies, the final refresh.
@@ -57,20 +58,24 @@ from marketplace.store.elastic import ElasticStore  # noqa: E402
 
 
 def start_cluster(options) -> tuple[str, object | None]:
-    """The cluster's URL, and the node this script started (None for --es-url)."""
+    """The cluster's URL, and what this script started (None for --es-url): one node of
+    ``--heap``, or with ``--nodes`` N > 1 a cluster of N nodes of 512 MB each
+    (tests/elastic.py's ``LocalCluster``), so that every index can have its replica."""
     if options.es_url:
         return options.es_url.rstrip("/"), None
-    from tests.elastic import ElasticServer, find_home
+    from tests.elastic import ElasticServer, LocalCluster, find_home
     home = find_home()
     if home is None:
         raise SystemExit("Elasticsearch is not installed: run "
                          "scripts/install.d/30-elasticsearch.sh as root")
-    node = ElasticServer(home, heap=f"-Xms{options.heap} -Xmx{options.heap}")
     started = time.perf_counter()
-    node.start()
-    print(f"Elasticsearch {home.name} up in {time.perf_counter() - started:.0f} s at "
-          f"{node.url}", file=sys.stderr)
-    return node.url, node
+    if options.nodes > 1:
+        cluster = LocalCluster(home, size=options.nodes).start_all()
+    else:
+        cluster = ElasticServer(home, heap=f"-Xms{options.heap} -Xmx{options.heap}").start()
+    print(f"Elasticsearch {home.name}: {options.nodes} node(s) up in "
+          f"{time.perf_counter() - started:.0f} s at {cluster.url}", file=sys.stderr)
+    return cluster.url, cluster
 
 
 def es_settings(url: str, prefix: str, replicas: str, translog: str = "auto") -> dict:
@@ -204,6 +209,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--uploads", type=int, default=400, help="documents to upload")
     parser.add_argument("--heap", default="1g", help="Elasticsearch heap (default 1g)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="nodes of the cluster this script starts (default 1; 2 or more: "
+                        "512 MB heap each, --heap is for one node)")
     parser.add_argument("--es-url", help="a running cluster instead of a node of our own")
     parser.add_argument("--only", choices=("sqlite", "elasticsearch"),
                         help="measure one store only (the migration runs regardless)")
@@ -219,7 +227,7 @@ def main() -> int:
     options = parser.parse_args()
     sqlite_dir = server_bench.DATA / f"server-{options.entries}"
     fill_seconds = server_bench.fill(sqlite_dir, options.entries)
-    url, node = start_cluster(options)
+    url, started = start_cluster(options)
     overrides = es_settings(url, "bench-" + uuid.uuid4().hex[:8], options.replicas)
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -235,8 +243,8 @@ def main() -> int:
         report["rounds"] = rounds(sqlite_dir, overrides, options)
     finally:
         drop(overrides)
-        if node is not None:
-            node.cleanup()
+        if started is not None:
+            started.cleanup()
     print(json.dumps(report, indent=2))
     return 0
 

@@ -3,7 +3,7 @@ with the same clients (issue 14).
 
 Run from the repository root:  python bench/scaleout.py [--uploads 400] [--requests 1000]
 
-1. A three-node cluster (tests/elastic.py's ``ThreeNodeCluster``: 512 MB heap each, on free
+1. A three-node cluster (tests/elastic.py's ``LocalCluster``: 512 MB heap each, on free
    127.0.0.1 ports, data in temporary folders), indices with one replica, on a fresh
    index prefix; started here and stopped at the end.
 2. Three data dirs whose marketplace.cfg names the three nodes; ``stratus-marketplace
@@ -43,7 +43,7 @@ import server as server_bench  # noqa: E402  (bench/server.py)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
-from tests.elastic import ThreeNodeCluster, find_home, new_prefix  # noqa: E402
+from tests.elastic import LocalCluster, find_home, new_prefix  # noqa: E402
 
 READS = ("ping", "filtered search", "free text", "free text with filters")
 
@@ -131,7 +131,7 @@ def main() -> int:
     if home is None:
         raise SystemExit("Elasticsearch is not installed: run "
                          "scripts/install.d/30-elasticsearch.sh as root")
-    cluster = ThreeNodeCluster(home)
+    cluster = LocalCluster(home)
     prefix = new_prefix()
     folder = server_bench.DATA / f"scaleout-{prefix}"
     report = {"machine": {"cpu": machine.cpu_model(), "cores": os.cpu_count(),

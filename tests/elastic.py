@@ -9,8 +9,9 @@ start, no stop; the tests that stop the server are skipped then).
 
 Each test gets its own index prefix, whose indices are deleted after it.
 
-:class:`ThreeNodeCluster` is a cluster of three such nodes, started by the scale-out tests
-alone (``three_nodes`` in tests/live/conftest.py), always of its own: it stops a node.
+:class:`LocalCluster` is a cluster of several such nodes (three for the scale-out tests,
+``three_nodes`` in tests/live/conftest.py, always of their own: they stop a node; two for
+bench/elastic.py's ``--nodes 2``, the smallest cluster where every index has a replica).
 """
 
 from __future__ import annotations
@@ -188,21 +189,23 @@ class ElasticServer:
 
 
 @dataclass
-class ThreeNodeCluster:
-    """Three Elasticsearch nodes forming one cluster on 127.0.0.1, each master-eligible and
-    holding data, 512 MB of heap each: with indices of one replica, any one node can stop
-    and the other two keep a quorum and a copy of every shard, as on a production cluster.
+class LocalCluster:
+    """``size`` Elasticsearch nodes forming one cluster on 127.0.0.1, each master-eligible
+    and holding data, 512 MB of heap each. With three nodes and indices of one replica, any
+    one node can stop and the other two keep a quorum and a copy of every shard, as on a
+    production cluster.
 
-    ``url`` lists the three nodes, as an operator lists them in ELASTICSEARCH_URL."""
+    ``url`` lists the nodes, as an operator lists them in ELASTICSEARCH_URL."""
 
     home: Path
+    size: int = 3
     nodes: list[ElasticServer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         name = "marketplace-scaleout-" + uuid.uuid4().hex[:8]
-        self.nodes = [ElasticServer(self.home, cluster_name=name) for _ in range(3)]
+        self.nodes = [ElasticServer(self.home, cluster_name=name) for _ in range(self.size)]
         seeds = ",".join(f"127.0.0.1:{node.transport_port}" for node in self.nodes)
-        names = [f"node-{number}" for number in range(3)]
+        names = [f"node-{number}" for number in range(self.size)]
         for node, node_name in zip(self.nodes, names, strict=True):
             node.discovery = {"node.name": node_name, "discovery.seed_hosts": seeds,
                               "cluster.initial_master_nodes": ",".join(names)}
@@ -211,27 +214,27 @@ class ThreeNodeCluster:
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes)
 
-    def start_all(self) -> ThreeNodeCluster:
-        """Start the three nodes at once (none is ready alone) and wait for green."""
+    def start_all(self) -> LocalCluster:
+        """Start every node at once (none is ready alone) and wait for green."""
         for node in self.nodes:
             node.launch()
-        self.nodes[0].wait(lambda: self.health(self.nodes[0], "green", 3),
-                           "form a green cluster of three nodes")
+        self.nodes[0].wait(lambda: self.health(self.nodes[0], "green", self.size),
+                           f"form a green cluster of {self.size} nodes")
         return self
 
     def stop(self, node: ElasticServer) -> None:
         """Stop one node (SIGTERM, as an operator or a failing host would) and wait until
-        the other two see it gone."""
+        the others see it gone."""
         node.stop()
         other = self.running()[0]
-        other.wait(lambda: self.health(other, "yellow", 2), "notice a node left")
+        other.wait(lambda: self.health(other, "yellow", self.size - 1), "notice a node left")
 
     def start(self, node: ElasticServer) -> None:
         """Start a stopped node again (it rejoins the cluster it knows: no bootstrap
         setting) and wait until every shard has its copies again (green)."""
         node.discovery.pop("cluster.initial_master_nodes", None)
         node.launch()
-        node.wait(lambda: self.health(node, "green", 3), "rejoin the cluster (green)")
+        node.wait(lambda: self.health(node, "green", self.size), "rejoin the cluster (green)")
 
     def running(self) -> list[ElasticServer]:
         return [node for node in self.nodes

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests import factories, pki
-from tests.elastic import CACHE, INSTALL_HINT, ThreeNodeCluster, find_home
+from tests.elastic import CACHE, INSTALL_HINT, LocalCluster, find_home
 from tests.processes import free_port, group_alive, stop_group
 
 START_TIMEOUT = 60.0
@@ -212,13 +212,13 @@ def write_signed(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def three_nodes() -> Iterator[ThreeNodeCluster]:
+def three_nodes() -> Iterator[LocalCluster]:
     """A real three-node Elasticsearch cluster of its own (tests/elastic.py), for the
     scale-out tests alone: started when one of them first asks, stopped at the end."""
     home = find_home()
     if home is None:
         pytest.fail(f"Elasticsearch is not installed under {CACHE}: {INSTALL_HINT}")
-    cluster = ThreeNodeCluster(home)
+    cluster = LocalCluster(home)
     try:
         cluster.start_all()
     except RuntimeError as exc:

@@ -36,7 +36,7 @@ from aiosmtpd.controller import Controller
 
 from marketplace.store.elastic.health import address
 from tests import factories, pki
-from tests.elastic import ElasticServer, ThreeNodeCluster, new_prefix
+from tests.elastic import ElasticServer, LocalCluster, new_prefix
 from tests.live.conftest import LiveServer, clean_environ, script, wait_for
 from tests.moderation.conftest import LINK, Mailbox
 from tests.processes import free_port
@@ -83,7 +83,7 @@ class Site:
 
     servers: list[LiveServer]
     mailbox: Mailbox
-    cluster: ThreeNodeCluster
+    cluster: LocalCluster
     prefix: str
     ledger: Ledger = field(default_factory=Ledger)
     turn: Iterator[int] = field(default_factory=itertools.count)
@@ -489,7 +489,7 @@ def keep_reading(site: Site, outage: Outage) -> None:
                     outage.failed_reads.append(f"{path}: {answer.status_code} {answer.text}")
 
 
-def entries_primary(cluster: ThreeNodeCluster, prefix: str) -> ElasticServer:
+def entries_primary(cluster: LocalCluster, prefix: str) -> ElasticServer:
     """The node that holds the primary shard of the entries index."""
     shards = requests.get(f"{cluster.running()[0].url}/_cat/shards/{prefix}-entries",
                           params={"format": "json", "h": "prirep,node"}, timeout=30).json()
