@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
@@ -101,6 +102,13 @@ FULL_TEXT = ("entries_fts", "shown_fts")
 SHOWN = "{row}.latest AND NOT {row}.deprecated AND NOT {row}.gone"
 INDEX += [f"CREATE VIRTUAL TABLE {table} USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
           "content='entries', content_rowid='id')" for table in FULL_TEXT]
+# The vocabulary of ``entries_fts`` (every token of the text and of every entry shown or
+# not), declared on each connection (temp schema: nothing in the file), to learn whether a
+# word of a query is a prefix of another token (see _text_match). A word of ASCII letters
+# and digits is one token of the index's tokenizer (unicode61 only folds its case).
+TERMS = "temp.entries_terms"
+VOCABULARY = f"CREATE VIRTUAL TABLE IF NOT EXISTS {TERMS} USING fts5vocab(main, entries_fts, row)"
+PLAIN_WORD = re.compile(r"[A-Za-z0-9]+")
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
 # One narrow covering index per sort field, (latest, field, id, status columns): a page in
 # that order, or newest first with a filter on that field, walks it and stops after a page
@@ -207,6 +215,18 @@ class SQLiteStore(SQLiteFile, Store):
         self._state = SQLiteState(self, add_entry, take_out, stored_documents)
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, with the vocabulary of the full-text index declared
+        when it is new (a connection that cannot declare it searches by prefixes)."""
+        fresh = getattr(self._local, "db", None) is None
+        db = super()._db()
+        if fresh:
+            try:
+                db.execute(VOCABULARY)
+            except sqlite3.Error as exc:
+                log.debug("%s: no vocabulary on this connection: %s", self.path, exc)
+        return db
 
     def add(self, entry: Entry) -> bool:
         with self._write() as db:
@@ -347,10 +367,12 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     index (free text with filters and status, newest first: see _match) and the b-tree
     indexes. A page's ids are chosen first and only their rows then fetched: sorting
     joined rows would drag every matching document through the sorter."""
-    where, params = _where(query)
-    facts = query.status in ("all", "deprecated") or _facts_hold(db, params["now"])
+    text = _text_match(db, query.q or "")
+    facts = query.status in ("all", "deprecated") or _facts_hold(db, format_date(query.now))
     tallied = _tally_where(query) if facts else None
-    match = _match(query) if facts else None
+    match = _match(query, text) if facts else None
+    searched = match or ("entries_fts", text)
+    where, params = _where(query, match=searched)
     if tallied:
         total = db.execute(f"SELECT coalesce(sum(n), 0) FROM tally WHERE {tallied[0]}",
                            tallied[1]).fetchone()[0]
@@ -367,7 +389,7 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
                           f"rowid {direction} LIMIT ? OFFSET ?",
                           (match[1], query.limit, query.offset)).fetchall()
     else:
-        rows = _ordered_page(db, query, order, direction, match)
+        rows = _ordered_page(db, query, order, direction, searched)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
@@ -473,15 +495,14 @@ def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
                       (low, high)).fetchone() is None
 
 
-def _match(query: Query) -> tuple[str, str] | None:
-    """Free text with the query's filters and status as one FTS5 query on the text columns
-    and the ``facts`` words, and the full-text index to ask: ``shown_fts`` when the query
-    lists what is shown by default (its status then needs no words). None without text
-    (the b-tree indexes and the tally answer those faster) or with a date bound (the
-    full-text indexes have no dates)."""
+def _match(query: Query, text: str) -> tuple[str, str] | None:
+    """Free text (``text``, the query's words as an FTS5 query) with the query's filters and
+    status as one FTS5 query on the text columns and the ``facts`` words, and the full-text
+    index to ask: ``shown_fts`` when the query lists what is shown by default (its status
+    then needs no words). None without text (the b-tree indexes and the tally answer those
+    faster) or with a date bound (the full-text indexes have no dates)."""
     bounds = (query.created, query.created_from, query.created_to, query.valid_from,
               query.valid_to)
-    text = fts_query(query.q or "")
     if not text or any(bound is not None for bound in bounds):
         return None
     words = [fact(name, value) for name, value in query.filters.items()
@@ -593,14 +614,33 @@ def _where(query: Query, without: Collection[str] = (), walk: bool = False,
     return " AND ".join(clauses) or "1", params
 
 
-def fts_query(text: str) -> str:
+def fts_query(text: str, whole: Collection[str] = ()) -> str:
     """Free text as an FTS5 query on the text columns (not the ``facts`` words): every word
-    must match, as a prefix; no operators pass."""
+    must match, as a prefix; no operators pass. The words in ``whole`` are asked as whole
+    tokens, which is the same when no other token of the index begins with them
+    (_text_match) and spares FTS5 merging a doclist per token a prefix expands to."""
     words = query_words(text)
     if not words:
         return ""
     return (f"{{{' '.join(TEXT_FIELDS)}}} : ("
-            + " AND ".join('"' + w.replace('"', "") + '"*' for w in words) + ")")
+            + " AND ".join('"' + w.replace('"', "") + ('"' if w in whole else '"*')
+                           for w in words) + ")")
+
+
+def _text_match(db: sqlite3.Connection, text: str) -> str:
+    """The query's free text as an FTS5 query (:func:`fts_query`), with each word that is
+    one token of letters and digits and that no other token of the index extends asked as
+    a whole token: a probe of the index's vocabulary (TERMS) for a token beginning with
+    the word and one more character (every character of a token sorts at or after "0")
+    costs a seek, where the prefix would read and merge the doclists of every segment."""
+    try:
+        whole = {word for word in query_words(text) if PLAIN_WORD.fullmatch(word)
+                 and db.execute(f"SELECT 1 FROM {TERMS} WHERE term >= ? AND term < ? LIMIT 1",
+                                (word.lower() + "0", word.lower() + "\U0010ffff")
+                                ).fetchone() is None}
+    except sqlite3.OperationalError:  # no vocabulary on this connection: prefixes are right
+        whole = set()
+    return fts_query(text, whole)
 
 
 def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:

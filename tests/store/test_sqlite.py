@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from marketplace.store.base import Query
-from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore
+from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore, _text_match
 from tests.store.conftest import moment
 
 
@@ -113,3 +113,24 @@ def test_free_text_pages_agree_whichever_way_they_are_found(first, make_entry):
     assert {page.total for page in pages} == {12}
     other = first.search(Query(q="other word", limit=1))
     assert [e.appliance.title for e in other.entries] == ["word 0"] and other.total == 3
+
+
+def test_a_word_that_no_token_extends_is_asked_whole_until_one_does(first, second, make_entry):
+    """A word that is a whole token and begins no other is asked without its prefix star
+    (one doclist, not a merge per token); once another process stores a token that extends
+    it, the next search asks the prefix again and finds both."""
+    first.add(make_entry(title="zebra", description="Zebra herd"))
+    assert _text_match(first._db(), "Zebra ze") == (
+        '{identifier email subject title description os tag} : ("Zebra" AND "ze"*)')
+    assert first.search(Query(q="zebra")).total == 1
+    second.add(make_entry(title="zebras", description="more"))
+    assert '"zebra"*' in _text_match(first._db(), "zebra")
+    assert titles(first.search(Query(q="zebra"))) == ["zebra", "zebras"]
+    assert titles(first.search(Query(q="zebras"))) == ["zebras"]
+
+
+def test_a_connection_without_the_vocabulary_searches_by_prefixes(first, make_entry):
+    first.add(make_entry(title="zebra"))
+    first._db().execute("DROP TABLE temp.entries_terms")
+    assert '"zebra"*' in _text_match(first._db(), "zebra")
+    assert titles(first.search(Query(q="zebr"))) == ["zebra"]
