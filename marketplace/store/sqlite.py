@@ -287,6 +287,19 @@ class SQLiteStore(SQLiteFile, Store):
     def reindex(self) -> int:
         return self._rebuild_index(only_if_outdated=False)
 
+    def init(self, migrate: bool = True) -> int:
+        """What ``init-store`` does to a store (``serve`` passes ``migrate=False``, so that
+        servers starting at once never rewrite an index side by side): an index of an older
+        shape was rebuilt when the file was opened; ``migrate`` also merges the segments
+        of the full-text indexes into one each. Uploads leave them in a few dozen segments
+        (FTS5 merges by levels), and a search seeks each of its words in every segment:
+        merged, free text with two filters took 1.1 ms of the store's CPU instead of 1.8 at
+        63,000 entries (1.4 s to merge). How many entries the store holds."""
+        if migrate:
+            with self._write() as db:
+                _merge_full_text(db)
+        return self.count()
+
     def _rebuild_index(self, only_if_outdated: bool) -> int:
         """Drop the derived tables and make them again from the documents."""
         with self._write() as db:
@@ -309,6 +322,7 @@ class SQLiteStore(SQLiteFile, Store):
                 for position, data in enumerate(documents, start=1):
                     _index(db, Entry.from_document(data), latest=position == len(documents))
                 count += len(documents)
+            _merge_full_text(db)
             db.execute(f"PRAGMA user_version = {INDEX_VERSION}")
             db.execute("UPDATE generation SET value = value + 1")
         self._db().execute("ANALYZE")
@@ -355,6 +369,12 @@ def stored_documents(db: sqlite3.Connection) -> Iterator[bytes]:
     """Every stored document, oldest first (the state takes in an older moderation file)."""
     for row in db.execute("SELECT document FROM documents ORDER BY created, identifier"):
         yield bytes(row[0])
+
+
+def _merge_full_text(db: sqlite3.Connection) -> None:
+    """Each full-text index in one segment (FTS5's ``optimize``; see SQLiteStore.init)."""
+    for table in FULL_TEXT:
+        db.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -134,3 +134,25 @@ def test_a_connection_without_the_vocabulary_searches_by_prefixes(first, make_en
     first._db().execute("DROP TABLE temp.entries_terms")
     assert '"zebra"*' in _text_match(first._db(), "zebra")
     assert titles(first.search(Query(q="zebr"))) == ["zebra"]
+
+
+def segments(path) -> list[int]:
+    """How many segments each full-text index is in (a row of its ``_idx`` per leaf)."""
+    with sqlite3.connect(path) as db:
+        return [db.execute(f"SELECT count(DISTINCT segid) FROM {table}_idx").fetchone()[0]
+                for table in ("entries_fts", "shown_fts")]
+
+
+def test_init_store_merges_the_full_text_indexes_and_answers_the_same(path, first, make_entry):
+    """Each upload adds segments to the full-text indexes; ``init-store`` merges each into
+    one, and every search answers as before (``serve`` leaves them as they are)."""
+    for n in range(6):
+        first.add(make_entry(title=f"zebra {n}", os=("debian", "ubuntu")[n % 2],
+                             when=moment(n / 24)))
+    queries = [Query(q="zebra"), Query(q="zeb", filters={"os": "debian"}), Query(q="1"),
+               Query(q="zebra", status="all", sort="title")]
+    before = [([e.key for e in p.entries], p.total) for p in map(first.search, queries)]
+    assert min(segments(path)) > 1
+    assert first.init(migrate=False) == 6 and min(segments(path)) > 1
+    assert first.init() == 6 and segments(path) == [1, 1]
+    assert [([e.key for e in p.entries], p.total) for p in map(first.search, queries)] == before
