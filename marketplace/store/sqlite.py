@@ -72,11 +72,15 @@ def fact(name: str, value: str) -> str:
     return f"f{FILTER_FIELDS.index(name)}v{value.encode().hex()}"
 
 
+# The words of the ``facts`` column that say an entry's status and locations, and when.
+FLAGS = (("NOT latest", "old"), ("deprecated", "deprecated"), ("gone", "gone"),
+         ("web", "web"), ("pdisk", "pdisk"))
+FACT_WORD = re.compile("|".join([r"f[0-9]+v[0-9a-f]*", *(word for _, word in FLAGS)]))
+
+
 def _facts_sql() -> str:
     """The ``facts`` column as SQL over a row (the same words as :func:`fact`)."""
-    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END"
-             for flag, word in (("NOT latest", "old"), ("deprecated", "deprecated"),
-                                ("gone", "gone"), ("web", "web"), ("pdisk", "pdisk"))]
+    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END" for flag, word in FLAGS]
     values = [f"CASE WHEN {name} IS NULL THEN '' ELSE 'f{i}v' || hex({name}) || ' ' END"
               for i, name in enumerate(FILTER_FIELDS)]
     return " || ".join(flags + values)
@@ -636,15 +640,19 @@ def _where(query: Query, without: Collection[str] = (), walk: bool = False,
 
 def fts_query(text: str, whole: Collection[str] = ()) -> str:
     """Free text as an FTS5 query on the text columns (not the ``facts`` words): every word
-    must match, as a prefix; no operators pass. The words in ``whole`` are asked as whole
-    tokens, which is the same when no other token of the index begins with them
-    (_text_match) and spares FTS5 merging a doclist per token a prefix expands to."""
+    must match, as a prefix; no operators pass. The words in ``whole`` (of letters and
+    digits only) are asked as whole tokens, which is the same when no other token of the
+    index begins with them (_text_match) and spares FTS5 merging a doclist per token a
+    prefix expands to; those that no word of the ``facts`` column can be (FACT_WORD) are
+    asked in any column, which spares reading where each match has them."""
     words = query_words(text)
-    if not words:
-        return ""
-    return (f"{{{' '.join(TEXT_FIELDS)}}} : ("
+    anywhere = [w for w in words if w in whole and not FACT_WORD.fullmatch(w.lower())]
+    kept = [w for w in words if w not in anywhere]
+    return " AND ".join(
+        ['"' + w.replace('"', "") + '"' for w in anywhere]
+        + ([f"{{{' '.join(TEXT_FIELDS)}}} : ("
             + " AND ".join('"' + w.replace('"', "") + ('"' if w in whole else '"*')
-                           for w in words) + ")")
+                           for w in kept) + ")"] if kept else []))
 
 
 def _text_match(db: sqlite3.Connection, text: str) -> str:

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from marketplace.store.base import Query
-from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore, _text_match
+from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore, _text_match, fact
 from tests.store.conftest import moment
 
 
@@ -121,7 +121,7 @@ def test_a_word_that_no_token_extends_is_asked_whole_until_one_does(first, secon
     it, the next search asks the prefix again and finds both."""
     first.add(make_entry(title="zebra", description="Zebra herd"))
     assert _text_match(first._db(), "Zebra ze") == (
-        '{identifier email subject title description os tag} : ("Zebra" AND "ze"*)')
+        '"Zebra" AND {identifier email subject title description os tag} : ("ze"*)')
     assert first.search(Query(q="zebra")).total == 1
     second.add(make_entry(title="zebras", description="more"))
     assert '"zebra"*' in _text_match(first._db(), "zebra")
@@ -156,3 +156,15 @@ def test_init_store_merges_the_full_text_indexes_and_answers_the_same(path, firs
     assert first.init(migrate=False) == 6 and min(segments(path)) > 1
     assert first.init() == 6 and segments(path) == [1, 1]
     assert [([e.key for e in p.entries], p.total) for p in map(first.search, queries)] == before
+
+
+def test_free_text_never_matches_the_words_of_the_facts_column(first, make_entry):
+    """A whole word asked in any column must not be one the ``facts`` column may hold: the
+    status and location words, and a filter value's word, match only in the text."""
+    first.add(make_entry(title="zebra", os="debian", locations=["http://a.example/i"],
+                         deprecated="old"))
+    words = _text_match(first._db(), f"web deprecated {fact('os', 'debian')} zebra")
+    assert words.startswith('"zebra" AND {')
+    for word in ("web", "deprecated", fact("os", "debian")):
+        assert first.search(Query(q=word, status="all")).total == 0
+    assert first.search(Query(q="zebra", status="all")).total == 1
