@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 
 from marketplace.store.base import Query
-from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore, _text_match, fact
+from marketplace.store.sqlite import INDEX_VERSION, SQLiteStore, _text_match, _unlike, fact
 from tests.store.conftest import moment
+from tests.store.test_search import expected
 
 
 @pytest.fixture
@@ -168,3 +169,35 @@ def test_free_text_never_matches_the_words_of_the_facts_column(first, make_entry
     for word in ("web", "deprecated", fact("os", "debian")):
         assert first.search(Query(q=word, status="all")).total == 0
     assert first.search(Query(q="zebra", status="all")).total == 1
+
+
+def test_a_common_filter_value_asked_as_none_of_the_others_lists_the_same(first, make_entry):
+    """A value most shown entries have is asked of the full-text index as none of the
+    field's other values: only while every latest entry has a value of that field (an
+    entry without one, added after the statistics, sends the search back to the value)."""
+    now = moment()
+    stored = []
+    for n in range(12):
+        entry = make_entry(os=("debian", "ubuntu", "debian")[n % 3], description=f"zebra {n}",
+                           os_arch=("x86_64", "x86_64", "x86_64", "aarch64")[n % 4],
+                           when=moment(n / 24, base=now))
+        assert first.add(entry)
+        stored.append(entry)
+    first.init()
+
+    def listed(arch: str) -> list:
+        query = Query(q="zebra", filters={"os_arch": arch, "os": "debian"}, now=now, limit=50)
+        page = first.search(query)
+        assert page.total == len(page.entries)
+        return [e.key for e in page.entries], expected(stored, query), _unlike(first._db(), query)
+
+    for arch in ("x86_64", "aarch64"):
+        got, want, unlike = listed(arch)
+        assert got == want and len(want) == (6 if arch == "x86_64" else 2)
+        assert unlike == {"os": ["ubuntu"], **({"os_arch": ["aarch64"]} if arch == "x86_64"
+                                               else {})}
+    unset = make_entry(os="debian", description="zebra", os_arch=None, when=moment(0, base=now))
+    assert first.add(unset)
+    stored.append(unset)
+    got, want, unlike = listed("x86_64")
+    assert got == want and len(want) == 6 and unlike == {"os": ["ubuntu"]}
