@@ -186,7 +186,12 @@ def test_a_common_filter_value_asked_as_none_of_the_others_lists_the_same(first,
     first.init()
 
     def listed(arch: str) -> list:
+        """The keys listed newest first, what the oracle lists, and what was asked unlike;
+        the listing by title (found by the same full-text query) must agree too."""
         query = Query(q="zebra", filters={"os_arch": arch, "os": "debian"}, now=now, limit=50)
+        by_title = Query(**{**vars(query), "sort": "title", "limit": 2, "offset": 1})
+        assert ([e.key for e in first.search(by_title).entries]
+                == expected(stored, by_title)[1:3])
         page = first.search(query)
         assert page.total == len(page.entries)
         return [e.key for e in page.entries], expected(stored, query), _unlike(first._db(), query)
