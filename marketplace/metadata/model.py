@@ -174,11 +174,7 @@ class Appliance:
 
     def status(self, at: datetime | None = None) -> str:
         """``deprecated``, ``expired`` (``valid`` date passed at ``at``) or ``valid``."""
-        if self.deprecated is not None:
-            return DEPRECATED
-        if self.valid is not None and self.valid < (at or datetime.now(UTC)):
-            return EXPIRED
-        return VALID
+        return _status(self.deprecated, self.valid, at)
 
     def as_dict(self) -> dict:
         """A JSON-ready dict: dates as ``YYYY-MM-DDTHH:MM:SSZ`` strings."""
@@ -194,6 +190,21 @@ class Appliance:
             email=endorsement["email"], subject=endorsement["subject"],
             issuers=tuple(endorsement["issuers"]))
         return cls(**values)
+
+
+def status_of(data: dict, at: datetime | None = None) -> str:
+    """The :meth:`Appliance.status` of the appliance :meth:`Appliance.as_dict` gave ``data``
+    for, without making it (a listing served from an index needs no more)."""
+    valid = data.get("valid")
+    return _status(data.get("deprecated"), _date(valid) if valid else None, at)
+
+
+def _status(deprecated: str | None, valid: datetime | None, at: datetime | None) -> str:
+    if deprecated is not None:
+        return DEPRECATED
+    if valid is not None and valid < (at or datetime.now(UTC)):
+        return EXPIRED
+    return VALID
 
 
 _DATES = tuple(f.name for f in FIELDS if f.kind is datetime)

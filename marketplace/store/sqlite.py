@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE TABLE IF NOT EXISTS generation (
     id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
 INSERT OR IGNORE INTO generation VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS search_stats (
+    field TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (field, value));
 CREATE TRIGGER IF NOT EXISTS document_added AFTER INSERT ON documents
     BEGIN UPDATE generation SET value = value + 1; END;
 CREATE TRIGGER IF NOT EXISTS document_removed AFTER DELETE ON documents
@@ -71,11 +74,15 @@ def fact(name: str, value: str) -> str:
     return f"f{FILTER_FIELDS.index(name)}v{value.encode().hex()}"
 
 
+# The words of the ``facts`` column that say an entry's status and locations, and when.
+FLAGS = (("NOT latest", "old"), ("deprecated", "deprecated"), ("gone", "gone"),
+         ("web", "web"), ("pdisk", "pdisk"))
+FACT_WORD = re.compile("|".join([r"f[0-9]+v[0-9a-f]*", *(word for _, word in FLAGS)]))
+
+
 def _facts_sql() -> str:
     """The ``facts`` column as SQL over a row (the same words as :func:`fact`)."""
-    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END"
-             for flag, word in (("NOT latest", "old"), ("deprecated", "deprecated"),
-                                ("gone", "gone"), ("web", "web"), ("pdisk", "pdisk"))]
+    flags = [f"CASE WHEN {flag} THEN '{word} ' ELSE '' END" for flag, word in FLAGS]
     values = [f"CASE WHEN {name} IS NULL THEN '' ELSE 'f{i}v' || hex({name}) || ' ' END"
               for i, name in enumerate(FILTER_FIELDS)]
     return " || ".join(flags + values)
@@ -101,6 +108,13 @@ FULL_TEXT = ("entries_fts", "shown_fts")
 SHOWN = "{row}.latest AND NOT {row}.deprecated AND NOT {row}.gone"
 INDEX += [f"CREATE VIRTUAL TABLE {table} USING fts5({', '.join(TEXT_FIELDS)}, {FACTS}, "
           "content='entries', content_rowid='id')" for table in FULL_TEXT]
+# The vocabulary of ``entries_fts`` (every token of the text and of every entry shown or
+# not), declared on each connection (temp schema: nothing in the file), to learn whether a
+# word of a query is a prefix of another token (see _text_match). A word of ASCII letters
+# and digits is one token of the index's tokenizer (unicode61 only folds its case).
+TERMS = "temp.entries_terms"
+VOCABULARY = f"CREATE VIRTUAL TABLE IF NOT EXISTS {TERMS} USING fts5vocab(main, entries_fts, row)"
+PLAIN_WORD = re.compile(r"[A-Za-z0-9]+")
 COLUMN_FACETS = tuple(name for name in FACET_FIELDS if name != "status")
 # One narrow covering index per sort field, (latest, field, id, status columns): a page in
 # that order, or newest first with a filter on that field, walks it and stops after a page
@@ -128,6 +142,8 @@ INDEX += [f"CREATE INDEX entries_by_facets ON entries (latest, {', '.join(COLUMN
 # millisecond on the machine of bench/RESULTS.md, a few hundred entries, as long as sorting
 # a filter's 10,000 matches on its covering index takes; free text adds the steps that
 # collect its matches (~5 each) for the walk to test.
+# The most other values a filter may have to be asked as none of them (see _unlike).
+MAX_OTHERS = 8
 WALK_STEPS = 5_000
 TEXT_STEPS = 75_000
 # How many latest entries have each combination of facet values, location and status
@@ -208,6 +224,18 @@ class SQLiteStore(SQLiteFile, Store):
         if self._db().execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
             self._rebuild_index(only_if_outdated=True)
 
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, with the vocabulary of the full-text index declared
+        when it is new (a connection that cannot declare it searches by prefixes)."""
+        fresh = getattr(self._local, "db", None) is None
+        db = super()._db()
+        if fresh:
+            try:
+                db.execute(VOCABULARY)
+            except sqlite3.Error as exc:
+                log.debug("%s: no vocabulary on this connection: %s", self.path, exc)
+        return db
+
     def add(self, entry: Entry) -> bool:
         with self._write() as db:
             return add_entry(db, entry)
@@ -267,6 +295,21 @@ class SQLiteStore(SQLiteFile, Store):
     def reindex(self) -> int:
         return self._rebuild_index(only_if_outdated=False)
 
+    def init(self, migrate: bool = True) -> int:
+        """What ``init-store`` does to a store (``serve`` passes ``migrate=False``, so that
+        servers starting at once never rewrite an index side by side): an index of an older
+        shape was rebuilt when the file was opened; ``migrate`` also merges the segments
+        of the full-text indexes into one each. Uploads leave them in a few dozen segments
+        (FTS5 merges by levels), and a search seeks each of its words in every segment:
+        merged, free text with two filters took 1.25 ms of the store's CPU instead of 1.95
+        at 100,000 entries (1.4 s to merge). It also counts the values of the facets for
+        search_stats (see _unlike). How many entries the store holds."""
+        if migrate:
+            with self._write() as db:
+                _merge_full_text(db)
+                _count_values(db)
+        return self.count()
+
     def _rebuild_index(self, only_if_outdated: bool) -> int:
         """Drop the derived tables and make them again from the documents."""
         with self._write() as db:
@@ -289,6 +332,8 @@ class SQLiteStore(SQLiteFile, Store):
                 for position, data in enumerate(documents, start=1):
                     _index(db, Entry.from_document(data), latest=position == len(documents))
                 count += len(documents)
+            _merge_full_text(db)
+            _count_values(db)
             db.execute(f"PRAGMA user_version = {INDEX_VERSION}")
             db.execute("UPDATE generation SET value = value + 1")
         self._db().execute("ANALYZE")
@@ -337,6 +382,22 @@ def stored_documents(db: sqlite3.Connection) -> Iterator[bytes]:
         yield bytes(row[0])
 
 
+def _merge_full_text(db: sqlite3.Connection) -> None:
+    """Each full-text index in one segment (FTS5's ``optimize``; see SQLiteStore.init)."""
+    for table in FULL_TEXT:
+        db.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
+
+
+def _count_values(db: sqlite3.Connection) -> None:
+    """Keep in ``search_stats`` how many shown entries have each value of each tallied
+    facet, as SQLite's ANALYZE keeps its statistics: only for choosing how to ask the
+    full-text index (see _unlike), so a count made before later writes is only slower."""
+    db.execute("DELETE FROM search_stats")
+    for name in COLUMN_FACETS:
+        db.execute(f"INSERT INTO search_stats SELECT ?, {name}, sum(n) FROM tally WHERE "
+                   f"{TALLY_STATUS['valid']} AND {name} IS NOT NULL GROUP BY {name}", (name,))
+
+
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
 
@@ -347,10 +408,12 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
     index (free text with filters and status, newest first: see _match) and the b-tree
     indexes. A page's ids are chosen first and only their rows then fetched: sorting
     joined rows would drag every matching document through the sorter."""
-    where, params = _where(query)
-    facts = query.status in ("all", "deprecated") or _facts_hold(db, params["now"])
+    text = _text_match(db, query.q or "")
+    facts = query.status in ("all", "deprecated") or _facts_hold(db, format_date(query.now))
     tallied = _tally_where(query) if facts else None
-    match = _match(query) if facts else None
+    match = _match(query, text, _unlike(db, query) if text else {}) if facts else None
+    searched = match or ("entries_fts", text)
+    where, params = _where(query, match=searched)
     if tallied:
         total = db.execute(f"SELECT coalesce(sum(n), 0) FROM tally WHERE {tallied[0]}",
                            tallied[1]).fetchone()[0]
@@ -367,7 +430,7 @@ def _page(db: sqlite3.Connection, query: Query) -> Page:
                           f"rowid {direction} LIMIT ? OFFSET ?",
                           (match[1], query.limit, query.offset)).fetchall()
     else:
-        rows = _ordered_page(db, query, order, direction, match)
+        rows = _ordered_page(db, query, order, direction, searched)
     ids = [row[0] for row in rows]
     found = db.execute(
         "SELECT e.id, d.document, e.summary FROM entries e JOIN documents d USING "
@@ -473,24 +536,27 @@ def _facts_hold(db: sqlite3.Connection, moment: str) -> bool:
                       (low, high)).fetchone() is None
 
 
-def _match(query: Query) -> tuple[str, str] | None:
-    """Free text with the query's filters and status as one FTS5 query on the text columns
-    and the ``facts`` words, and the full-text index to ask: ``shown_fts`` when the query
-    lists what is shown by default (its status then needs no words). None without text
-    (the b-tree indexes and the tally answer those faster) or with a date bound (the
-    full-text indexes have no dates)."""
+def _match(query: Query, text: str, unlike: dict[str, list[str]]) -> tuple[str, str] | None:
+    """Free text (``text``, the query's words as an FTS5 query) with the query's filters and
+    status as one FTS5 query on the text columns and the ``facts`` words, and the full-text
+    index to ask: ``shown_fts`` when the query lists what is shown by default (its status
+    then needs no words; a filter named in ``unlike`` is asked there as none of the other
+    values it lists, see _unlike). None without text (the b-tree indexes and the tally
+    answer those faster) or with a date bound (the full-text indexes have no dates)."""
     bounds = (query.created, query.created_from, query.created_to, query.valid_from,
               query.valid_to)
-    text = fts_query(query.q or "")
     if not text or any(bound is not None for bound in bounds):
         return None
+    shown = query.latest_only and query.status == "valid"
     words = [fact(name, value) for name, value in query.filters.items()
-             if name in FILTER_FIELDS and value]
+             if name in FILTER_FIELDS and value and not (shown and name in unlike)]
     if query.location in ("web", "pdisk"):
         words.append(query.location)
     found = " AND ".join([text, *([f"{FACTS} : ({' '.join(words)})"] if words else [])])
-    if query.latest_only and query.status == "valid":
-        return "shown_fts", found
+    if shown:
+        others = [fact(name, value) for name, values in unlike.items() for value in values]
+        return "shown_fts", (f"({found}) NOT {FACTS} : ({' OR '.join(others)})" if others
+                             else found)
     hidden = ["old"] if query.latest_only else []
     if query.status == "deprecated":
         found += f" AND {FACTS} : deprecated"
@@ -501,6 +567,36 @@ def _match(query: Query) -> tuple[str, str] | None:
         hidden += ["deprecated", "gone"]
     return "entries_fts", (f"({found}) NOT {FACTS} : ({' OR '.join(hidden)})" if hidden
                            else found)
+
+
+def _unlike(db: sqlite3.Connection, query: Query) -> dict[str, list[str]]:
+    """The filters of ``query`` better asked of ``shown_fts`` as none of the field's other
+    values, with those values: a value most shown entries have (``search_stats``: 70 % of
+    the entries are x86_64) has a long word list to read, its few other values short
+    ones (0.63 ms instead of 0.82 per free text search with two filters at 100,000
+    entries). The same entries only while every latest entry has a value of the field and
+    there are no more than MAX_OTHERS others: both read from the tally, in this search's
+    snapshot."""
+    asked = {name: value for name, value in query.filters.items()
+             if name in COLUMN_FACETS and value}
+    if not asked:
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    for name, value, n in db.execute(
+            f"SELECT field, value, n FROM search_stats WHERE field IN "
+            f"({', '.join('?' for _ in asked)})", list(asked)):
+        counts.setdefault(name, {})[value] = n
+    unlike = {}
+    for name, value in asked.items():
+        seen = counts.get(name, {})
+        if 2 * seen.get(value, 0) <= sum(seen.values()) or db.execute(
+                f"SELECT 1 FROM tally WHERE {name} IS NULL LIMIT 1").fetchone():
+            continue
+        others = [row[0] for row in db.execute(  # no WHERE: it would stop the skip-scan
+            f"SELECT DISTINCT {name} FROM tally LIMIT ?", (MAX_OTHERS + 2,)) if row[0] != value]
+        if len(others) <= MAX_OTHERS:
+            unlike[name] = others
+    return unlike
 
 
 def _document(db: sqlite3.Connection, key: tuple[str, str, str]) -> bytes | None:
@@ -593,14 +689,37 @@ def _where(query: Query, without: Collection[str] = (), walk: bool = False,
     return " AND ".join(clauses) or "1", params
 
 
-def fts_query(text: str) -> str:
+def fts_query(text: str, whole: Collection[str] = ()) -> str:
     """Free text as an FTS5 query on the text columns (not the ``facts`` words): every word
-    must match, as a prefix; no operators pass."""
+    must match, as a prefix; no operators pass. The words in ``whole`` (of letters and
+    digits only) are asked as whole tokens, which is the same when no other token of the
+    index begins with them (_text_match) and spares FTS5 merging a doclist per token a
+    prefix expands to; those that no word of the ``facts`` column can be (FACT_WORD) are
+    asked in any column, which spares reading where each match has them."""
     words = query_words(text)
-    if not words:
-        return ""
-    return (f"{{{' '.join(TEXT_FIELDS)}}} : ("
-            + " AND ".join('"' + w.replace('"', "") + '"*' for w in words) + ")")
+    anywhere = [w for w in words if w in whole and not FACT_WORD.fullmatch(w.lower())]
+    kept = [w for w in words if w not in anywhere]
+    return " AND ".join(
+        ['"' + w.replace('"', "") + '"' for w in anywhere]
+        + ([f"{{{' '.join(TEXT_FIELDS)}}} : ("
+            + " AND ".join('"' + w.replace('"', "") + ('"' if w in whole else '"*')
+                           for w in kept) + ")"] if kept else []))
+
+
+def _text_match(db: sqlite3.Connection, text: str) -> str:
+    """The query's free text as an FTS5 query (:func:`fts_query`), with each word that is
+    one token of letters and digits and that no other token of the index extends asked as
+    a whole token: a probe of the index's vocabulary (TERMS) for a token beginning with
+    the word and one more character (every character of a token sorts at or after "0")
+    costs a seek, where the prefix would read and merge the doclists of every segment."""
+    try:
+        whole = {word for word in query_words(text) if PLAIN_WORD.fullmatch(word)
+                 and db.execute(f"SELECT 1 FROM {TERMS} WHERE term >= ? AND term < ? LIMIT 1",
+                                (word.lower() + "0", word.lower() + "\U0010ffff")
+                                ).fetchone() is None}
+    except sqlite3.OperationalError:  # no vocabulary on this connection: prefixes are right
+        whole = set()
+    return fts_query(text, whole)
 
 
 def _facets(db: sqlite3.Connection, query: Query) -> dict[str, dict[str, int]]:

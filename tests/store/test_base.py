@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.store.base import TEXT_FIELDS, Conflict, indexed_fields, is_new
+from marketplace.store.base import TEXT_FIELDS, Conflict, Entry, indexed_fields, is_new
 from tests.store.conftest import moment
 
 
@@ -53,3 +53,25 @@ def test_indexed_fields_are_read_from_the_entry(make_entry):
 def test_a_web_only_entry_has_no_pdisk_location(make_entry):
     fields = indexed_fields(make_entry(locations=["http://a.example/i"]))
     assert (fields["web"], fields["pdisk"], fields["deprecated"]) == (True, False, False)
+
+
+@pytest.mark.parametrize("fields", [{}, {"deprecated": "old"},
+                                    {"valid": moment(-2)}, {"valid": moment(2)}])
+def test_an_entry_served_from_its_fields_says_what_its_appliance_says(make_entry, fields):
+    """An entry from an index's fields makes its appliance only when asked: its key, its
+    status at any moment and the appliance it makes are those of the parsed document."""
+    parsed = make_entry(title="kept", **fields)
+    served = Entry.from_dict(parsed.document, parsed.as_dict())
+    assert served.key == parsed.key and (served.identifier, served.email) == parsed.key[:2]
+    for at in (moment(3), moment(0), moment(-3)):
+        assert served.status(at) == parsed.status(at) == parsed.appliance.status(at)
+    assert served.as_dict() == parsed.as_dict() and served == parsed
+    assert served.appliance == parsed.appliance and served.created == parsed.created
+    assert served.status(moment(0)) == parsed.status(moment(0))  # now through its appliance
+
+
+def test_an_entry_is_not_changed_once_made(entry):
+    with pytest.raises(AttributeError):
+        entry.document = b"other"
+    with pytest.raises(ValueError):
+        Entry(entry.document)

@@ -61,7 +61,7 @@ def entry_json(entry: Entry, now: datetime, log_index: int | None = None) -> dic
     """The entry as JSON: the appliance's fields plus email, status, url and the index of
     the log leaf that published it (None: the log has none)."""
     return {**entry.as_dict(), "email": entry.email,
-            "status": entry.appliance.status(now), "url": entry_url(entry),
+            "status": entry.status(now), "url": entry_url(entry),
             "log_index": log_index}
 
 
