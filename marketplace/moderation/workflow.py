@@ -212,11 +212,16 @@ class Moderation:
 
         An email the certificate does not carry waits for the mail round trip whatever the
         whitelist says: a listed subject proves who signed, not which address it may use.
+
+        An entry operators removed raises Removed: here before anything else for an upload
+        that is not published at once (no mail goes out for it); one published at once is
+        refused by :meth:`publish`, which reads the tombstone anyway (one read, not two).
         """
-        if verdict.email_proof is None and self.unlisted != "confirm":
-            verdict.identity.require_proven_email()
         if verdict.email_proof is not None and (self.unlisted == "publish" or verdict.listed):
             return
+        self.check_removed(entry.key)
+        if verdict.email_proof is None and self.unlisted != "confirm":
+            verdict.identity.require_proven_email()
         if self.unlisted == "refuse":
             raise Refused("whitelist", f"the endorser {entry.email} "
                           f"({verdict.identity.subject}) is not on this marketplace's list "
@@ -271,24 +276,32 @@ class Moderation:
         return {action: f"{self.public_url}/moderation/{action}?token={token}"
                 for action in ACTIONS}
 
-    def check_removed(self, key: Key, following: bool = False) -> None:
-        """Raise Removed when operators removed the entry and did not lift it. A replica
-        ``following`` its primary's feed, which publishes the entry again after removing
-        it, lifts its own copy of that removal: the primary lifted it."""
+    def check_removed(self, key: Key) -> None:
+        """Raise Removed when operators removed the entry and did not lift it."""
         tombstone = self.state.tombstone(key)
-        if tombstone is None:
-            return
-        if following and tombstone.rule == REMOVED_ON_PRIMARY:
-            self.state.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
-                            self.now())
-            return
-        raise Removed(tombstone)
+        if tombstone is not None:
+            raise Removed(tombstone)
 
     def publish(self, entry: Entry, now: datetime, event: Event | None = None) -> Publication:
         """Store an entry, put it in the change feed and the log (audited with ``event``):
         one change of the state, so that a replay adds only what a crash left out. Removed
         for an entry with a tombstone; Conflict as :meth:`Store.add`."""
         return self.state.publish(entry, now, event)
+
+    def publish_following(self, entry: Entry, now: datetime) -> Publication:
+        """:meth:`publish` for a replica following its primary's feed, where the primary
+        published the entry (again): a removal the replica copied from its primary
+        (REMOVED_ON_PRIMARY) is lifted, since the primary lifted it; its own operators'
+        removal still refuses it. The tombstone is read by the publication itself, so the
+        common case (none) costs no read of its own."""
+        try:
+            return self.publish(entry, now)
+        except Removed as exc:
+            if exc.rule != REMOVED_ON_PRIMARY:
+                raise
+        self.state.lift(entry.key, Event(SYSTEM, "lifted", "published again on the primary"),
+                        self.now())
+        return self.publish(entry, now)
 
     def repair(self, now: datetime) -> dict[str, int]:
         """Finish what a crash interrupted, at start (:meth:`State.repair`); what was done,
@@ -382,7 +395,7 @@ class Moderation:
     def follow_removal(self, key: Key, actor: str, primary: str, now: datetime) -> bool:
         """A replica's copy of its primary's removal: a tombstone that keeps the entry out
         of later walks (the primary's next publication of it lifts it, see
-        :meth:`check_removed`), with the entry out of the store; whether it was stored."""
+        :meth:`publish_following`), with the entry out of the store; whether it was stored."""
         return self.state.withdraw(key, now, Event(actor, "removed", f"removed on {primary}"),
                                    REMOVED_ON_PRIMARY)
 

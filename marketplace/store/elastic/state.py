@@ -16,9 +16,10 @@ crash can only cut at a point :meth:`ElasticState.repair` (or the client's retry
 finishes from:
 
 - a publication notes itself (``note:KEY``) before the entry is stored; then the entry and
-  its pair's latest copy are written without a refresh, the tombstone is read again (a
-  removal that came meanwhile takes the entry out again: a removal is never undone by a
-  race), and the feed, audit and log slots are claimed in one bulk request. The note is
+  its pair's latest copy are written without a refresh, the tombstone is read again in
+  the ``mget`` that finds the slots' heads (a removal that came meanwhile takes the entry
+  out again, and no slot is claimed: a removal is never undone by a race), and the feed,
+  audit and log slots are claimed in one bulk request. The note is
   deleted in the next bulk this process sends: a note left behind is finished by repair.
 - a removal writes its tombstone (``announced: false``) first, takes the entry out, claims
   its slots, then marks the tombstone announced.
@@ -42,7 +43,7 @@ from marketplace.metadata.model import format_date, parse_date
 from marketplace.store.base import Conflict, Entry, StoreError
 from marketplace.store.elastic.documents import pair_id
 from marketplace.store.elastic.indices import PAGE, Indices
-from marketplace.store.elastic.slots import Appender, Freshness, Slots, SlotSource
+from marketplace.store.elastic.slots import Appender, Freshness, Overtaken, Slots, SlotSource
 from marketplace.store.state import (
     PUBLISH,
     REMOVE,
@@ -206,20 +207,23 @@ class ElasticState(State):
             except Conflict:
                 self._delete(note)
                 raise
-            tombstone = self.tombstone(key)
-            if tombstone is not None:  # a removal came between the check and the write
+            try:
+                serial, leaf = self._announce(entry, at, event, replay=not new,
+                                              unless=f"tombstone:{key_id(key)}")
+            except Overtaken as exc:  # a removal came between the check and the write
                 self._take_out(key)
                 self._delete(note)
-                raise Removed(tombstone)
-            serial, leaf = self._announce(entry, at, event, replay=not new)
+                raise Removed(_tombstone_of(exc.source)) from None
             self.appender.delete_later(note)
         return Publication(new, serial, leaf)
 
     def _announce(self, entry: Entry, at: datetime, event: Event | None,
-                  replay: bool) -> tuple[int | None, int]:
+                  replay: bool, unless: str | None = None) -> tuple[int | None, int]:
         """Put a stored entry in the feed (audited when an ``event`` is given) and the log,
         where they do not have it yet (a replay: as far as an interrupted publication got);
-        its serial (None: the feed had it) and its serving leaf."""
+        its serial (None: the feed had it) and its serving leaf. Overtaken, and nothing
+        announced, when the document ``unless`` names exists once the entry was written
+        (read with the slots' heads: slots.Appender)."""
         last, leaf = self._history(entry.key) if replay else (None, None)
         wanted = []
         if last != PUBLISH:
@@ -229,8 +233,8 @@ class ElasticState(State):
         if leaf is None:
             wanted.append((self.log, self._leaf_source(log_event(
                 serving_event(entry), at, entry.key, event, entry.document))))
-        taken = dict(zip((sequence.name for sequence, _ in wanted), self._append(*wanted),
-                         strict=True))
+        taken = dict(zip((sequence.name for sequence, _ in wanted),
+                         self.appender.append(wanted, unless), strict=True))
         return taken.get(self.feed.name), taken.get(self.log.name, leaf)
 
     def withdraw(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR
