@@ -6,6 +6,7 @@ fault is finished by the replay or by repair."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from marketplace.metadata import logleaf, tlog
 from marketplace.store.base import Query
 from marketplace.store.elastic import latest
 from marketplace.store.elastic.indices import STATE_MAPPING_VERSION
+from marketplace.store.elastic.slots import Overtaken
 from marketplace.store.elastic.state import UNFINISHED_AFTER, ElasticState
 from marketplace.store.state import PUBLISH, REMOVE, Event, MailQuota, OverQuota, Removed, Upload
 from tests.elastic import new_prefix
@@ -380,3 +382,83 @@ def test_a_new_server_finds_the_head_of_a_long_feed_in_a_few_reads(servers, monk
     assert newcomer.state.last_serial() == 5000
     assert len(reads) <= 8
     assert [c.serial for c in newcomer.state.changes(after=4990)] == list(range(4991, 5001))
+
+
+def test_a_publication_reads_its_tombstone_in_no_request_of_its_own(servers, make_entry):
+    """Six requests: the tombstone with the pair's latest copy, the note, the entry, its
+    latest copy, the slots' heads with the tombstone again (after the write), the bulk of
+    slots. Neither read of the tombstone is a request of its own."""
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    first.state.publish(make_entry(title="first"), at)  # the indices exist, the hints hold
+    entry = make_entry(title="counted")
+    sent = []
+    transport = first.client.transport
+    real = transport.perform_request
+
+    def counted(method, target, *args, **kwargs):
+        sent.append((method, target.split("?")[0], json.dumps(kwargs.get("body"))))
+        return real(method, target, *args, **kwargs)
+
+    transport.perform_request = counted
+    try:
+        first.state.publish(entry, at)
+    finally:
+        transport.perform_request = real
+    tombstone = f"tombstone:{'|'.join(entry.key)}"
+    assert len(sent) == 6, sent
+    assert [path.rsplit("/", 1)[-1] for _, path, _ in sent if path.endswith("_mget")] == \
+        ["_mget", "_mget"]
+    entry_written = next(n for n, (method, path, _) in enumerate(sent)
+                         if method == "PUT" and first.indices.entries in path)
+    assert tombstone in sent[-2][2] and sent[-2][1].endswith("_mget")
+    assert entry_written < len(sent) - 2
+    assert sent[-1][1].endswith("_bulk")
+
+
+def test_a_replay_overtaken_by_a_removal_is_refused_and_not_served(servers, make_entry,
+                                                                   monkeypatch):
+    """A replay has no slot to claim (the feed and the log have it): the tombstone is read
+    after its write all the same."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="replayed then removed")
+    first.state.publish(entry, at)
+    add = first.state._add
+
+    def removed_meanwhile(*args):
+        stored = add(*args)
+        second.state.withdraw(entry.key, at, ADMIN)
+        return stored
+
+    monkeypatch.setattr(first.state, "_add", removed_meanwhile)
+    with pytest.raises(Removed):
+        first.state.publish(entry, at)
+    for store in servers:
+        assert store.get(entry.identifier, entry.email, entry.created) is None
+        assert store.search(Query(q="replayed then removed")).total == 0
+    assert [c.action for c in second.state.changes()] == [PUBLISH, REMOVE]
+
+
+def test_claims_refused_for_an_existing_document_take_no_slot_and_leave_no_gap(servers):
+    """Claims racing through one process's slot writer, half of them to be refused for a
+    document that exists: those get Overtaken, the others numbers without a gap."""
+    first, _ = servers
+    state = first.state
+    state.set_mark("refusing", "1")
+    taken, refused = [], []
+
+    def claim(n: int) -> None:
+        def slot(number: int) -> dict:
+            return {"kind": "change", "number": number, "action": "publish",
+                    "at": "2026-01-01T00:00:00Z"}
+        try:
+            taken.extend(state.appender.append([(state.feed, slot)],
+                                               unless="mark:refusing" if n % 2 else None))
+        except Overtaken as exc:
+            refused.append(exc.doc_id)
+
+    race(*(lambda n=n: claim(n) for n in range(8)))
+    assert refused == ["mark:refusing"] * 4
+    assert sorted(taken) == [1, 2, 3, 4]
+    assert [s["number"] for s in state.feed.run(1, 20)] == [1, 2, 3, 4]
