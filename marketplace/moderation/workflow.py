@@ -55,6 +55,7 @@ from marketplace.store.state import (
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
+BLOCKED = "blocked"  # the rule of the trust decision's refusal of a blocked endorser
 
 
 class PendingConfirmation(Exception):
@@ -168,7 +169,13 @@ class Moderation:
         """The trust decision with this marketplace's trust store, blocked endorsers and
         whitelist."""
         whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
-        return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+        try:
+            return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+        except Refused as exc:
+            if exc.rule != BLOCKED:
+                raise
+        # the store's copy of the list may be older than an unblock: judge with it read now
+        return judge(data, moment, self.trust_store, self.blocked(fresh=True), whitelist)
 
     def email_proof(self, key: Key, identity: Identity) -> str | None:
         """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
@@ -201,8 +208,9 @@ class Moderation:
                    if subject and (proof or not mixed)}
         return kept, list(signers.items())
 
-    def blocked(self) -> list[Endorser]:
-        return [Endorser.parse(b.endorser) for b in self.state.blocked()]
+    def blocked(self, fresh: bool = False) -> list[Endorser]:
+        """The blocked endorsers an upload is judged with (:meth:`State.blocked_to_judge`)."""
+        return [Endorser.parse(b.endorser) for b in self.state.blocked_to_judge(fresh)]
 
     def admit(self, entry: Entry, verdict: Verdict, now: datetime,
               client: str = "") -> None:
@@ -285,7 +293,8 @@ class Moderation:
     def publish(self, entry: Entry, now: datetime, event: Event | None = None) -> Publication:
         """Store an entry, put it in the change feed and the log (audited with ``event``):
         one change of the state, so that a replay adds only what a crash left out. Removed
-        for an entry with a tombstone; Conflict as :meth:`Store.add`."""
+        for an entry with a tombstone; Conflict as :meth:`Store.add`; Refused for an
+        endorser blocked since this thread judged it (:meth:`State.blocked_to_judge`)."""
         return self.state.publish(entry, now, event)
 
     def publish_following(self, entry: Entry, now: datetime) -> Publication:
@@ -357,13 +366,12 @@ class Moderation:
         raise ValueError(f"unknown action {action!r}")
 
     def _confirm(self, upload: Upload, actor: str, now: datetime) -> LinkOutcome:
-        try:  # blocked, or revoked, since it was held
+        try:  # blocked (which the publication checks again), or revoked, since it was held
             self.judge(upload.document, Moment.published(upload.submitted, now))
+            new = self.publish(Entry.from_document(upload.document), now).new
         except (Refused, MetadataError) as exc:
             self.state.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
             return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
-        try:
-            new = self.publish(Entry.from_document(upload.document), now).new
         except Conflict as exc:  # Removed too: operators removed the entry meanwhile
             self.state.resolve(upload.key, Event(SYSTEM, "discarded",
                                                  f"could not be published: {exc}"), now)

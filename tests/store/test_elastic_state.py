@@ -15,6 +15,8 @@ import pytest
 import requests
 
 from marketplace.metadata import logleaf, tlog
+from marketplace.metadata.verdict import Moment, Refused
+from marketplace.moderation.workflow import Moderation
 from marketplace.store.base import Query
 from marketplace.store.elastic import latest
 from marketplace.store.elastic.indices import STATE_MAPPING_VERSION
@@ -384,12 +386,15 @@ def test_a_new_server_finds_the_head_of_a_long_feed_in_a_few_reads(servers, monk
     assert [c.serial for c in newcomer.state.changes(after=4990)] == list(range(4991, 5001))
 
 
-def test_a_publication_reads_its_tombstone_in_no_request_of_its_own(servers, make_entry):
-    """Six requests: the tombstone with the pair's latest copy, the note, the entry, its
-    latest copy, the slots' heads with the tombstone again (after the write), the bulk of
-    slots. Neither read of the tombstone is a request of its own."""
+def test_an_upload_reads_its_tombstone_and_the_blocked_list_in_no_request_of_their_own(
+        servers, make_entry):
+    """An upload judged and published: six requests, the tombstone with the pair's latest
+    copy and the blocked endorsers, the note, the entry, its latest copy, the slots' heads
+    with the tombstone again (after the write), the bulk of slots."""
     first, _ = servers
     at = datetime.now(UTC).replace(microsecond=0)
+    moderation = Moderation(first)
+    moderation.judge(make_entry(title="first").document, Moment.upload(at))  # the copy
     first.state.publish(make_entry(title="first"), at)  # the indices exist, the hints hold
     entry = make_entry(title="counted")
     sent = []
@@ -402,11 +407,13 @@ def test_a_publication_reads_its_tombstone_in_no_request_of_its_own(servers, mak
 
     transport.perform_request = counted
     try:
-        first.state.publish(entry, at)
+        moderation.judge(entry.document, Moment.upload(at))
+        moderation.publish(entry, at)
     finally:
         transport.perform_request = real
     tombstone = f"tombstone:{'|'.join(entry.key)}"
     assert len(sent) == 6, sent
+    assert tombstone in sent[0][2] and '"blocked"' in sent[0][2]
     assert [path.rsplit("/", 1)[-1] for _, path, _ in sent if path.endswith("_mget")] == \
         ["_mget", "_mget"]
     entry_written = next(n for n, (method, path, _) in enumerate(sent)
@@ -462,3 +469,37 @@ def test_claims_refused_for_an_existing_document_take_no_slot_and_leave_no_gap(s
     assert refused == ["mark:refusing"] * 4
     assert sorted(taken) == [1, 2, 3, 4]
     assert [s["number"] for s in state.feed.run(1, 20)] == [1, 2, 3, 4]
+
+
+def test_an_endorser_blocked_through_another_server_is_refused_before_anything_is_written(
+        servers, make_entry):
+    """A server judges uploads with its copy of the blocked list; the publication reads
+    the list again, and refuses an endorser blocked since through another server."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    here, there = Moderation(first), Moderation(second)
+    entry = make_entry(title="blocked meanwhile")
+    here.judge(entry.document, Moment.upload(at))  # this server's copy: nobody blocked
+    there.block(entry.email, "admin", "a test block", at)
+    here.judge(entry.document, Moment.upload(at))  # with the copy, as the upload's judge
+    with pytest.raises(Refused) as refused:
+        here.publish(entry, at)
+    assert refused.value.rule == "blocked"
+    assert first.get(entry.identifier, entry.email, entry.created) is None
+    assert first.state.changes() == [] and first.state.uploads() == []
+    with pytest.raises(Refused):  # the copy is the new list now
+        here.judge(entry.document, Moment.upload(at))
+    there.unblock(entry.email, "admin", "a test unblock", at)
+    here.judge(entry.document, Moment.upload(at))  # refused by the copy, judged again
+    assert here.publish(entry, at).new
+
+
+def test_a_block_through_this_server_is_judged_at_once(servers, make_entry):
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    moderation = Moderation(first)
+    entry = make_entry(title="blocked here")
+    moderation.judge(entry.document, Moment.upload(at))
+    moderation.block(entry.email, "admin", "a test block", at)
+    with pytest.raises(Refused):
+        moderation.judge(entry.document, Moment.upload(at))
