@@ -503,3 +503,48 @@ def test_a_block_through_this_server_is_judged_at_once(servers, make_entry):
     moderation.block(entry.email, "admin", "a test block", at)
     with pytest.raises(Refused):
         moderation.judge(entry.document, Moment.upload(at))
+
+
+def test_the_log_indexes_of_a_page_seen_before_cost_one_read(servers, make_entry):
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entries = [make_entry(title=f"listed {n}") for n in range(3)]
+    leaves = {e.key: first.state.publish(e, at).leaf for e in entries}
+    assert first.state.leaf_indexes([e.key for e in entries]) == leaves
+    sent = []
+    real = first.client.transport.perform_request
+
+    def counted(method, target, *args, **kwargs):
+        sent.append((method, target))
+        return real(method, target, *args, **kwargs)
+
+    first.client.transport.perform_request = counted
+    try:
+        assert first.state.leaf_indexes([e.key for e in entries]) == leaves
+    finally:
+        first.client.transport.perform_request = real
+    assert [method for method, _ in sent] == ["POST"] and sent[0][1].endswith("/_mget")
+
+
+def test_a_new_serving_leaf_through_another_server_is_read_at_once(servers, make_entry):
+    """A server remembers an entry's serving leaf; the entry removed, let back and
+    published again through another server has a newer one, read at the next call; and so
+    after more new leaves than one read covers."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="published again")
+    assert first.state.publish(entry, at).leaf == 0
+    assert first.state.leaf_indexes([entry.key]) == {entry.key: 0}
+    second.state.withdraw(entry.key, at, ADMIN)
+    second.state.lift(entry.key, Event("admin", "lifted"), at)
+    assert second.state.publish(entry, at).leaf == 3
+    assert first.state.leaf_indexes([entry.key]) == {entry.key: 3}
+    others = [make_entry(title=f"other {n}") for n in range(20)]
+    for other in others:
+        second.state.publish(other, at)
+    second.state.withdraw(entry.key, at, ADMIN)
+    second.state.lift(entry.key, Event("admin", "lifted"), at)
+    newest = second.state.publish(entry, at).leaf
+    assert newest == 26
+    assert first.state.leaf_indexes([entry.key, others[0].key]) == {entry.key: 26,
+                                                                   others[0].key: 4}

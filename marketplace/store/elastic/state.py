@@ -45,6 +45,7 @@ from marketplace.metadata.verdict import Endorser, check_not_blocked, identify
 from marketplace.store.base import Conflict, Entry, StoreError
 from marketplace.store.elastic.documents import pair_id
 from marketplace.store.elastic.indices import PAGE, Indices
+from marketplace.store.elastic.serving import ServingLeaves
 from marketplace.store.elastic.slots import Appender, Freshness, Overtaken, Slots, SlotSource
 from marketplace.store.state import (
     PUBLISH,
@@ -111,6 +112,7 @@ class ElasticState(State):
         self.fresh = Freshness(self.client, [self.index],
                                [self.audit_log, self.log, self.feed])
         self.appender = Appender(self.client, self.index, indices.writes)
+        self.serving = ServingLeaves(self.log)
         self._blocked_copy: tuple[tuple | None, list[Blocked]] | None = None
         self._copy_lock = threading.Lock()
         self._judged = threading.local()  # .version: of the copy this thread judged with
@@ -484,19 +486,26 @@ class ElasticState(State):
         return found
 
     def leaf_indexes(self, keys: list[Key]) -> dict[Key, int]:
+        """From what this process remembers of the log, followed up to its head
+        (serving.ServingLeaves: one realtime ``mget``); keys it does not know are searched."""
         if not keys:
             return {}
         with self._calls():
-            self.fresh.ensure()
-            found = self.client.search(
-                index=self.index, size=0, query={"bool": {"filter": [
-                    {"term": {"kind": "leaf"}}, {"terms": {"key": [key_id(k) for k in keys]}},
-                    {"terms": {"action": list(logleaf.SERVES)}}]}},
-                aggs={"keys": {"terms": {"field": "key", "size": len(keys)},
-                               "aggs": {"newest": {"max": {"field": "number"}}}}})
-        newest = {b["key"]: int(b["newest"]["value"])
-                  for b in found["aggregations"]["keys"]["buckets"]}
+            newest = self.serving.of([key_id(k) for k in keys], self._search_serving)
         return {key: newest[key_id(key)] for key in keys if key_id(key) in newest}
+
+    def _search_serving(self, ids: list[str]) -> dict[str, int]:
+        """The newest serving leaf of each key id that has one, by an aggregation over the
+        leaves, as fresh as the newest slot."""
+        self.fresh.ensure()
+        found = self.client.search(
+            index=self.index, size=0, query={"bool": {"filter": [
+                {"term": {"kind": "leaf"}}, {"terms": {"key": ids}},
+                {"terms": {"action": list(logleaf.SERVES)}}]}},
+            aggs={"keys": {"terms": {"field": "key", "size": len(ids)},
+                           "aggs": {"newest": {"max": {"field": "number"}}}}})
+        return {b["key"]: int(b["newest"]["value"])
+                for b in found["aggregations"]["keys"]["buckets"]}
 
     # --- a history brought from another store (stratus-marketplace migrate) ---
 
