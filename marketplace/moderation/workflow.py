@@ -43,6 +43,7 @@ from marketplace.store.state import (
     FLAGGED,
     PENDING,
     REMOVED_ON_PRIMARY,
+    Blocked,
     Event,
     Key,
     MailQuota,
@@ -97,6 +98,10 @@ def mail_quota(settings: dict[str, str]) -> MailQuota:
             raise ValueError(f"MARKETPLACE_{key} must be a whole number of at least 1; got "
                              f"{settings[key]!r}")
     return MailQuota(limits["MAILS_PER_RECIPIENT_PER_DAY"], limits["MAILS_PER_CLIENT_PER_HOUR"])
+
+
+def _endorsers(blocked: list[Blocked]) -> list[Endorser]:
+    return [Endorser.parse(b.endorser) for b in blocked]
 
 
 def client_key(address: str | None) -> str:
@@ -169,13 +174,17 @@ class Moderation:
         """The trust decision with this marketplace's trust store, blocked endorsers and
         whitelist."""
         whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
+        blocked = self.state.blocked_to_judge()
         try:
-            return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+            return judge(data, moment, self.trust_store, _endorsers(blocked), whitelist)
         except Refused as exc:
             if exc.rule != BLOCKED:
                 raise
-        # the store's copy of the list may be older than an unblock: judge with it read now
-        return judge(data, moment, self.trust_store, self.blocked(fresh=True), whitelist)
+            now_blocked = self.state.blocked_to_judge(fresh=True)
+            if now_blocked == blocked:
+                raise
+        # the store's copy of the list was older than an unblock: judge with the list now
+        return judge(data, moment, self.trust_store, _endorsers(now_blocked), whitelist)
 
     def email_proof(self, key: Key, identity: Identity) -> str | None:
         """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
@@ -207,10 +216,6 @@ class Moderation:
         signers = {subject: proof for _, subject, proof in signed
                    if subject and (proof or not mixed)}
         return kept, list(signers.items())
-
-    def blocked(self, fresh: bool = False) -> list[Endorser]:
-        """The blocked endorsers an upload is judged with (:meth:`State.blocked_to_judge`)."""
-        return [Endorser.parse(b.endorser) for b in self.state.blocked_to_judge(fresh)]
 
     def admit(self, entry: Entry, verdict: Verdict, now: datetime,
               client: str = "") -> None:
