@@ -21,6 +21,9 @@ finishes from:
   out again, and no slot is claimed: a removal is never undone by a race), and the feed,
   audit and log slots are claimed in one bulk request. The note is
   deleted in the next bulk this process sends: a note left behind is finished by repair.
+  The upload was judged with this process's copy of the blocked endorsers
+  (:meth:`ElasticState.blocked_to_judge`): the first ``mget`` of the publication, before
+  the note, reads the list again and checks the endorser against it if it changed.
 - a removal writes its tombstone (``announced: false``) first, takes the entry out, claims
   its slots, then marks the tombstone announced.
 
