@@ -33,6 +33,7 @@ from marketplace.metadata.verdict import (
     Moment,
     Refused,
     Verdict,
+    check_not_blocked,
     identify,
     judge,
 )
@@ -229,10 +230,13 @@ class Moderation:
         An entry operators removed raises Removed: here before anything else for an upload
         that is not published at once (no mail goes out for it); one published at once is
         refused by :meth:`publish`, which reads the tombstone anyway (one read, not two).
+        So is a blocked endorser: the judge may have used the backend's copy of the list
+        (:meth:`State.blocked_to_judge`), which only a publication checks again.
         """
         if verdict.email_proof is not None and (self.unlisted == "publish" or verdict.listed):
             return
         self.check_removed(entry.key)
+        check_not_blocked(verdict.identity, _endorsers(self.state.blocked()))
         if verdict.email_proof is None and self.unlisted != "confirm":
             verdict.identity.require_proven_email()
         if self.unlisted == "refuse":

@@ -7,6 +7,7 @@ fault is finished by the replay or by repair."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import requests
 
 from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.verdict import Moment, Refused
+from marketplace.moderation.mail import Mailer
 from marketplace.moderation.workflow import Moderation
 from marketplace.store.base import Query
 from marketplace.store.elastic import latest
@@ -548,3 +550,29 @@ def test_a_new_serving_leaf_through_another_server_is_read_at_once(servers, make
     assert newest == 26
     assert first.state.leaf_indexes([entry.key, others[0].key]) == {entry.key: 26,
                                                                    others[0].key: 4}
+
+
+def test_an_endorser_blocked_through_another_server_is_refused_before_a_mail(servers,
+                                                                            make_entry):
+    """An upload held for a mailed confirmation is never published by the thread that
+    judged it, so the copy of the blocked list that judged it is checked again before the
+    mail: the SMTP server named here does not listen, and no mail is tried."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    nowhere = Mailer("127.0.0.1", closed_port(), "marketplace@example.org")
+    here = Moderation(first, unlisted="confirm", mailer=nowhere,
+                      public_url="https://marketplace.example.org")
+    entry = make_entry(title="held for a blocked endorser")
+    here.judge(entry.document, Moment.upload(at))  # this server's copy: nobody blocked
+    Moderation(second).block(entry.email, "admin", "a test block", at)
+    verdict = here.judge(entry.document, Moment.upload(at))  # with the copy
+    with pytest.raises(Refused) as refused:
+        here.admit(entry, verdict, at)
+    assert refused.value.rule == "blocked"
+    assert first.state.uploads() == []
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
