@@ -76,7 +76,6 @@ def import_file(marketplace: Marketplace, path: Path) -> Verdict:
     try:
         data = _read(path, marketplace.max_bytes)
         entry = _judged(marketplace, data, path)
-        marketplace.moderation.check_removed(entry.key)
         new = marketplace.moderation.publish(entry, datetime.now(UTC)).new
     except MetadataError as exc:
         first = exc.problems[0]

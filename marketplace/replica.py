@@ -296,8 +296,8 @@ class Replicator:
         moderation = self.marketplace.moderation
         try:
             entry = self.verify(data, key, published)
-            moderation.check_removed(key, following=published is not None)
-            new = moderation.publish(entry, self.clock()).new
+            publish = moderation.publish if published is None else moderation.publish_following
+            new = publish(entry, self.clock()).new
         except (MetadataError, Refused, Conflict) as exc:  # Conflict: Removed too
             return self._refuse(key, report, str(exc))
         if new:

@@ -73,7 +73,6 @@ class Marketplace:
             return entry, self.store.state.publish(entry, now)
         verdict = self.moderation.judge(data, Moment.upload(now))
         entry = Entry(data, verdict.appliance)
-        self.moderation.check_removed(entry.key)
         self.moderation.admit(entry, verdict, now, client)
         return entry, self.moderation.publish(entry, now)
 

@@ -33,6 +33,7 @@ from marketplace.metadata.verdict import (
     Moment,
     Refused,
     Verdict,
+    check_not_blocked,
     identify,
     judge,
 )
@@ -43,6 +44,7 @@ from marketplace.store.state import (
     FLAGGED,
     PENDING,
     REMOVED_ON_PRIMARY,
+    Blocked,
     Event,
     Key,
     MailQuota,
@@ -55,6 +57,7 @@ from marketplace.store.state import (
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
+BLOCKED = "blocked"  # the rule of the trust decision's refusal of a blocked endorser
 
 
 class PendingConfirmation(Exception):
@@ -96,6 +99,10 @@ def mail_quota(settings: dict[str, str]) -> MailQuota:
             raise ValueError(f"MARKETPLACE_{key} must be a whole number of at least 1; got "
                              f"{settings[key]!r}")
     return MailQuota(limits["MAILS_PER_RECIPIENT_PER_DAY"], limits["MAILS_PER_CLIENT_PER_HOUR"])
+
+
+def _endorsers(blocked: list[Blocked]) -> list[Endorser]:
+    return [Endorser.parse(b.endorser) for b in blocked]
 
 
 def client_key(address: str | None) -> str:
@@ -168,7 +175,17 @@ class Moderation:
         """The trust decision with this marketplace's trust store, blocked endorsers and
         whitelist."""
         whitelist = self.whitelist.endorsers() if self.whitelist is not None else None
-        return judge(data, moment, self.trust_store, self.blocked(), whitelist)
+        blocked = self.state.blocked_to_judge()
+        try:
+            return judge(data, moment, self.trust_store, _endorsers(blocked), whitelist)
+        except Refused as exc:
+            if exc.rule != BLOCKED:
+                raise
+            now_blocked = self.state.blocked_to_judge(fresh=True)
+            if now_blocked == blocked:
+                raise
+        # the store's copy of the list was older than an unblock: judge with the list now
+        return judge(data, moment, self.trust_store, _endorsers(now_blocked), whitelist)
 
     def email_proof(self, key: Key, identity: Identity) -> str | None:
         """How the email of a stored entry was proven: CERTIFICATE, MAIL, or None (an entry
@@ -201,9 +218,6 @@ class Moderation:
                    if subject and (proof or not mixed)}
         return kept, list(signers.items())
 
-    def blocked(self) -> list[Endorser]:
-        return [Endorser.parse(b.endorser) for b in self.state.blocked()]
-
     def admit(self, entry: Entry, verdict: Verdict, now: datetime,
               client: str = "") -> None:
         """Return when the judged entry may be stored now; else raise Refused,
@@ -212,11 +226,19 @@ class Moderation:
 
         An email the certificate does not carry waits for the mail round trip whatever the
         whitelist says: a listed subject proves who signed, not which address it may use.
+
+        An entry operators removed raises Removed: here before anything else for an upload
+        that is not published at once (no mail goes out for it); one published at once is
+        refused by :meth:`publish`, which reads the tombstone anyway (one read, not two).
+        So is a blocked endorser: the judge may have used the backend's copy of the list
+        (:meth:`State.blocked_to_judge`), which only a publication checks again.
         """
-        if verdict.email_proof is None and self.unlisted != "confirm":
-            verdict.identity.require_proven_email()
         if verdict.email_proof is not None and (self.unlisted == "publish" or verdict.listed):
             return
+        self.check_removed(entry.key)
+        check_not_blocked(verdict.identity, _endorsers(self.state.blocked()))
+        if verdict.email_proof is None and self.unlisted != "confirm":
+            verdict.identity.require_proven_email()
         if self.unlisted == "refuse":
             raise Refused("whitelist", f"the endorser {entry.email} "
                           f"({verdict.identity.subject}) is not on this marketplace's list "
@@ -271,24 +293,33 @@ class Moderation:
         return {action: f"{self.public_url}/moderation/{action}?token={token}"
                 for action in ACTIONS}
 
-    def check_removed(self, key: Key, following: bool = False) -> None:
-        """Raise Removed when operators removed the entry and did not lift it. A replica
-        ``following`` its primary's feed, which publishes the entry again after removing
-        it, lifts its own copy of that removal: the primary lifted it."""
+    def check_removed(self, key: Key) -> None:
+        """Raise Removed when operators removed the entry and did not lift it."""
         tombstone = self.state.tombstone(key)
-        if tombstone is None:
-            return
-        if following and tombstone.rule == REMOVED_ON_PRIMARY:
-            self.state.lift(key, Event(SYSTEM, "lifted", "published again on the primary"),
-                            self.now())
-            return
-        raise Removed(tombstone)
+        if tombstone is not None:
+            raise Removed(tombstone)
 
     def publish(self, entry: Entry, now: datetime, event: Event | None = None) -> Publication:
         """Store an entry, put it in the change feed and the log (audited with ``event``):
         one change of the state, so that a replay adds only what a crash left out. Removed
-        for an entry with a tombstone; Conflict as :meth:`Store.add`."""
+        for an entry with a tombstone; Conflict as :meth:`Store.add`; Refused for an
+        endorser blocked since this thread judged it (:meth:`State.blocked_to_judge`)."""
         return self.state.publish(entry, now, event)
+
+    def publish_following(self, entry: Entry, now: datetime) -> Publication:
+        """:meth:`publish` for a replica following its primary's feed, where the primary
+        published the entry (again): a removal the replica copied from its primary
+        (REMOVED_ON_PRIMARY) is lifted, since the primary lifted it; its own operators'
+        removal still refuses it. The tombstone is read by the publication itself, so the
+        common case (none) costs no read of its own."""
+        try:
+            return self.publish(entry, now)
+        except Removed as exc:
+            if exc.rule != REMOVED_ON_PRIMARY:
+                raise
+        self.state.lift(entry.key, Event(SYSTEM, "lifted", "published again on the primary"),
+                        self.now())
+        return self.publish(entry, now)
 
     def repair(self, now: datetime) -> dict[str, int]:
         """Finish what a crash interrupted, at start (:meth:`State.repair`); what was done,
@@ -344,13 +375,12 @@ class Moderation:
         raise ValueError(f"unknown action {action!r}")
 
     def _confirm(self, upload: Upload, actor: str, now: datetime) -> LinkOutcome:
-        try:  # blocked, or revoked, since it was held
+        try:  # blocked (which the publication checks again), or revoked, since it was held
             self.judge(upload.document, Moment.published(upload.submitted, now))
+            new = self.publish(Entry.from_document(upload.document), now).new
         except (Refused, MetadataError) as exc:
             self.state.resolve(upload.key, Event(SYSTEM, "discarded", str(exc)), now)
             return LinkOutcome("confirm", "conflict", upload, f"It cannot be published: {exc}.")
-        try:
-            new = self.publish(Entry.from_document(upload.document), now).new
         except Conflict as exc:  # Removed too: operators removed the entry meanwhile
             self.state.resolve(upload.key, Event(SYSTEM, "discarded",
                                                  f"could not be published: {exc}"), now)
@@ -382,7 +412,7 @@ class Moderation:
     def follow_removal(self, key: Key, actor: str, primary: str, now: datetime) -> bool:
         """A replica's copy of its primary's removal: a tombstone that keeps the entry out
         of later walks (the primary's next publication of it lifts it, see
-        :meth:`check_removed`), with the entry out of the store; whether it was stored."""
+        :meth:`publish_following`), with the entry out of the store; whether it was stored."""
         return self.state.withdraw(key, now, Event(actor, "removed", f"removed on {primary}"),
                                    REMOVED_ON_PRIMARY)
 

@@ -346,6 +346,14 @@ class State(abc.ABC):
     def blocked(self) -> list[Blocked]:
         """Every blocked endorser."""
 
+    def blocked_to_judge(self, fresh: bool = False) -> list[Blocked]:
+        """The blocked endorsers to judge an upload with that this thread then publishes:
+        :meth:`blocked`, unless the backend keeps a copy (not ``fresh``) that
+        :meth:`publish` checks again before it writes (Refused, from the trust decision,
+        for an endorser blocked since). A copy may also be older than an unblock: a
+        refusal it caused is judged again with a ``fresh`` list."""
+        return self.blocked()
+
     @abc.abstractmethod
     def audit(self, limit: int = 100, before: int | None = None) -> list[AuditRecord]:
         """The audit log, newest first; ``before`` a serial to page back from."""

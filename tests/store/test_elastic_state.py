@@ -6,6 +6,8 @@ fault is finished by the replay or by repair."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,9 +16,13 @@ import pytest
 import requests
 
 from marketplace.metadata import logleaf, tlog
+from marketplace.metadata.verdict import Moment, Refused
+from marketplace.moderation.mail import Mailer
+from marketplace.moderation.workflow import Moderation
 from marketplace.store.base import Query
 from marketplace.store.elastic import latest
 from marketplace.store.elastic.indices import STATE_MAPPING_VERSION
+from marketplace.store.elastic.slots import Overtaken
 from marketplace.store.elastic.state import UNFINISHED_AFTER, ElasticState
 from marketplace.store.state import PUBLISH, REMOVE, Event, MailQuota, OverQuota, Removed, Upload
 from tests.elastic import new_prefix
@@ -380,3 +386,193 @@ def test_a_new_server_finds_the_head_of_a_long_feed_in_a_few_reads(servers, monk
     assert newcomer.state.last_serial() == 5000
     assert len(reads) <= 8
     assert [c.serial for c in newcomer.state.changes(after=4990)] == list(range(4991, 5001))
+
+
+def test_an_upload_reads_its_tombstone_and_the_blocked_list_in_no_request_of_their_own(
+        servers, make_entry):
+    """An upload judged and published: six requests, the tombstone with the pair's latest
+    copy and the blocked endorsers, the note, the entry, its latest copy, the slots' heads
+    with the tombstone again (after the write), the bulk of slots."""
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    moderation = Moderation(first)
+    moderation.judge(make_entry(title="first").document, Moment.upload(at))  # the copy
+    first.state.publish(make_entry(title="first"), at)  # the indices exist, the hints hold
+    entry = make_entry(title="counted")
+    sent = []
+    transport = first.client.transport
+    real = transport.perform_request
+
+    def counted(method, target, *args, **kwargs):
+        sent.append((method, target.split("?")[0], json.dumps(kwargs.get("body"))))
+        return real(method, target, *args, **kwargs)
+
+    transport.perform_request = counted
+    try:
+        moderation.judge(entry.document, Moment.upload(at))
+        moderation.publish(entry, at)
+    finally:
+        transport.perform_request = real
+    tombstone = f"tombstone:{'|'.join(entry.key)}"
+    assert len(sent) == 6, sent
+    assert tombstone in sent[0][2] and '"blocked"' in sent[0][2]
+    assert [path.rsplit("/", 1)[-1] for _, path, _ in sent if path.endswith("_mget")] == \
+        ["_mget", "_mget"]
+    entry_written = next(n for n, (method, path, _) in enumerate(sent)
+                         if method == "PUT" and first.indices.entries in path)
+    assert tombstone in sent[-2][2] and sent[-2][1].endswith("_mget")
+    assert entry_written < len(sent) - 2
+    assert sent[-1][1].endswith("_bulk")
+
+
+def test_a_replay_overtaken_by_a_removal_is_refused_and_not_served(servers, make_entry,
+                                                                   monkeypatch):
+    """A replay has no slot to claim (the feed and the log have it): the tombstone is read
+    after its write all the same."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="replayed then removed")
+    first.state.publish(entry, at)
+    add = first.state._add
+
+    def removed_meanwhile(*args):
+        stored = add(*args)
+        second.state.withdraw(entry.key, at, ADMIN)
+        return stored
+
+    monkeypatch.setattr(first.state, "_add", removed_meanwhile)
+    with pytest.raises(Removed):
+        first.state.publish(entry, at)
+    for store in servers:
+        assert store.get(entry.identifier, entry.email, entry.created) is None
+        assert store.search(Query(q="replayed then removed")).total == 0
+    assert [c.action for c in second.state.changes()] == [PUBLISH, REMOVE]
+
+
+def test_claims_refused_for_an_existing_document_take_no_slot_and_leave_no_gap(servers):
+    """Claims racing through one process's slot writer, half of them to be refused for a
+    document that exists: those get Overtaken, the others numbers without a gap."""
+    first, _ = servers
+    state = first.state
+    state.set_mark("refusing", "1")
+    taken, refused = [], []
+
+    def claim(n: int) -> None:
+        def slot(number: int) -> dict:
+            return {"kind": "change", "number": number, "action": "publish",
+                    "at": "2026-01-01T00:00:00Z"}
+        try:
+            taken.extend(state.appender.append([(state.feed, slot)],
+                                               unless="mark:refusing" if n % 2 else None))
+        except Overtaken as exc:
+            refused.append(exc.doc_id)
+
+    race(*(lambda n=n: claim(n) for n in range(8)))
+    assert refused == ["mark:refusing"] * 4
+    assert sorted(taken) == [1, 2, 3, 4]
+    assert [s["number"] for s in state.feed.run(1, 20)] == [1, 2, 3, 4]
+
+
+def test_an_endorser_blocked_through_another_server_is_refused_before_anything_is_written(
+        servers, make_entry):
+    """A server judges uploads with its copy of the blocked list; the publication reads
+    the list again, and refuses an endorser blocked since through another server."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    here, there = Moderation(first), Moderation(second)
+    entry = make_entry(title="blocked meanwhile")
+    here.judge(entry.document, Moment.upload(at))  # this server's copy: nobody blocked
+    there.block(entry.email, "admin", "a test block", at)
+    here.judge(entry.document, Moment.upload(at))  # with the copy, as the upload's judge
+    with pytest.raises(Refused) as refused:
+        here.publish(entry, at)
+    assert refused.value.rule == "blocked"
+    assert first.get(entry.identifier, entry.email, entry.created) is None
+    assert first.state.changes() == [] and first.state.uploads() == []
+    with pytest.raises(Refused):  # the copy is the new list now
+        here.judge(entry.document, Moment.upload(at))
+    there.unblock(entry.email, "admin", "a test unblock", at)
+    here.judge(entry.document, Moment.upload(at))  # refused by the copy, judged again
+    assert here.publish(entry, at).new
+
+
+def test_a_block_through_this_server_is_judged_at_once(servers, make_entry):
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    moderation = Moderation(first)
+    entry = make_entry(title="blocked here")
+    moderation.judge(entry.document, Moment.upload(at))
+    moderation.block(entry.email, "admin", "a test block", at)
+    with pytest.raises(Refused):
+        moderation.judge(entry.document, Moment.upload(at))
+
+
+def test_the_log_indexes_of_a_page_seen_before_cost_one_read(servers, make_entry):
+    first, _ = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entries = [make_entry(title=f"listed {n}") for n in range(3)]
+    leaves = {e.key: first.state.publish(e, at).leaf for e in entries}
+    assert first.state.leaf_indexes([e.key for e in entries]) == leaves
+    sent = []
+    real = first.client.transport.perform_request
+
+    def counted(method, target, *args, **kwargs):
+        sent.append((method, target))
+        return real(method, target, *args, **kwargs)
+
+    first.client.transport.perform_request = counted
+    try:
+        assert first.state.leaf_indexes([e.key for e in entries]) == leaves
+    finally:
+        first.client.transport.perform_request = real
+    assert [method for method, _ in sent] == ["POST"] and sent[0][1].endswith("/_mget")
+
+
+def test_a_new_serving_leaf_through_another_server_is_read_at_once(servers, make_entry):
+    """A server remembers an entry's serving leaf; the entry removed, let back and
+    published again through another server has a newer one, read at the next call; and so
+    after more new leaves than one read covers."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="published again")
+    assert first.state.publish(entry, at).leaf == 0
+    assert first.state.leaf_indexes([entry.key]) == {entry.key: 0}
+    second.state.withdraw(entry.key, at, ADMIN)
+    second.state.lift(entry.key, Event("admin", "lifted"), at)
+    assert second.state.publish(entry, at).leaf == 3
+    assert first.state.leaf_indexes([entry.key]) == {entry.key: 3}
+    others = [make_entry(title=f"other {n}") for n in range(20)]
+    for other in others:
+        second.state.publish(other, at)
+    second.state.withdraw(entry.key, at, ADMIN)
+    second.state.lift(entry.key, Event("admin", "lifted"), at)
+    newest = second.state.publish(entry, at).leaf
+    assert newest == 26
+    assert first.state.leaf_indexes([entry.key, others[0].key]) == {entry.key: 26,
+                                                                   others[0].key: 4}
+
+
+def test_an_endorser_blocked_through_another_server_is_refused_before_a_mail(servers,
+                                                                            make_entry):
+    """An upload held for a mailed confirmation is never published by the thread that
+    judged it, so the copy of the blocked list that judged it is checked again before the
+    mail: the SMTP server named here does not listen, and no mail is tried."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    nowhere = Mailer("127.0.0.1", closed_port(), "marketplace@example.org")
+    here = Moderation(first, unlisted="confirm", mailer=nowhere,
+                      public_url="https://marketplace.example.org")
+    entry = make_entry(title="held for a blocked endorser")
+    here.judge(entry.document, Moment.upload(at))  # this server's copy: nobody blocked
+    Moderation(second).block(entry.email, "admin", "a test block", at)
+    verdict = here.judge(entry.document, Moment.upload(at))  # with the copy
+    with pytest.raises(Refused) as refused:
+        here.admit(entry, verdict, at)
+    assert refused.value.rule == "blocked"
+    assert first.state.uploads() == []
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -12,7 +12,8 @@ which implements the :class:`Store` contract by calling on
 - ``queries``: a :class:`Query` as a search request, pure and testable without a cluster;
 - ``state``: the shared state beside the entries (:attr:`ElasticStore.state`), over
   ``slots``: the numbered, gapless sequences (change feed, audit log, transparency log) and
-  how searches learn that they must refresh.
+  how searches learn that they must refresh; ``serving``: the entries' serving leaves, kept
+  by following the log.
 
 Failure: any transport error or an unavailable cluster becomes :class:`StoreError` (the API
 answers 503 with Retry-After, /healthz red). A write is the entry, then the latest copy; if the

@@ -109,10 +109,11 @@ class Slots:
         return low
 
 
-def heads(slots: list[Slots]) -> list[int]:
+def heads(slots: list[Slots], also: list[str] = ()) -> tuple[list[int], dict[str, dict]]:
     """The next free number of several sequences of one index, in one ``mget`` when their
-    hints hold."""
-    ids, spans = [], []
+    hints hold; and the sources of the documents ``also`` names (of the same index) that
+    exist, read in that ``mget``."""
+    ids, spans = list(also), []
     for sequence in slots:
         hint = sequence.hint
         numbers = ([hint - 1] if hint > sequence.first else []) + list(range(hint, hint + WINDOW))
@@ -127,7 +128,8 @@ def heads(slots: list[Slots]) -> list[int]:
             found.append(sequence.head())
         else:
             found.append(sequence.seen(hint + taken.index(False)))
-    return found
+    existing = {doc["_id"]: doc["_source"] for doc in docs[:len(also)] if doc.get("found")}
+    return found, existing
 
 
 class Freshness:
@@ -153,7 +155,7 @@ class Freshness:
 
     def refresh(self) -> None:
         """Refresh the indices now (searches that must see everything: rare ones)."""
-        now = heads(self.watched)
+        now, _ = heads(self.watched)
         self.client.indices.refresh(index=self.indices)
         with self._lock:
             for sequence, head in zip(self.watched, now, strict=True):
@@ -163,14 +165,29 @@ class Freshness:
 SlotSource = Callable[[int], dict]  # the source of a slot, given its number
 
 
+class Overtaken(Exception):
+    """A claim given no slot: the document it was to be refused for (``unless``) exists."""
+
+    def __init__(self, doc_id: str, source: dict):
+        self.doc_id, self.source = doc_id, source
+        super().__init__(f"{doc_id} exists: no slot claimed")
+
+
 @dataclass
 class _Claim:
-    """What one thread waits for: a slot of each of its sequences."""
+    """What one thread waits for: a slot of each of its sequences, none if the document
+    ``unless`` names exists when the first of them is claimed."""
 
     wanted: list[tuple[Slots, SlotSource]]
     numbers: list[int | None] = field(default_factory=list)
+    unless: str | None = None
     error: BaseException | None = None
     done: bool = False
+
+    @property
+    def open(self) -> bool:
+        """Whether it has no slot yet (so ``unless`` may still refuse it)."""
+        return all(number is None for number in self.numbers)
 
 
 class Appender:
@@ -196,15 +213,25 @@ class Appender:
         self._lock = threading.Lock()
         self._bulk = threading.Lock()
 
-    def append(self, wanted: list[tuple[Slots, SlotSource]]) -> list[int]:
-        """The numbers taken for ``wanted``, a slot of each sequence (not twice the same)."""
-        return self.append_each([wanted])[0]
+    def append(self, wanted: list[tuple[Slots, SlotSource]], unless: str | None = None
+               ) -> list[int]:
+        """The numbers taken for ``wanted``, a slot of each sequence (not twice the same).
+        ``unless``: the id of a document of the index whose existence refuses the claim
+        (Overtaken, no slot taken), read after this call began, in the realtime ``mget``
+        that finds the heads: a publication's tombstone costs no request of its own."""
+        if not wanted:
+            found = self.client.mget(index=self.index, ids=[unless])["docs"] if unless else []
+            if found and found[0].get("found"):
+                raise Overtaken(unless, found[0]["_source"])
+            return []
+        return self.append_each([wanted], unless)[0]
 
-    def append_each(self, claims: list[list[tuple[Slots, SlotSource]]]) -> list[list[int]]:
-        """The numbers taken for each of ``claims`` (each as :meth:`append`), given numbers
-        in the order of ``claims`` within each sequence: a migration's history goes in as
-        few bulk requests as the tiles allow."""
-        mine = [_Claim(wanted, [None] * len(wanted)) for wanted in claims]
+    def append_each(self, claims: list[list[tuple[Slots, SlotSource]]],
+                    unless: str | None = None) -> list[list[int]]:
+        """The numbers taken for each of ``claims`` (each as :meth:`append`, with the same
+        ``unless``), given numbers in the order of ``claims`` within each sequence: a
+        migration's history goes in as few bulk requests as the tiles allow."""
+        mine = [_Claim(wanted, [None] * len(wanted), unless) for wanted in claims]
         with self._lock:
             self._waiting += mine
         with self._bulk:
@@ -213,10 +240,9 @@ class Appender:
                     batch, self._waiting = self._waiting, []
                 try:
                     self._claim(batch)
-                except BaseException as exc:
+                except BaseException as exc:  # every claim of the round failed with it
                     for other in batch:
-                        other.error, other.done = exc, True
-                    raise
+                        other.error, other.done = other.error or exc, True
         for claim in mine:
             if claim.error is not None:
                 raise claim.error
@@ -239,16 +265,22 @@ class Appender:
             claim.done = True
 
     def _round(self, todo: list[tuple[_Claim, int]]) -> list[tuple[_Claim, int]]:
-        """One bulk request: as many of ``todo`` as can go now; those left for the next."""
-        queues: dict[str, list[tuple[_Claim, int]]] = {}
-        sequences: dict[str, Slots] = {}
+        """One bulk request: as many of ``todo`` as can go now; those left for the next.
+        A claim with no slot yet whose ``unless`` document exists gets Overtaken instead."""
+        sequences = {claim.wanted[n][0].name: claim.wanted[n][0] for claim, n in todo}
+        vetoes = sorted({claim.unless for claim, _ in todo if claim.unless and claim.open})
+        found, existing = heads(list(sequences.values()), vetoes)
+        for claim, _ in todo:
+            if claim.unless in existing and claim.open and claim.error is None:
+                claim.error = Overtaken(claim.unless, existing[claim.unless])
+        queues: dict[str, list[tuple[_Claim, int]]] = {name: [] for name in sequences}
         for claim, n in todo:
-            sequence = claim.wanted[n][0]
-            sequences[sequence.name] = sequence
-            queues.setdefault(sequence.name, []).append((claim, n))
+            if claim.error is None:
+                queues[claim.wanted[n][0].name].append((claim, n))
         placed, later = [], []
-        for (name, queue), head in zip(queues.items(), heads(list(sequences.values())),
-                                       strict=True):
+        for (name, queue), head in zip(queues.items(), found, strict=True):
+            if not queue:
+                continue
             count = _run_length(sequences[name], head, len(queue))
             placed += [(claim, n, head + offset) for offset, (claim, n) in
                        enumerate(queue[:count])]
@@ -261,6 +293,8 @@ class Appender:
             operations += [{"create": {"_index": self.index, "_id": sequence.doc_id(number)}},
                            make(number)]
         operations += [{"delete": {"_index": self.index, "_id": d}} for d in deletes]
+        if not operations:
+            return later
         items = self.client.bulk(operations=operations, **self.writes)["items"]
         for (claim, n, number), item in zip(placed, items, strict=False):
             result = item["create"]

@@ -16,10 +16,14 @@ crash can only cut at a point :meth:`ElasticState.repair` (or the client's retry
 finishes from:
 
 - a publication notes itself (``note:KEY``) before the entry is stored; then the entry and
-  its pair's latest copy are written without a refresh, the tombstone is read again (a
-  removal that came meanwhile takes the entry out again: a removal is never undone by a
-  race), and the feed, audit and log slots are claimed in one bulk request. The note is
+  its pair's latest copy are written without a refresh, the tombstone is read again in
+  the ``mget`` that finds the slots' heads (a removal that came meanwhile takes the entry
+  out again, and no slot is claimed: a removal is never undone by a race), and the feed,
+  audit and log slots are claimed in one bulk request. The note is
   deleted in the next bulk this process sends: a note left behind is finished by repair.
+  The upload was judged with this process's copy of the blocked endorsers
+  (:meth:`ElasticState.blocked_to_judge`): the first ``mget`` of the publication, before
+  the note, reads the list again and checks the endorser against it if it changed.
 - a removal writes its tombstone (``announced: false``) first, takes the entry out, claims
   its slots, then marks the tombstone announced.
 
@@ -33,16 +37,19 @@ then names the publication twice); one upload and its replay cannot.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.model import format_date, parse_date
+from marketplace.metadata.verdict import Endorser, check_not_blocked, identify
 from marketplace.store.base import Conflict, Entry, StoreError
 from marketplace.store.elastic.documents import pair_id
 from marketplace.store.elastic.indices import PAGE, Indices
-from marketplace.store.elastic.slots import Appender, Freshness, Slots, SlotSource
+from marketplace.store.elastic.serving import ServingLeaves
+from marketplace.store.elastic.slots import Appender, Freshness, Overtaken, Slots, SlotSource
 from marketplace.store.state import (
     PUBLISH,
     REMOVE,
@@ -68,6 +75,7 @@ from marketplace.store.state import (
 UNFINISHED_AFTER = timedelta(minutes=2)
 ADOPT_BATCH = 2000  # slots per bulk round of adopt_history (a tile's end splits it further)
 CAS_ATTEMPTS = 30  # rewrites of one document lost in a row to other servers before giving up
+UNJUDGED = object()  # no upload was judged in this thread since its last publication
 
 AddEntry = Callable[[Entry, dict | None], bool]  # the store's add, without a refresh,
 #                                                  given the pair's latest copy
@@ -107,6 +115,10 @@ class ElasticState(State):
         self.fresh = Freshness(self.client, [self.index],
                                [self.audit_log, self.log, self.feed])
         self.appender = Appender(self.client, self.index, indices.writes)
+        self.serving = ServingLeaves(self.log)
+        self._blocked_copy: tuple[tuple | None, list[Blocked]] | None = None
+        self._copy_lock = threading.Lock()
+        self._judged = threading.local()  # .version: of the copy this thread judged with
 
     # --- uploads ---
 
@@ -199,27 +211,30 @@ class ElasticState(State):
         key = entry.key
         note = f"note:{key_id(key)}"
         with self._calls():
-            current = self._refuse_buried(key)
+            current = self._refuse_buried(entry)
             self._put(note, {"kind": "note", **_key_fields(key), "at": format_date(at)})
             try:
                 new = self._add(entry, current)
             except Conflict:
                 self._delete(note)
                 raise
-            tombstone = self.tombstone(key)
-            if tombstone is not None:  # a removal came between the check and the write
+            try:
+                serial, leaf = self._announce(entry, at, event, replay=not new,
+                                              unless=f"tombstone:{key_id(key)}")
+            except Overtaken as exc:  # a removal came between the check and the write
                 self._take_out(key)
                 self._delete(note)
-                raise Removed(tombstone)
-            serial, leaf = self._announce(entry, at, event, replay=not new)
+                raise Removed(_tombstone_of(exc.source)) from None
             self.appender.delete_later(note)
         return Publication(new, serial, leaf)
 
     def _announce(self, entry: Entry, at: datetime, event: Event | None,
-                  replay: bool) -> tuple[int | None, int]:
+                  replay: bool, unless: str | None = None) -> tuple[int | None, int]:
         """Put a stored entry in the feed (audited when an ``event`` is given) and the log,
         where they do not have it yet (a replay: as far as an interrupted publication got);
-        its serial (None: the feed had it) and its serving leaf."""
+        its serial (None: the feed had it) and its serving leaf. Overtaken, and nothing
+        announced, when the document ``unless`` names exists once the entry was written
+        (read with the slots' heads: slots.Appender)."""
         last, leaf = self._history(entry.key) if replay else (None, None)
         wanted = []
         if last != PUBLISH:
@@ -229,8 +244,8 @@ class ElasticState(State):
         if leaf is None:
             wanted.append((self.log, self._leaf_source(log_event(
                 serving_event(entry), at, entry.key, event, entry.document))))
-        taken = dict(zip((sequence.name for sequence, _ in wanted), self._append(*wanted),
-                         strict=True))
+        taken = dict(zip((sequence.name for sequence, _ in wanted),
+                         self.appender.append(wanted, unless), strict=True))
         return taken.get(self.feed.name), taken.get(self.log.name, leaf)
 
     def withdraw(self, key: Key, at: datetime, event: Event, rule: str = REMOVED_BY_OPERATOR
@@ -376,7 +391,10 @@ class ElasticState(State):
     def _change_blocked(self, change: Callable[[dict | None], dict | None], action: str,
                         event: Event, at: datetime) -> bool:
         with self._calls():
-            if not self._rewrite("blocked", change):
+            changed = self._rewrite("blocked", change)
+            with self._copy_lock:
+                self._blocked_copy = None  # this process reads its own change at once
+            if not changed:
                 return False
             self._append((self.audit_log, self._audit_source(at, event)),
                          (self.log, self._leaf_source(log_event(action, at, None, event))))
@@ -385,10 +403,30 @@ class ElasticState(State):
     def blocked(self) -> list[Blocked]:
         with self._calls():
             hit = self._get("blocked")
-        listed = hit["_source"]["data"]["endorsers"] if hit else {}
-        found = [Blocked(name, value["kind"], parse_date(value["at"]), value["actor"],
-                         value["reason"]) for name, value in listed.items()]
-        return sorted(found, key=lambda b: (b.at, b.endorser))
+        return _blocked_of(hit)
+
+    def blocked_to_judge(self, fresh: bool = False) -> list[Blocked]:
+        """The blocked endorsers from this process's copy of the list, with no request
+        (``fresh``: read now): the publication that follows in this thread reads the list
+        again in its first ``mget`` and, if it changed since this copy, checks the
+        endorser against the new one (:meth:`_refuse_buried`) -- before anything is
+        written, later than a read here would have been. One request fewer per upload."""
+        with self._copy_lock:
+            copy = None if fresh else self._blocked_copy
+        if copy is None:
+            with self._calls():
+                copy = self._remember_blocked(self._get("blocked"))
+        self._judged.version = copy[0]
+        return copy[1]
+
+    def _remember_blocked(self, hit: dict | None) -> tuple[tuple | None, list[Blocked]]:
+        """Keep the ``blocked`` document as read (None: there is none) as this process's
+        copy; the copy, as (its version, the list)."""
+        version = (hit["_seq_no"], hit["_primary_term"]) if hit else None
+        copy = version, _blocked_of(hit)
+        with self._copy_lock:
+            self._blocked_copy = copy
+        return copy
 
     # --- audit log, change feed, marks ---
 
@@ -451,19 +489,26 @@ class ElasticState(State):
         return found
 
     def leaf_indexes(self, keys: list[Key]) -> dict[Key, int]:
+        """From what this process remembers of the log, followed up to its head
+        (serving.ServingLeaves: one realtime ``mget``); keys it does not know are searched."""
         if not keys:
             return {}
         with self._calls():
-            self.fresh.ensure()
-            found = self.client.search(
-                index=self.index, size=0, query={"bool": {"filter": [
-                    {"term": {"kind": "leaf"}}, {"terms": {"key": [key_id(k) for k in keys]}},
-                    {"terms": {"action": list(logleaf.SERVES)}}]}},
-                aggs={"keys": {"terms": {"field": "key", "size": len(keys)},
-                               "aggs": {"newest": {"max": {"field": "number"}}}}})
-        newest = {b["key"]: int(b["newest"]["value"])
-                  for b in found["aggregations"]["keys"]["buckets"]}
+            newest = self.serving.of([key_id(k) for k in keys], self._search_serving)
         return {key: newest[key_id(key)] for key in keys if key_id(key) in newest}
+
+    def _search_serving(self, ids: list[str]) -> dict[str, int]:
+        """The newest serving leaf of each key id that has one, by an aggregation over the
+        leaves, as fresh as the newest slot."""
+        self.fresh.ensure()
+        found = self.client.search(
+            index=self.index, size=0, query={"bool": {"filter": [
+                {"term": {"kind": "leaf"}}, {"terms": {"key": ids}},
+                {"terms": {"action": list(logleaf.SERVES)}}]}},
+            aggs={"keys": {"terms": {"field": "key", "size": len(ids)},
+                           "aggs": {"newest": {"max": {"field": "number"}}}}})
+        return {b["key"]: int(b["newest"]["value"])
+                for b in found["aggregations"]["keys"]["buckets"]}
 
     # --- a history brought from another store (stratus-marketplace migrate) ---
 
@@ -618,20 +663,34 @@ class ElasticState(State):
         raise StoreError(f"could not change {doc_id}: {CAS_ATTEMPTS} concurrent changes in a "
                          "row; try again")
 
-    def _refuse_buried(self, key: Key) -> dict | None:
-        """Raise Removed for a key under a tombstone; else the pair's latest copy (None: it
-        has none), read in the same realtime ``mget``: one round trip fewer per publication.
-        Reading the latest copy before the note is written instead of after changes
-        nothing: it was always read before the entry is created, and the copy is replaced
-        only under the sequence number read (latest.promote reads again when it moved)."""
-        pair = pair_id(key[0], key[1])
-        buried, current = self.client.mget(docs=[
-            {"_index": self.index, "_id": f"tombstone:{key_id(key)}"},
-            {"_index": self.indices.latest, "_id": pair, "_source": ["created"]}])["docs"]
-        for doc in (buried, current):
+    def _refuse_buried(self, entry: Entry) -> dict | None:
+        """Raise Refused for an endorser blocked since this thread judged the entry with
+        its copy of the list (:meth:`blocked_to_judge`), then Removed for a key under a
+        tombstone (the order of the judge and the moderation); else the pair's latest copy
+        (None: it has none). All read in one realtime ``mget``. Reading the latest copy
+        before the note is written instead of after changes nothing: it was always read
+        before the entry is created, and the copy is replaced only under the sequence
+        number read (latest.promote reads again when it moved)."""
+        key = entry.key
+        judged = getattr(self._judged, "version", UNJUDGED)
+        self._judged.version = UNJUDGED
+        docs = [{"_index": self.index, "_id": f"tombstone:{key_id(key)}"},
+                {"_index": self.indices.latest, "_id": pair_id(key[0], key[1]),
+                 "_source": ["created"]}]
+        if judged is not UNJUDGED:
+            docs.append({"_index": self.index, "_id": "blocked"})
+        found = self.client.mget(docs=docs)["docs"]
+        for doc in found:
             if "error" in doc:
                 raise StoreError(f"Elasticsearch could not read {doc['_index']}/{doc['_id']}: "
                                  f"{doc['error'].get('type')}: {doc['error'].get('reason')}")
+        buried, current, *blocked = found
+        if blocked:
+            version, listed = self._remember_blocked(blocked[0] if blocked[0].get("found")
+                                                     else None)
+            if version != judged:
+                check_not_blocked(identify(entry.document),
+                                  [Endorser.parse(b.endorser) for b in listed])
         if buried.get("found"):
             raise Removed(_tombstone_of(buried["_source"]))
         return current if current.get("found") else None
@@ -712,6 +771,15 @@ def _uncounting(key: Key) -> Callable[[dict | None], dict | None]:
         kept = [mail for mail in sent if mail[1] != key_id(key)]
         return None if len(kept) == len(sent) else {**source, "data": {"sent": kept}}
     return change
+
+
+def _blocked_of(hit: dict | None) -> list[Blocked]:
+    """The blocked endorsers of the ``blocked`` document (None: there is none), oldest
+    first."""
+    listed = hit["_source"]["data"]["endorsers"] if hit else {}
+    found = [Blocked(name, value["kind"], parse_date(value["at"]), value["actor"],
+                     value["reason"]) for name, value in listed.items()]
+    return sorted(found, key=lambda b: (b.at, b.endorser))
 
 
 def _upload_of(source: dict) -> Upload:
