@@ -27,6 +27,7 @@ as a whole, and the ratios are what to compare.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
 SIGNERS = 20
+WARMUP_UPLOADS = 200  # untimed uploads before the timed ones (measure_uploads)
 CHUNK = 500
 SYSTEMS = {"ubuntu": ("18.04", "20.04", "22.04", "24.04"), "debian": ("10", "11", "12"),
            "centos": ("7", "stream8", "stream9"), "fedora": ("38", "39", "40"),
@@ -313,8 +315,12 @@ def measure_reads(server: Server, requests_count: int, clients: int) -> dict:
     return results
 
 
-def measure_uploads(data_dir: Path, workers: int, count: int, clients: int) -> dict:
-    """POST ``count`` distinct signed documents to a server on a copy of the store."""
+def measure_uploads(data_dir: Path, workers: int, count: int, clients: int,
+                    warmup: int = WARMUP_UPLOADS) -> dict:
+    """POST ``count`` distinct signed documents to a server on a copy of the store, timed
+    after ``warmup`` others: the first uploads to a server (and to an Elasticsearch node
+    just started, whose JIT compiles its write path then) cost up to twice a later one,
+    and a marketplace serves for weeks."""
     from marketplace.metadata import document, model, signature
     from marketplace.metadata.keys import Credentials
     key, certificate = make_signers(1)[0]
@@ -322,7 +328,7 @@ def measure_uploads(data_dir: Path, workers: int, count: int, clients: int) -> d
                          x509.load_pem_x509_certificate(certificate))
     now = datetime.now(UTC)
     documents = []
-    for n in range(count):
+    for n in range(warmup + count):
         root = model.to_document(make_entry(10_000_000 + n, now))
         signature.sign(root, signer)
         documents.append(document.serialize(root))
@@ -332,11 +338,13 @@ def measure_uploads(data_dir: Path, workers: int, count: int, clients: int) -> d
     os.sync()  # else the first checkpoint's fsync writes the whole fresh copy, in a request
     try:
         with Server(scratch, workers) as server:
-            def post(session, n):
-                return session.post(server.url + "metadata", data=documents[n], timeout=60,
-                                    headers={"Content-Type": "application/rdf+xml",
-                                             "Accept": "application/json"})
-            result = summary(*drive(post, clients, count // clients))
+            def post(session, n, first=0):
+                return session.post(server.url + "metadata", data=documents[first + n],
+                                    timeout=60, headers={"Content-Type": "application/rdf+xml",
+                                                         "Accept": "application/json"})
+            drive(post, clients, warmup // clients)
+            result = summary(*drive(functools.partial(post, first=warmup), clients,
+                                    count // clients))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"uploads: {result['per_s']}/s with {clients} clients, median "
