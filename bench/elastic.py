@@ -194,6 +194,19 @@ def rounds(sqlite_dir: Path, overrides: dict, options) -> list[dict]:
     return done
 
 
+def warm_up(overrides: dict, options) -> list[float]:
+    """Upload phases on Elasticsearch alone before anything is timed, ``--warm-up`` of them
+    (their rates are reported): a node just started runs its write path interpreted until
+    its JIT compiled it, and on two shared cores that took 2-3 minutes of uploads, the
+    rate rising from 50 to 130 per second (bench/RESULTS.md); a cluster in service has
+    long been warm."""
+    rates = []
+    for _ in range(options.warm_up):
+        result = measure(elastic_data_dir(overrides, options.entries), options)
+        rates.append(result["uploads"]["per_s"])
+    return rates
+
+
 def drop(overrides: dict) -> None:
     store = ElasticStore.from_settings(config.load(environ={}, **overrides))
     store.drop()
@@ -222,6 +235,9 @@ def main() -> int:
     parser.add_argument("--translog", default="auto",
                         help="ELASTICSEARCH_TRANSLOG_DURABILITY to measure, several separated "
                         "by commas (default auto)")
+    parser.add_argument("--warm-up", type=int, default=0,
+                        help="untimed upload phases on Elasticsearch first (a fresh node's "
+                        "JIT warms up over minutes; 8 measured enough with --nodes 2)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="times SQLite and Elasticsearch are measured in turn")
     options = parser.parse_args()
@@ -240,6 +256,7 @@ def main() -> int:
         if not options.uploads_only:
             report["migration"] = migrate(sqlite_dir, overrides)
         report["cluster"] = cluster_shape(overrides)
+        report["warm-up uploads/s"] = warm_up(overrides, options)
         report["rounds"] = rounds(sqlite_dir, overrides, options)
     finally:
         drop(overrides)
