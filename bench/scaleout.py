@@ -17,6 +17,8 @@ Run from the repository root:  python bench/scaleout.py [--uploads 400] [--reque
    ``summary``, and the data set's ``make_entry`` are bench/server.py's, imported.
    A third run, one server with three times the workers, tells what three servers add
    from what three times the processes add on the same cores.
+   Before them, ``--warm-up`` runs on one server whose rates are reported, not compared:
+   nodes just started run slowly until their JIT compiled the paths used (bench/RESULTS.md).
 4. Around each measurement: the machine's load average and how busy its cores were (CPU
    seconds of every process over wall time x cores). Everything shares the machine's cores:
    the cluster, the servers and the clients.
@@ -126,6 +128,9 @@ def main() -> int:
                         help="requests per read scenario and run")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+    parser.add_argument("--warm-up", type=int, default=3,
+                        help="untimed runs on one server first: the fresh nodes' JIT warms "
+                        "up over minutes, and the first run measured would be the slowest")
     options = parser.parse_args()
     home = find_home()
     if home is None:
@@ -144,6 +149,11 @@ def main() -> int:
         dirs = data_dirs(folder, cluster.url, prefix)
         documents = signed_documents(20_000_000, 2 * options.uploads)
         with server_bench.Server(dirs[0], options.workers) as first:
+            report["warm-up"] = [
+                {scenario: result["per_s"] for scenario, result in run(
+                    "warm-up", [first.url], signed_documents(40_000_000 + k * options.uploads,
+                                                             options.uploads), options).items()}
+                for k in range(options.warm_up)]
             report["one server"] = run("1 server", [first.url], documents[:options.uploads],
                                        options)
             with server_bench.Server(dirs[1], options.workers) as second, \
