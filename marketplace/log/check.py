@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.logleaf import LeafError, LogEvent
@@ -279,20 +281,21 @@ def _tombstones_and_blocks(state: State, events: list[tuple[int, LogEvent]]) -> 
             blocked[event.endorser] = index
         elif event.event == logleaf.UNBLOCKED:
             blocked.pop(event.endorser, None)
-    problems = []
-    tombstones = {t.key for t in state.tombstones()}
-    for key, index in sorted(buried.items()):
-        if key not in tombstones:
-            problems.append(f"leaf {index} removed {_name(key)}, which has no tombstone")
-    for key in sorted(tombstones - set(buried)):
-        problems.append(f"the tombstone of {_name(key)} has no removal leaf in the log")
-    endorsers = {b.endorser for b in state.blocked()}
-    for endorser, index in sorted(blocked.items()):
-        if endorser not in endorsers:
-            problems.append(f"leaf {index} blocked {endorser}, who is not blocked")
-    for endorser in sorted(endorsers - set(blocked)):
-        problems.append(f"the block of {endorser} has no leaf in the log")
-    return problems
+    return (_one_sided(buried, {t.key for t in state.tombstones()},
+                       lambda key, i: f"leaf {i} removed {_name(key)}, which has no tombstone",
+                       lambda key: f"the tombstone of {_name(key)} has no removal leaf in "
+                                   "the log")
+            + _one_sided(blocked, {b.endorser for b in state.blocked()},
+                         lambda who, i: f"leaf {i} blocked {who}, who is not blocked",
+                         lambda who: f"the block of {who} has no leaf in the log"))
+
+
+def _one_sided(logged: dict, held: set, unheld: Callable[[Any, int], str],
+               unlogged: Callable[[Any], str]) -> list[str]:
+    """What the log's last word holds (each with its leaf) that the state does not, then
+    what the state holds that the log does not, each said by its function."""
+    return ([unheld(item, index) for item, index in sorted(logged.items()) if item not in held]
+            + [unlogged(item) for item in sorted(held - set(logged))])
 
 
 def _said(event: LogEvent) -> tuple:

@@ -18,6 +18,7 @@ CERTIFICATE = "certificate"  # how an email was proven: the certificate carries 
 MAIL = "mail"  # ... or its owner followed the marketplace's mailed link
 EMAIL, SUBJECT = "email", "subject"
 UNPROVEN_RULE = "endorser-email-unproven"
+BLOCKED_RULE = "blocked"  # the rule of a refusal of a blocked endorser
 
 
 class Refused(Exception):
@@ -104,5 +105,5 @@ def check_not_blocked(identity: Identity, blocked: Iterable[Endorser]) -> None:
     """Raise Refused when a blocked endorser names ``identity`` (by any email it claims)."""
     found = first_naming(blocked, identity, claimed=True)
     if found is not None:
-        raise Refused("blocked", f"the endorser {found.text} is blocked by the operators: its "
-                      "endorsements are refused")
+        raise Refused(BLOCKED_RULE, f"the endorser {found.text} is blocked by the operators: "
+                      "its endorsements are refused")

@@ -33,6 +33,7 @@ from lxml import etree
 from marketplace.metadata import document as doc
 from marketplace.metadata import model, signature, validation
 from marketplace.metadata.identity import (
+    BLOCKED_RULE,
     CERTIFICATE,
     EMAIL,
     MAIL,
@@ -49,9 +50,9 @@ from marketplace.metadata.problems import fail
 from marketplace.metadata.trust import TrustStore, check_validity
 
 CLOCK_SKEW = timedelta(minutes=5)
-__all__ = ["CERTIFICATE", "CLOCK_SKEW", "EMAIL", "MAIL", "SUBJECT", "UNPROVEN_RULE", "Checked",
-           "Endorser", "Identity", "Moment", "Refused", "Verdict", "check_not_blocked",
-           "first_naming", "identify", "identity_of", "judge", "judge_signed"]
+__all__ = ["BLOCKED_RULE", "CERTIFICATE", "CLOCK_SKEW", "EMAIL", "MAIL", "SUBJECT",
+           "UNPROVEN_RULE", "Checked", "Endorser", "Identity", "Moment", "Refused", "Verdict",
+           "check_not_blocked", "first_naming", "identify", "identity_of", "judge", "judge_signed"]
 
 
 @dataclass(frozen=True)

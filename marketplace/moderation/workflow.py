@@ -27,6 +27,7 @@ from marketplace.metadata.model import format_date, parse_date
 from marketplace.metadata.problems import MetadataError
 from marketplace.metadata.trust import TrustStore
 from marketplace.metadata.verdict import (
+    BLOCKED_RULE,
     MAIL,
     Endorser,
     Identity,
@@ -57,7 +58,6 @@ from marketplace.store.state import (
 log = logging.getLogger(__name__)
 POLICIES = ("publish", "confirm", "refuse")
 SYSTEM = "marketplace"
-BLOCKED = "blocked"  # the rule of the trust decision's refusal of a blocked endorser
 
 
 class PendingConfirmation(Exception):
@@ -179,7 +179,7 @@ class Moderation:
         try:
             return judge(data, moment, self.trust_store, _endorsers(blocked), whitelist)
         except Refused as exc:
-            if exc.rule != BLOCKED:
+            if exc.rule != BLOCKED_RULE:
                 raise
             now_blocked = self.state.blocked_to_judge(fresh=True)
             if now_blocked == blocked:
