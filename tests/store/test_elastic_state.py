@@ -19,7 +19,7 @@ from marketplace.metadata import logleaf, tlog
 from marketplace.metadata.verdict import Moment, Refused
 from marketplace.moderation.mail import Mailer
 from marketplace.moderation.workflow import Moderation
-from marketplace.store.base import Query
+from marketplace.store.base import Query, StoreError
 from marketplace.store.elastic import latest
 from marketplace.store.elastic.indices import STATE_MAPPING_VERSION
 from marketplace.store.elastic.slots import Overtaken
@@ -576,3 +576,34 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("retried_through", ["the same server", "repair"])
+def test_a_block_whose_announcement_failed_is_announced_once(servers, monkeypatch,
+                                                            retried_through):
+    """The cluster fails after the blocked list is written and before its audit row and
+    log leaf are (a node lost in between: a fault added by hand); the operator's retry, or
+    repair, announces it, once, and an unblock after it still counts."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    event = Event("admin", "blocked", "a test block", "mallory@example.org")
+    appended = first.state._append
+
+    def lost(*wanted):
+        raise StoreError("the cluster is unavailable (a node was lost)")
+
+    monkeypatch.setattr(first.state, "_append", lost)
+    with pytest.raises(StoreError):
+        first.state.block("mallory@example.org", "email", event, at)
+    monkeypatch.setattr(first.state, "_append", appended)
+    if retried_through == "repair":
+        second.state.repair(at + UNFINISHED_AFTER + timedelta(seconds=1))
+    else:
+        assert not first.state.block("mallory@example.org", "email", event, at)
+    assert not first.state.block("mallory@example.org", "email", event, at)
+    assert second.state.unblock("mallory@example.org", Event("admin", "unblocked"), at)
+    actions = [record.action for record in second.state.audit()]
+    assert sorted(actions) == ["blocked", "unblocked"]
+    leaves = [logleaf.LogEvent.parse(leaf).event for leaf in
+              second.state.log_leaves(0, second.state.log_size())]
+    assert sorted(leaves) == [logleaf.BLOCKED, logleaf.UNBLOCKED]

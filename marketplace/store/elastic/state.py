@@ -277,7 +277,8 @@ class ElasticState(State):
         stored: its missing feed and log slots are added; not stored: dropped) and
         tombstones whose removal was not announced, once older than UNFINISHED_AFTER (a
         younger one may belong to a request still running on another server); and an entry
-        stored under its tombstone is taken out again. The count of those (``removed``,
+        stored under its tombstone is taken out again; changes of the blocked list whose
+        announcement failed are announced. The count of those (``removed``,
         as on SQLite) always; the others when not zero."""
         done = {"published": 0, "abandoned": 0, "announced": 0, "removed": 0}
         with self._calls():
@@ -287,6 +288,12 @@ class ElasticState(State):
             for hit in self._search({"bool": {"filter": [
                     {"term": {"kind": "note"}}, {"range": {"at": {"lt": settled}}}]}}, ["at"]):
                 done[self._finish_note(hit)] += 1
+            blocked = self._get("blocked")
+            for endorser, pending in (blocked["_source"]["data"].get("unannounced", {})
+                                      if blocked else {}).items():
+                if pending["at"] < settled:
+                    self._announce_blocked(endorser, pending)
+                    done["announced"] += 1
             for hit in self._search({"term": {"kind": "tombstone"}}, ["at", "identifier"]):
                 source = hit["_source"]
                 if self._take_out(_key_of(source)) is not None:
@@ -367,38 +374,71 @@ class ElasticState(State):
     # --- blocked endorsers ---
 
     def block(self, endorser: str, kind: str, event: Event, at: datetime) -> bool:
-        def add(source: dict | None) -> dict | None:
-            listed = (source or {"kind": "blocked", "data": {"endorsers": {}}})
-            if endorser in listed["data"]["endorsers"]:
+        def add(listed: dict) -> dict | None:
+            if endorser in listed:
                 return None
-            return {**listed, "data": {"endorsers": {
-                **listed["data"]["endorsers"], endorser: {
-                    "kind": kind, "at": format_date(at), "actor": event.actor,
-                    "reason": event.reason or ""}}}}
+            return {**listed, endorser: {"kind": kind, "at": format_date(at),
+                                         "actor": event.actor, "reason": event.reason or ""}}
 
-        return self._change_blocked(add, logleaf.BLOCKED, event, at)
+        return self._change_blocked(endorser, add, logleaf.BLOCKED, event, at)
 
     def unblock(self, endorser: str, event: Event, at: datetime) -> bool:
-        def remove(source: dict | None) -> dict | None:
-            if source is None or endorser not in source["data"]["endorsers"]:
+        def remove(listed: dict) -> dict | None:
+            if endorser not in listed:
                 return None
-            return {**source, "data": {"endorsers": {
-                name: value for name, value in source["data"]["endorsers"].items()
-                if name != endorser}}}
+            return {name: value for name, value in listed.items() if name != endorser}
 
-        return self._change_blocked(remove, logleaf.UNBLOCKED, event, at)
+        return self._change_blocked(endorser, remove, logleaf.UNBLOCKED, event, at)
 
-    def _change_blocked(self, change: Callable[[dict | None], dict | None], action: str,
-                        event: Event, at: datetime) -> bool:
+    def _change_blocked(self, endorser: str, change: Callable[[dict], dict | None],
+                        action: str, event: Event, at: datetime) -> bool:
+        """Change the list (``change``: the new endorsers, None when it has the change
+        already) with the change marked unannounced in the same write, then audit it, log
+        it and drop the mark. A change whose announcement failed (a node lost between the
+        two) is announced by the retry that finds the list changed already, or by repair:
+        the list and the log never disagree for good."""
+        pending = {"action": action, "at": format_date(at), "actor": event.actor,
+                   "audited": event.action, "reason": event.reason, "endorser": event.endorser}
+
+        def noted(source: dict | None) -> dict | None:
+            data = (source or {"kind": "blocked", "data": {"endorsers": {}}})["data"]
+            listed = change(data["endorsers"])
+            if listed is None:
+                return None
+            unannounced = {**data.get("unannounced", {}), endorser: pending}
+            return {"kind": "blocked", "data": {"endorsers": listed,
+                                                "unannounced": unannounced}}
+
         with self._calls():
-            changed = self._rewrite("blocked", change)
+            changed = self._rewrite("blocked", noted)
             with self._copy_lock:
                 self._blocked_copy = None  # this process reads its own change at once
             if not changed:
-                return False
-            self._append((self.audit_log, self._audit_source(at, event)),
-                         (self.log, self._leaf_source(log_event(action, at, None, event))))
-        return True
+                hit = self._get("blocked")
+                pending = (hit["_source"]["data"].get("unannounced", {}).get(endorser)
+                           if hit else None)
+                if pending is None or pending["action"] != action:
+                    return False
+            self._announce_blocked(endorser, pending)
+        return changed
+
+    def _announce_blocked(self, endorser: str, pending: dict) -> None:
+        """Audit and log a change of the blocked list, then drop its unannounced mark."""
+        at = parse_date(pending["at"])
+        event = Event(pending["actor"], pending["audited"], pending["reason"],
+                      pending["endorser"])
+        self._append((self.audit_log, self._audit_source(at, event)),
+                     (self.log, self._leaf_source(log_event(pending["action"], at, None,
+                                                            event))))
+
+        def announced(source: dict | None) -> dict | None:
+            unannounced = dict(source["data"].get("unannounced", {})) if source else {}
+            if unannounced.get(endorser) != pending:
+                return None
+            del unannounced[endorser]
+            return {**source, "data": {**source["data"], "unannounced": unannounced}}
+
+        self._rewrite("blocked", announced)
 
     def blocked(self) -> list[Blocked]:
         with self._calls():
