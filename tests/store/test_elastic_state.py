@@ -607,3 +607,36 @@ def test_a_block_whose_announcement_failed_is_announced_once(servers, monkeypatc
     leaves = [logleaf.LogEvent.parse(leaf).event for leaf in
               second.state.log_leaves(0, second.state.log_size())]
     assert sorted(leaves) == [logleaf.BLOCKED, logleaf.UNBLOCKED]
+
+
+@pytest.mark.parametrize("retried_through", ["the same server", "repair"])
+def test_a_lift_whose_announcement_failed_is_finished_once(servers, make_entry, monkeypatch,
+                                                          retried_through):
+    """As for a block: the cluster fails after the lift is claimed and before its audit row
+    and log leaf are written; the retry, or repair, announces the lift once and deletes
+    the tombstone, and the entry can be published again."""
+    first, second = servers
+    at = datetime.now(UTC).replace(microsecond=0)
+    entry = make_entry(title="lifted after a failure")
+    first.state.publish(entry, at)
+    first.state.withdraw(entry.key, at, ADMIN)
+    appended = first.state._append
+
+    def lost(*wanted):
+        raise StoreError("the cluster is unavailable (a node was lost)")
+
+    monkeypatch.setattr(first.state, "_append", lost)
+    with pytest.raises(StoreError):
+        first.state.lift(entry.key, Event("admin", "lifted"), at)
+    monkeypatch.setattr(first.state, "_append", appended)
+    if retried_through == "repair":
+        second.state.repair(at + UNFINISHED_AFTER + timedelta(seconds=1))
+    else:
+        assert not first.state.lift(entry.key, Event("admin", "lifted"), at)
+    assert not first.state.lift(entry.key, Event("admin", "lifted"), at)
+    assert second.state.tombstone(entry.key) is None
+    leaves = [logleaf.LogEvent.parse(leaf).event for leaf in
+              second.state.log_leaves(0, second.state.log_size())]
+    assert leaves.count(logleaf.LIFTED) == 1
+    assert [r.action for r in second.state.audit()].count("lifted") == 1
+    assert second.state.publish(entry, at).leaf is not None

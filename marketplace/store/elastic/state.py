@@ -277,8 +277,8 @@ class ElasticState(State):
         stored: its missing feed and log slots are added; not stored: dropped) and
         tombstones whose removal was not announced, once older than UNFINISHED_AFTER (a
         younger one may belong to a request still running on another server); and an entry
-        stored under its tombstone is taken out again; changes of the blocked list whose
-        announcement failed are announced. The count of those (``removed``,
+        stored under its tombstone is taken out again; changes of the blocked list and
+        lifts whose announcement failed are announced. The count of those (``removed``,
         as on SQLite) always; the others when not zero."""
         done = {"published": 0, "abandoned": 0, "announced": 0, "removed": 0}
         with self._calls():
@@ -300,6 +300,9 @@ class ElasticState(State):
                     done["removed"] += 1
                 if not source["announced"] and source["at"] < settled:
                     self._finish_removal(hit)
+                    done["announced"] += 1
+                elif source["data"].get("lifting", {}).get("at", settled) < settled:
+                    self._finish_lift(_key_of(source), source["data"]["lifting"])
                     done["announced"] += 1
         return {name: count for name, count in done.items() if count or name == "removed"}
 
@@ -358,13 +361,39 @@ class ElasticState(State):
                 self._search({"term": {"kind": "tombstone"}}, ["at", "identifier"])]
 
     def lift(self, key: Key, event: Event, at: datetime) -> bool:
+        """Mark the tombstone as lifting (in the one write that claims the lift), announce
+        the lift (audit row, log leaf), then delete the tombstone. A lift whose
+        announcement failed is finished by the retry that finds the mark, or by repair:
+        the log never keeps a removal the state has lifted, nor the reverse."""
+        doc_id = f"tombstone:{key_id(key)}"
+        pending = {"at": format_date(at), "actor": event.actor, "audited": event.action,
+                   "reason": event.reason}
+
+        def lifting(source: dict | None) -> dict | None:
+            if source is None or "lifting" in source["data"]:
+                return None
+            return {**source, "data": {**source["data"], "lifting": pending}}
+
         with self._calls():
-            if not self._delete(f"tombstone:{key_id(key)}"):
-                return False
-            self._append((self.audit_log, self._audit_source(at, event, key)),
-                         (self.log, self._leaf_source(log_event(logleaf.LIFTED, at, key,
-                                                                event))))
-        return True
+            lifted = self._rewrite(doc_id, lifting)
+            if not lifted:
+                hit = self._get(doc_id)
+                if hit is None or "lifting" not in hit["_source"]["data"]:
+                    return False
+                pending = hit["_source"]["data"]["lifting"]
+            self._finish_lift(key, pending)
+        return lifted
+
+    def _finish_lift(self, key: Key, pending: dict) -> None:
+        """Audit and log a lift, then delete its tombstone unless a removal replaced it."""
+        at = parse_date(pending["at"])
+        event = Event(pending["actor"], pending["audited"], pending["reason"])
+        self._append((self.audit_log, self._audit_source(at, event, key)),
+                     (self.log, self._leaf_source(log_event(logleaf.LIFTED, at, key, event))))
+        hit = self._get(f"tombstone:{key_id(key)}")
+        if hit is not None and hit["_source"]["data"].get("lifting") == pending:
+            self._delete(hit["_id"], if_seq_no=hit["_seq_no"],
+                         if_primary_term=hit["_primary_term"])
 
     def confirmed(self, key: Key) -> bool:
         return any(self._search({"bool": {"filter": [
